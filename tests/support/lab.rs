@@ -1,0 +1,259 @@
+//! Tier-1 multi-host SSH test lab for integration tests: N isolated hosts
+//! (network namespace + sshd as PID 1 on an overlay root), driven by
+//! `tests/lab/lab.sh`. See `tests/lab/README.md`.
+//!
+//! ```ignore
+//! #[path = "support/lab.rs"]
+//! mod lab;
+//! use lab::Lab;
+//!
+//! #[test]
+//! fn converges_three_hosts() {
+//!     if !Lab::available() { return; }
+//!     let lab = Lab::up(3);
+//!     let out = lab.ssh(&lab.nodes[0], "hostname");
+//!     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node1");
+//! } // Drop runs `lab.sh down`, also when the test panics.
+//! ```
+//!
+//! Std only. Requires root, `ip`, `sshd`, `ssh`, `ssh-keygen`, `unshare`.
+//! Set `PLUMB_LAB_REQUIRE=1` (CI does) to turn "lab unavailable" into a
+//! failure instead of a skip. `PLUMB_LAB_SH` overrides the script's path.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One lab host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// `node1`, `node2`, ... (also the host's hostname).
+    pub name: String,
+    /// `10.77.0.K`, reachable from the test process over SSH port 22.
+    pub ip: String,
+}
+
+/// A running lab; torn down (by recorded PIDs) when dropped.
+#[derive(Debug)]
+pub struct Lab {
+    /// State dir: `ssh_config`, `id_ed25519`, `known_hosts`, `nodes`, `nodeK.log`.
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Path of `tests/lab/lab.sh`.
+pub fn lab_sh() -> PathBuf {
+    if let Some(p) = std::env::var_os("PLUMB_LAB_SH") {
+        return PathBuf::from(p);
+    }
+    let mut starts: Vec<PathBuf> = Vec::new();
+    if let Some(d) = option_env!("CARGO_MANIFEST_DIR") {
+        starts.push(PathBuf::from(d));
+    }
+    if let Ok(d) = std::env::current_dir() {
+        starts.push(d);
+    }
+    for start in starts {
+        let mut dir: Option<&Path> = Some(&start);
+        while let Some(d) = dir {
+            let p = d.join("tests/lab/lab.sh");
+            if p.is_file() {
+                return p;
+            }
+            dir = d.parent();
+        }
+    }
+    PathBuf::from("tests/lab/lab.sh")
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn run_lab_sh(args: &[&str]) -> Output {
+    let script = lab_sh();
+    Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .env("PLUMB_LAB_OWNER_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+}
+
+fn check(out: &Output, what: &str) {
+    if !out.status.success() {
+        panic!(
+            "lab.sh {what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Lab {
+    /// Why the lab cannot run here, or `None` if it can.
+    pub fn unavailable_reason() -> Option<String> {
+        if euid() != Some(0) {
+            return Some("the SSH lab needs root (network namespaces, mounts)".into());
+        }
+        for prog in ["ip", "sshd", "ssh", "ssh-keygen", "unshare", "setsid", "flock"] {
+            if find_program(prog).is_none() {
+                return Some(format!("the SSH lab needs `{prog}` (apt-get install openssh-server openssh-client iproute2 util-linux)"));
+            }
+        }
+        if !lab_sh().is_file() {
+            return Some(format!("{} not found", lab_sh().display()));
+        }
+        None
+    }
+
+    /// Whether the lab can run here. Prints the reason when it cannot, and
+    /// panics instead if `PLUMB_LAB_REQUIRE` is set (non-empty, not `0`).
+    pub fn available() -> bool {
+        match Self::unavailable_reason() {
+            None => true,
+            Some(reason) => {
+                let required = std::env::var("PLUMB_LAB_REQUIRE").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+                if required {
+                    panic!("PLUMB_LAB_REQUIRE is set but the lab cannot run: {reason}");
+                }
+                eprintln!("skipping: {reason}");
+                false
+            }
+        }
+    }
+
+    /// Brings up `n` nodes with the default `MaxSessions` (10).
+    pub fn up(n: usize) -> Lab {
+        Self::up_with(n, None)
+    }
+
+    /// Brings up `n` nodes; `max_sessions` sets sshd's `MaxSessions`.
+    pub fn up_with(n: usize, max_sessions: Option<u32>) -> Lab {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "plumb-lab-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let dir_s = dir.to_str().expect("temp dir is not UTF-8").to_owned();
+        let n_s = n.to_string();
+        let ms_s = max_sessions.map(|m| m.to_string());
+        let mut args = vec!["up", dir_s.as_str(), n_s.as_str()];
+        if let Some(m) = &ms_s {
+            args.extend(["--max-sessions", m.as_str()]);
+        }
+        let out = run_lab_sh(&args);
+        check(&out, "up"); // on failure lab.sh has already torn itself down
+        let nodes = std::fs::read_to_string(dir.join("nodes"))
+            .expect("lab.sh up wrote no nodes file")
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some(Node { name: f.next()?.to_owned(), ip: f.next()?.to_owned() })
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(nodes.len(), n, "nodes file of {}", dir.display());
+        Lab { dir, nodes }
+    }
+
+    /// Client config for `ssh -F`: key, known_hosts, `StrictHostKeyChecking yes`,
+    /// `BatchMode yes`, `User root`, and `Host nodeK` aliases.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// Client private key, authorized for root, deploy and nosudo on every node.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    /// known_hosts with every node's host key, keyed by IP.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// The node called `name` (`node1`, ...).
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name} in lab {}", self.dir.display()))
+    }
+
+    fn lab_cmd(&self, verb: &str, name: &str) {
+        let dir = self.dir.to_str().expect("UTF-8 dir");
+        check(&run_lab_sh(&[verb, dir, name]), verb);
+    }
+
+    /// Takes the node's link down (connections time out / fail).
+    pub fn cut(&self, name: &str) {
+        self.lab_cmd("cut", name)
+    }
+
+    /// Undoes [`Lab::cut`].
+    pub fn heal(&self, name: &str) {
+        self.lab_cmd("heal", name)
+    }
+
+    /// SIGKILLs the node's sshd (its PID 1): the whole node dies, the address
+    /// stays, so connections are refused.
+    pub fn kill_sshd(&self, name: &str) {
+        self.lab_cmd("kill-sshd", name)
+    }
+
+    /// Restarts the node with a new host key (known_hosts keeps the old one,
+    /// so ssh refuses). The node's filesystem changes are lost.
+    pub fn rekey(&self, name: &str) {
+        self.lab_cmd("rekey", name)
+    }
+
+    /// `ssh -F ssh_config root@IP CMD`.
+    pub fn ssh(&self, node: &Node, cmd: &str) -> Output {
+        self.ssh_as("root", node, cmd)
+    }
+
+    /// `ssh -F ssh_config USER@IP CMD` (users: root, deploy, nosudo).
+    pub fn ssh_as(&self, user: &str, node: &Node, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .arg(format!("{user}@{}", node.ip))
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run ssh")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let out = run_lab_sh(&["down", &dir]);
+        if !out.status.success() {
+            eprintln!("lab.sh down {dir} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if std::thread::panicking() {
+            eprintln!("lab state (sshd logs) kept in {dir}");
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
