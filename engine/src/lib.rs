@@ -9,3 +9,9 @@
 pub mod diag;
 pub mod source;
 pub mod yaml;
+pub mod introspect;
+pub mod module;
+pub mod shell;
+pub mod inventory;
+pub mod plan;
+pub mod template;

@@ -10,7 +10,8 @@
 #
 # Environment:
 #   PLUMB_LAB_CACHE      rootfs cache dir              (/var/cache/plumb-lab)
-#   PLUMB_LAB_ROOTFS     lower dir to use instead of the cached rootfs (e.g. /)
+#   PLUMB_LAB_ROOTFS     overlay lower dir(s) instead of the cached rootfs, e.g.
+#                        / or FIXTURES:/var/cache/plumb-lab/rootfs-v1
 #   PLUMB_LAB_OWNER_PID  pid owning the lab; if that process is gone, its IPs
 #                        may be reclaimed (nodes killed) by a later `up` that
 #                        runs short of addresses. Unset: never reclaimed.
@@ -160,18 +161,30 @@ alive() { # PID: exists and not a zombie
 
 pgid_of() { local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; st=${st##*) }; set -- $st; echo "$3"; }
 
-# SIGTERM the node's process group, SIGKILL after a short bounded wait.
-kill_node() { # PID DIR
-	local pid=$1 dir=$2 tgt i
-	is_node_pid "$pid" "$dir" || return 0
-	tgt=$pid
-	[ "$(pgid_of "$pid")" = "$pid" ] && tgt=-$pid
-	kill -TERM -- "$tgt" 2>/dev/null || true
-	for ((i = 0; i < 40; i++)); do alive "$pid" || return 0; sleep 0.05; done
-	kill -KILL -- "$tgt" 2>/dev/null || true
-	for ((i = 0; i < 60; i++)); do alive "$pid" || return 0; sleep 0.05; done
-	warn "pid $pid did not exit"
+# SIGTERM each node's process group, SIGKILL after a short bounded wait.
+# Only pids whose cmdline names DIR are touched. (Dead nodes linger briefly as
+# zombies until PID 1 reaps them: alive() counts a zombie as dead.)
+kill_nodes() { # DIR PID...
+	local dir=$1 pid sig i left
+	shift
+	local pids=()
+	for pid in "$@"; do is_node_pid "$pid" "$dir" && pids+=("$pid"); done
+	for sig in TERM KILL; do
+		((${#pids[@]})) || return 0
+		for pid in "${pids[@]}"; do
+			if [ "$(pgid_of "$pid")" = "$pid" ]; then kill -"$sig" -- "-$pid" 2>/dev/null || true; else kill -"$sig" "$pid" 2>/dev/null || true; fi
+		done
+		for ((i = 0; i < 40; i++)); do
+			left=()
+			for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
+			pids=("${left[@]+"${left[@]}"}")
+			((${#pids[@]})) || return 0
+			sleep 0.05
+		done
+	done
+	warn "pids ${pids[*]} did not exit"
 }
+kill_node() { kill_nodes "$2" "$1"; } # PID DIR
 
 # Host-side pid of the node's PID 1 (the child of the recorded unshare pid).
 inner_pid() { # PID
@@ -297,7 +310,10 @@ cmd_up() {
 	for c in ip sshd ssh-keygen unshare setsid flock timeout; do command -v "$c" >/dev/null || die "$c not found"; done
 
 	lower=$(cmd_rootfs)
-	[ -x "$lower/usr/sbin/sshd" ] || die "no /usr/sbin/sshd in lower dir $lower"
+	local l ok=
+	for l in ${lower//:/ }; do [ -x "$l/usr/sbin/sshd" ] && ok=1; done
+	[ -n "$ok" ] || die "no /usr/sbin/sshd in lower dir $lower"
+	[ "$lower" != / ] || [ -x /usr/bin/sudo ] || warn "lower dir is / and it has no sudo: 'deploy' cannot sudo"
 
 	UP_DIR=$dir
 	trap up_cleanup EXIT
@@ -376,9 +392,11 @@ cmd_down() {
 	local dir n ip pid k
 	[ -d "$1" ] || return 0
 	dir=$(cd "$1" && pwd -P)
+	local pids=()
 	if [ -f "$dir/nodes" ]; then
-		while read -r n ip pid; do kill_node "$pid" "$dir"; done <"$dir/nodes"
+		while read -r n ip pid; do pids+=("$pid"); done <"$dir/nodes"
 	fi
+	kill_nodes "$dir" "${pids[@]+"${pids[@]}"}"
 	lock_global
 	for f in "$IPDIR"/*; do
 		[ -f "$f" ] || continue

@@ -57,6 +57,13 @@ pub fn lab_sh() -> PathBuf {
     if let Ok(d) = std::env::current_dir() {
         starts.push(d);
     }
+    // this file is tests/support/lab.rs (absolute when included by an absolute #[path])
+    let here = Path::new(file!());
+    if here.is_absolute() {
+        if let Some(root) = here.parent().and_then(Path::parent).and_then(Path::parent) {
+            starts.push(root.to_path_buf());
+        }
+    }
     for start in starts {
         let mut dir: Option<&Path> = Some(&start);
         while let Some(d) = dir {
@@ -72,11 +79,13 @@ pub fn lab_sh() -> PathBuf {
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 fn euid() -> Option<u32> {
@@ -113,7 +122,15 @@ impl Lab {
         if euid() != Some(0) {
             return Some("the SSH lab needs root (network namespaces, mounts)".into());
         }
-        for prog in ["ip", "sshd", "ssh", "ssh-keygen", "unshare", "setsid", "flock"] {
+        for prog in [
+            "ip",
+            "sshd",
+            "ssh",
+            "ssh-keygen",
+            "unshare",
+            "setsid",
+            "flock",
+        ] {
             if find_program(prog).is_none() {
                 return Some(format!("the SSH lab needs `{prog}` (apt-get install openssh-server openssh-client iproute2 util-linux)"));
             }
@@ -130,7 +147,9 @@ impl Lab {
         match Self::unavailable_reason() {
             None => true,
             Some(reason) => {
-                let required = std::env::var("PLUMB_LAB_REQUIRE").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+                let required = std::env::var("PLUMB_LAB_REQUIRE")
+                    .map(|v| !v.is_empty() && v != "0")
+                    .unwrap_or(false);
                 if required {
                     panic!("PLUMB_LAB_REQUIRE is set but the lab cannot run: {reason}");
                 }
@@ -147,7 +166,10 @@ impl Lab {
 
     /// Brings up `n` nodes; `max_sessions` sets sshd's `MaxSessions`.
     pub fn up_with(n: usize, max_sessions: Option<u32>) -> Lab {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let dir = std::env::temp_dir().join(format!(
             "plumb-lab-{}-{}-{nanos:x}",
             std::process::id(),
@@ -167,7 +189,10 @@ impl Lab {
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
-                Some(Node { name: f.next()?.to_owned(), ip: f.next()?.to_owned() })
+                Some(Node {
+                    name: f.next()?.to_owned(),
+                    ip: f.next()?.to_owned(),
+                })
             })
             .collect::<Vec<_>>();
         assert_eq!(nodes.len(), n, "nodes file of {}", dir.display());
@@ -248,7 +273,10 @@ impl Drop for Lab {
         let dir = self.dir.to_string_lossy().into_owned();
         let out = run_lab_sh(&["down", &dir]);
         if !out.status.success() {
-            eprintln!("lab.sh down {dir} failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "lab.sh down {dir} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         if std::thread::panicking() {
             eprintln!("lab state (sshd logs) kept in {dir}");

@@ -1,0 +1,504 @@
+//! Plans as the user wrote them ([`RawPlan`]): loaded with spans, the resource
+//! envelope checked, ids, references and module names validated. Nothing here
+//! is templated or typed yet: that happens per host in [`crate::compile`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::diag::{did_you_mean, nearest, Diag};
+use crate::module::Registry;
+use crate::source::{SourceId, Sources, Span};
+use crate::yaml::{self, Node, Value};
+
+/// Keys of a resource beside its module key.
+pub const ENVELOPE_KEYS: &[&str] = &["id", "requires", "notify", "when", "hosts", "become", "sensitive"];
+
+/// Top-level keys of a plan.
+pub const PLAN_KEYS: &[&str] = &["plan", "description", "hosts", "vars", "include", "resources"];
+
+/// A string with the place it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The text.
+    pub value: String,
+    /// Where.
+    pub span: Span,
+}
+
+/// How a resource's commands are run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Become {
+    /// As the connecting user.
+    No,
+    /// Through `sudo -n` as root.
+    Root,
+    /// Through `sudo -n -u USER`.
+    User(String),
+}
+
+/// One resource as written.
+#[derive(Clone, Debug)]
+pub struct RawResource {
+    /// Its id.
+    pub id: Located,
+    /// Module key and its place.
+    pub module: Located,
+    /// The module's parameters (not yet templated).
+    pub params: Node,
+    /// Explicit requirements.
+    pub requires: Vec<Located>,
+    /// Resources to refresh when this one changed.
+    pub notify: Vec<Located>,
+    /// Condition (a minijinja expression, or a boolean).
+    pub when: Option<Node>,
+    /// Narrower host selection.
+    pub hosts: Option<Vec<Located>>,
+    /// `become` as written (`None`: inherit from the host).
+    pub become_: Option<Become>,
+    /// Keep every value out of every output.
+    pub sensitive: bool,
+    /// The whole list item.
+    pub span: Span,
+}
+
+/// A plan as written, includes merged.
+#[derive(Clone, Debug)]
+pub struct RawPlan {
+    /// Where the plan file is.
+    pub path: PathBuf,
+    /// Its folder (relative paths in the plan are relative to it).
+    pub dir: PathBuf,
+    /// The plan file's source id.
+    pub source: SourceId,
+    /// `plan:` name (default: the file stem).
+    pub name: String,
+    /// `description:`.
+    pub description: Option<String>,
+    /// `hosts:` selection (default `all`).
+    pub hosts: Vec<Located>,
+    /// `vars:`, as JSON values.
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Every resource, plan first, then includes in order.
+    pub resources: Vec<RawResource>,
+}
+
+impl RawPlan {
+    /// The resource with id `id`.
+    #[must_use]
+    pub fn resource(&self, id: &str) -> Option<&RawResource> {
+        self.resources.iter().find(|r| r.id.value == id)
+    }
+}
+
+/// Read a file into `sources`; a missing file is a diagnostic.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read_source(sources: &Sources, path: &Path, display: &str) -> Result<SourceId, Diag> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(sources.add(display, path, text)),
+        Err(e) => Err(Diag::bare("plumb::plan::read", format!("cannot read `{display}`: {e}"))),
+    }
+}
+
+/// Load and check a plan file.
+///
+/// # Errors
+/// Every problem found in the plan and its includes.
+pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> Result<RawPlan, Vec<Diag>> {
+    let display = path.display().to_string();
+    let id = read_source(sources, path, &display).map_err(|d| vec![d])?;
+    let root = yaml::parse(sources, id).map_err(|d| vec![d])?;
+    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let mut diags = Vec::new();
+    let mut plan = RawPlan {
+        path: path.to_path_buf(),
+        dir: dir.clone(),
+        source: id,
+        name: path.file_stem().map_or_else(|| "plan".into(), |s| s.to_string_lossy().into_owned()),
+        description: None,
+        hosts: vec![Located {
+            value: "all".into(),
+            span: Span::new(id, 0, 0),
+        }],
+        vars: BTreeMap::new(),
+        resources: Vec::new(),
+    };
+    let Some(entries) = root.as_map() else {
+        return Err(vec![Diag::new(
+            "plumb::plan::not_a_mapping",
+            format!("a plan is a mapping with `resources:`, found {}", root.type_name()),
+            root.span,
+            "",
+        )]);
+    };
+    let mut has_resources = false;
+    for e in entries {
+        match e.key.as_str() {
+            "plan" => match e.value.as_str() {
+                Some(s) => plan.name = s.to_string(),
+                None => diags.push(wrong_type(&e.value, "a string")),
+            },
+            "description" => match e.value.as_str() {
+                Some(s) => plan.description = Some(s.to_string()),
+                None => diags.push(wrong_type(&e.value, "a string")),
+            },
+            "hosts" => match string_list(&e.value) {
+                Ok(h) => plan.hosts = h,
+                Err(d) => diags.push(d),
+            },
+            "vars" => match &e.value.value {
+                Value::Map(m) => {
+                    for v in m {
+                        plan.vars.insert(v.key.clone(), v.value.to_json());
+                    }
+                }
+                Value::Null => {}
+                _ => diags.push(wrong_type(&e.value, "a mapping of variables")),
+            },
+            "include" => match string_list(&e.value) {
+                Ok(files) => {
+                    for f in files {
+                        load_include(sources, &dir, &f, &mut plan.resources, registry, &mut diags);
+                    }
+                }
+                Err(d) => diags.push(d),
+            },
+            "resources" => {
+                has_resources = true;
+                let mut found = parse_resources(&e.value, registry, &mut diags);
+                // Plan resources come first, includes after, whatever the key order.
+                found.append(&mut plan.resources);
+                plan.resources = found;
+            }
+            other => diags.push(
+                Diag::new(
+                    "plumb::plan::unknown_key",
+                    format!("unknown key `{other}` in plan"),
+                    e.key_span,
+                    "not a plan key",
+                )
+                .with_help(did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
+                    format!("a plan has the keys {}", PLAN_KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
+                })),
+            ),
+        }
+    }
+    if !has_resources && diags.is_empty() {
+        diags.push(
+            Diag::new("plumb::plan::no_resources", "the plan has no `resources:` list", root.span, "")
+                .with_help("add `resources:` with at least one resource"),
+        );
+    }
+    check_references(&plan, registry, &mut diags);
+    if diags.is_empty() {
+        Ok(plan)
+    } else {
+        Err(diags)
+    }
+}
+
+fn load_include(
+    sources: &Sources,
+    dir: &Path,
+    file: &Located,
+    out: &mut Vec<RawResource>,
+    registry: &Registry,
+    diags: &mut Vec<Diag>,
+) {
+    let path = dir.join(&file.value);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(text) => sources.add(path.display().to_string(), &path, text),
+        Err(e) => {
+            diags.push(Diag::new(
+                "plumb::plan::include",
+                format!("cannot read include `{}`: {e}", path.display()),
+                file.span,
+                "included here",
+            ));
+            return;
+        }
+    };
+    let root = match yaml::parse(sources, id) {
+        Ok(r) => r,
+        Err(d) => {
+            diags.push(d);
+            return;
+        }
+    };
+    let list = match &root.value {
+        Value::Seq(_) => &root,
+        Value::Map(m) => {
+            for e in m {
+                if e.key != "resources" {
+                    diags.push(
+                        Diag::new(
+                            "plumb::plan::unknown_key",
+                            format!("unknown key `{}` in an included file", e.key),
+                            e.key_span,
+                            "",
+                        )
+                        .with_help("an included file holds `resources:` only"),
+                    );
+                }
+            }
+            match root.get("resources") {
+                Some(e) => &e.value,
+                None => return,
+            }
+        }
+        _ => {
+            diags.push(wrong_type(&root, "a list of resources"));
+            return;
+        }
+    };
+    out.extend(parse_resources(list, registry, diags));
+}
+
+fn wrong_type(node: &Node, expected: &str) -> Diag {
+    Diag::new(
+        "plumb::plan::wrong_type",
+        format!("wrong type: found {}, expected {expected}", node.type_name()),
+        node.span,
+        "",
+    )
+}
+
+/// A string or a list of strings.
+fn string_list(node: &Node) -> Result<Vec<Located>, Diag> {
+    match &node.value {
+        Value::Str(s) => Ok(vec![Located {
+            value: s.clone(),
+            span: node.span,
+        }]),
+        Value::Seq(items) => items
+            .iter()
+            .map(|n| match n.as_str() {
+                Some(s) => Ok(Located {
+                    value: s.to_string(),
+                    span: n.span,
+                }),
+                None => Err(wrong_type(n, "a string")),
+            })
+            .collect(),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(wrong_type(node, "a string or a list of strings")),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
+fn parse_resources(node: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Vec<RawResource> {
+    let Value::Seq(items) = &node.value else {
+        if node.value != Value::Null {
+            diags.push(wrong_type(node, "a list of resources"));
+        }
+        return Vec::new();
+    };
+    items.iter().filter_map(|item| parse_resource(item, registry, diags)).collect()
+}
+
+fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Option<RawResource> {
+    let Some(entries) = item.as_map() else {
+        diags.push(wrong_type(item, "a resource (a mapping with `id` and a module key)"));
+        return None;
+    };
+    let before = diags.len();
+    let mut id = None;
+    let mut modules = Vec::new();
+    let mut requires = Vec::new();
+    let mut notify = Vec::new();
+    let mut when = None;
+    let mut hosts = None;
+    let mut become_ = None;
+    let mut sensitive = false;
+    let mut unknown_module = false;
+    for e in entries {
+        match e.key.as_str() {
+            "id" => match e.value.as_str() {
+                Some(s) if valid_id(s) => {
+                    id = Some(Located {
+                        value: s.to_string(),
+                        span: e.value.span,
+                    });
+                }
+                Some(s) => diags.push(
+                    Diag::new("plumb::plan::invalid_id", format!("invalid id `{s}`"), e.value.span, "")
+                        .with_help("ids are lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
+                ),
+                None => diags.push(wrong_type(&e.value, "a string")),
+            },
+            "requires" => match string_list(&e.value) {
+                Ok(v) => requires = v,
+                Err(d) => diags.push(d),
+            },
+            "notify" => match string_list(&e.value) {
+                Ok(v) => notify = v,
+                Err(d) => diags.push(d),
+            },
+            "when" => match &e.value.value {
+                Value::Str(_) | Value::Bool(_) => when = Some(e.value.clone()),
+                _ => diags.push(wrong_type(&e.value, "an expression (a string) or a boolean")),
+            },
+            "hosts" => match string_list(&e.value) {
+                Ok(v) => hosts = Some(v),
+                Err(d) => diags.push(d),
+            },
+            "become" => match &e.value.value {
+                Value::Bool(true) => become_ = Some(Become::Root),
+                Value::Bool(false) => become_ = Some(Become::No),
+                Value::Str(u) if u == "root" => become_ = Some(Become::Root),
+                Value::Str(u) => become_ = Some(Become::User(u.clone())),
+                _ => diags.push(wrong_type(&e.value, "`true`, `false` or a user name")),
+            },
+            "sensitive" => match &e.value.value {
+                Value::Bool(b) => sensitive = *b,
+                _ => diags.push(wrong_type(&e.value, "a boolean")),
+            },
+            key if registry.get(key).is_some() => modules.push(e),
+            key => {
+                let modules_near = nearest(key, registry.names());
+                let envelope_near = nearest(key, ENVELOPE_KEYS.iter().copied());
+                let looks_like_module = matches!(e.value.value, Value::Map(_)) || key.contains('.');
+                if (looks_like_module && envelope_near.is_none()) || (modules_near.is_some() && envelope_near.is_none()) {
+                    unknown_module = true;
+                    let help = modules_near.map_or_else(
+                        || format!("the modules are {}", registry.names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                        |m| format!("did you mean `{m}`?"),
+                    );
+                    diags.push(
+                        Diag::new("plumb::plan::unknown_module", format!("unknown module `{key}`"), e.key_span, "no such module")
+                            .with_help(help),
+                    );
+                } else {
+                    let help = envelope_near.map_or_else(
+                        || {
+                            format!(
+                                "a resource has `id`, one module key, and optionally {}",
+                                ENVELOPE_KEYS[1..].iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                            )
+                        },
+                        |k| format!("did you mean `{k}`?"),
+                    );
+                    diags.push(
+                        Diag::new("plumb::plan::unknown_key", format!("unknown key `{key}` in resource"), e.key_span, "not a resource key")
+                            .with_help(help),
+                    );
+                }
+            }
+        }
+    }
+    let span = item.span;
+    if id.is_none() && diags.len() == before {
+        diags.push(
+            Diag::new("plumb::plan::missing_id", "resource has no `id`", span, "this resource")
+                .with_help("give every resource a unique `id: name`"),
+        );
+    }
+    let name = id.as_ref().map_or_else(String::new, |i| format!(" `{}`", i.value));
+    match modules.len() {
+        0 if !unknown_module => diags.push(
+            Diag::new("plumb::plan::no_module", format!("resource{name} has no module key"), id.as_ref().map_or(span, |i| i.span), "")
+                .with_help(format!(
+                    "add exactly one of {}",
+                    registry.names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                )),
+        ),
+        0 | 1 => {}
+        _ => {
+            let mut d = Diag::new(
+                "plumb::plan::two_modules",
+                format!(
+                    "resource{name} has {} module keys: {}",
+                    modules.len(),
+                    modules.iter().map(|m| format!("`{}`", m.key)).collect::<Vec<_>>().join(" and ")
+                ),
+                modules[0].key_span,
+                "one module",
+            );
+            for m in &modules[1..] {
+                d = d.with_label(m.key_span, "another module");
+            }
+            diags.push(d.with_help("a resource manages one thing: split it into two resources with their own ids"));
+        }
+    }
+    if diags.len() != before {
+        return None;
+    }
+    let m = modules.into_iter().next()?;
+    Some(RawResource {
+        id: id?,
+        module: Located {
+            value: m.key.clone(),
+            span: m.key_span,
+        },
+        params: m.value.clone(),
+        requires,
+        notify,
+        when,
+        hosts,
+        become_,
+        sensitive,
+        span,
+    })
+}
+
+fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) {
+    let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
+    for r in &plan.resources {
+        if let Some(first) = seen.get(r.id.value.as_str()) {
+            diags.push(
+                Diag::new("plumb::plan::duplicate_id", format!("duplicate id `{}`", r.id.value), r.id.span, "used again here")
+                    .with_label(*first, "first used here")
+                    .with_help("ids must be unique across the plan and its includes"),
+            );
+        } else {
+            seen.insert(&r.id.value, r.id.span);
+        }
+    }
+    let ids: Vec<&str> = plan.resources.iter().map(|r| r.id.value.as_str()).collect();
+    for r in &plan.resources {
+        for (kind, list) in [("requires", &r.requires), ("notify", &r.notify)] {
+            for target in list {
+                let Some(t) = plan.resource(&target.value) else {
+                    diags.push(
+                        Diag::new(
+                            "plumb::plan::unknown_id",
+                            format!("`{kind}` names an unknown id `{}`", target.value),
+                            target.span,
+                            "no resource has this id",
+                        )
+                        .with_help_opt(did_you_mean(&target.value, ids.iter().copied())),
+                    );
+                    continue;
+                };
+                if t.id.value == r.id.value {
+                    diags.push(Diag::new(
+                        "plumb::plan::self_reference",
+                        format!("resource `{}` names itself in `{kind}`", r.id.value),
+                        target.span,
+                        "",
+                    ));
+                    continue;
+                }
+                if kind == "notify" && registry.get(&t.module.value).is_some_and(|m| !m.refreshable()) {
+                    diags.push(
+                        Diag::new(
+                            "plumb::plan::not_refreshable",
+                            format!("`{}` cannot be notified: a `{}` resource has nothing to refresh", t.id.value, t.module.value),
+                            target.span,
+                            "",
+                        )
+                        .with_help("notify a `service` or a `command`; use `requires` for ordering"),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The one place that builds shell text. Shell syntax comes in as `&'static
+//! str` (written in our source, never built from input); every runtime value
+//! goes through [`Sh::arg`] or [`Sh::val`], which quote it for POSIX `sh`.
+//! A module therefore cannot splice a user's value into a script unquoted.
+
+use std::fmt;
+
+/// A fragment of POSIX shell text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sh {
+    text: String,
+}
+
+/// `value` quoted for POSIX sh, as one word.
+#[must_use]
+pub fn quote(value: &str) -> String {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@%,".contains(&b)) {
+        return value.to_string();
+    }
+    // Single quotes keep every byte literal in POSIX sh; a quote inside is
+    // closed, escaped and reopened. (shell-quote's output is correct too but
+    // hard to read in the step labels that reports print.)
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+impl Sh {
+    /// Empty text.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start with static shell syntax (a command name, a keyword).
+    #[must_use]
+    pub fn raw_start(s: &'static str) -> Self {
+        Self { text: s.to_string() }
+    }
+
+    /// Append static shell syntax verbatim.
+    #[must_use]
+    pub fn raw(mut self, s: &'static str) -> Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Append a space and `value` quoted as one word.
+    #[must_use]
+    pub fn arg(mut self, value: impl AsRef<str>) -> Self {
+        if !self.text.is_empty() && !self.text.ends_with([' ', '\n', '=', '(']) {
+            self.text.push(' ');
+        }
+        self.text.push_str(&quote(value.as_ref()));
+        self
+    }
+
+    /// Append `value` quoted, with no space before it (`x=` + value).
+    #[must_use]
+    pub fn val(mut self, value: impl AsRef<str>) -> Self {
+        self.text.push_str(&quote(value.as_ref()));
+        self
+    }
+
+    /// Append another fragment.
+    #[must_use]
+    pub fn then(mut self, other: &Sh) -> Self {
+        self.text.push_str(&other.text);
+        self
+    }
+
+    /// Append another fragment on a new line.
+    pub fn line(&mut self, other: &Sh) {
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(&other.text);
+        self.text.push('\n');
+    }
+
+    /// A user's own command line (a `command` resource's `run`, a `validate`
+    /// check), run by `sh -c` with `args` as its positional parameters: its
+    /// text is the user's shell code by intent, and is passed quoted.
+    #[must_use]
+    pub fn user_command(cmd: &str, args: &[Sh]) -> Self {
+        let mut s = Self::raw_start("sh -c").arg(cmd).arg("plumb");
+        for a in args {
+            s.text.push(' ');
+            s.text.push_str(&a.text);
+        }
+        s
+    }
+
+    /// The text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether there is no text.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+impl fmt::Display for Sh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn echo_back(v: &str) -> String {
+        let s = Sh::raw_start("printf '%s'").arg(v);
+        let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn hostile_values_reach_the_command_literally() {
+        for v in [
+            "$(touch /tmp/plumb-pwned)",
+            "`id`",
+            "a; rm -rf /",
+            "it's \"quoted\"",
+            "line\nbreak",
+            "sp ace",
+            "ünïcødé ✓",
+            "-n",
+            "",
+            "*",
+            "$HOME",
+            "\\",
+        ] {
+            assert_eq!(echo_back(v), v);
+        }
+        assert!(!std::path::Path::new("/tmp/plumb-pwned").exists());
+    }
+
+    #[test]
+    fn plain_words_stay_readable() {
+        assert_eq!(quote("/etc/docker/daemon.json"), "/etc/docker/daemon.json");
+        assert_eq!(quote("a b"), "'a b'");
+    }
+}
