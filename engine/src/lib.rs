@@ -15,3 +15,8 @@ pub mod shell;
 pub mod inventory;
 pub mod plan;
 pub mod template;
+pub mod compile;
+pub mod transport;
+pub mod write;
+pub mod report;
+pub mod run;

@@ -1,0 +1,409 @@
+//! From a [`RawPlan`] and an [`Inventory`] to one [`HostPlan`] per host:
+//! variables merged, parameters templated and typed, `when` evaluated, and the
+//! dependency graph built (explicit `requires`/`notify` edges plus the
+//! implicit edges that modules' claims imply), checked for cycles and sorted.
+//!
+//! Everything here runs on the workstation, before any connection: a plan
+//! that compiles for every host is one the executor can run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diag::Diag;
+use crate::inventory::{Host, Inventory};
+use crate::module::{Claim, CompileCx, Registry, Resource};
+use crate::plan::{Become, RawPlan, RawResource};
+use crate::source::Sources;
+use crate::template::{Templates, Vars};
+
+/// Why one resource runs after another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// `requires:` in the plan.
+    Requires,
+    /// `notify:` (the target runs after its notifier).
+    Notify,
+    /// Implied by what the two manage (the text says what).
+    Implicit(String),
+}
+
+impl EdgeKind {
+    fn describe(&self) -> String {
+        match self {
+            EdgeKind::Requires => "requires".into(),
+            EdgeKind::Notify => "notifies".into(),
+            EdgeKind::Implicit(why) => format!("implicitly requires ({why})"),
+        }
+    }
+}
+
+/// One resource compiled for one host.
+pub struct HostResource {
+    /// Its id.
+    pub id: String,
+    /// Its module's name.
+    pub module: &'static str,
+    /// The typed resource (`None` when skipped by `when`).
+    pub resource: Option<Box<dyn Resource>>,
+    /// Why it is skipped before anything runs (`when` was false).
+    pub skip: Option<String>,
+    /// Resources that must converge first (indices into the host's list), and why.
+    pub requires: Vec<(usize, EdgeKind)>,
+    /// Resources whose change refreshes this one.
+    pub notified_by: Vec<usize>,
+    /// How its commands run.
+    pub become_: Become,
+    /// Keep its values out of every output.
+    pub sensitive: bool,
+}
+
+/// Everything to do on one host.
+pub struct HostPlan {
+    /// The host.
+    pub host: Host,
+    /// Its resources, in plan order.
+    pub resources: Vec<HostResource>,
+    /// Indices of `resources` in dependency order.
+    pub order: Vec<usize>,
+}
+
+/// Options that come from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// `--var k=v` values (highest precedence).
+    pub vars: Vars,
+    /// `--limit` host or group names.
+    pub limit: Vec<String>,
+}
+
+/// A plan compiled for each selected host.
+pub struct Compiled {
+    /// The plan as written.
+    pub plan: RawPlan,
+    /// One plan per host, in inventory order.
+    pub hosts: Vec<HostPlan>,
+}
+
+/// Compile `plan` for every host it selects.
+///
+/// # Errors
+/// Every problem found, deduplicated across hosts.
+pub fn compile(
+    plan: RawPlan,
+    inventory: &Inventory,
+    registry: &Registry,
+    sources: &Sources,
+    opts: &CompileOptions,
+) -> Result<Compiled, Vec<Diag>> {
+    let mut diags = Vec::new();
+    let mut selected = match inventory.select(&plan.hosts) {
+        Ok(h) => h,
+        Err(d) => return Err(d),
+    };
+    if !opts.limit.is_empty() {
+        let limit: Vec<crate::plan::Located> = opts
+            .limit
+            .iter()
+            .map(|l| crate::plan::Located {
+                value: l.clone(),
+                span: crate::source::Span::default(),
+            })
+            .collect();
+        match inventory.select(&limit) {
+            Ok(l) => {
+                let names: BTreeSet<&str> = l.iter().map(|h| h.name.as_str()).collect();
+                selected.retain(|h| names.contains(h.name.as_str()));
+            }
+            Err(d) => {
+                return Err(d
+                    .into_iter()
+                    .map(|mut d| {
+                        d.labels.clear();
+                        d.code = "plumb::cli::unknown_limit";
+                        d.message = format!("--limit: {}", d.message);
+                        d
+                    })
+                    .collect())
+            }
+        }
+    }
+    // Resource-level host selections, checked once.
+    let mut narrowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for r in &plan.resources {
+        if let Some(h) = &r.hosts {
+            match inventory.select(h) {
+                Ok(hs) => {
+                    narrowed.insert(&r.id.value, hs.iter().map(|h| h.name.clone()).collect());
+                }
+                Err(d) => diags.extend(d),
+            }
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let templates = Templates::new();
+    let mut hosts = Vec::new();
+    for host in selected {
+        let mut vars = plan.vars.clone();
+        vars.extend(host.vars.clone());
+        vars.extend(opts.vars.clone());
+        let on_host: Vec<&RawResource> = plan
+            .resources
+            .iter()
+            .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
+            .collect();
+        match compile_host(&plan, host, &on_host, &vars, registry, sources, &templates) {
+            Ok(hp) => hosts.push(hp),
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(dedup(diags));
+    }
+    Ok(Compiled { plan, hosts })
+}
+
+fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
+    let mut seen = BTreeSet::new();
+    diags
+        .into_iter()
+        .filter(|d| seen.insert((d.code, d.message.clone(), d.labels.first().map(|l| (l.0.source.0, l.0.offset)))))
+        .collect()
+}
+
+fn compile_host(
+    plan: &RawPlan,
+    host: &Host,
+    raws: &[&RawResource],
+    vars: &Vars,
+    registry: &Registry,
+    sources: &Sources,
+    templates: &Templates,
+) -> Result<HostPlan, Vec<Diag>> {
+    let mut diags = Vec::new();
+    let mut resources = Vec::new();
+    let render = |text: &str, id| templates.render_file(text, id, vars);
+    for raw in raws {
+        let become_ = raw.become_.clone().unwrap_or_else(|| host.become_.clone());
+        let module = registry.get(&raw.module.value).expect("module names are checked at load");
+        let mut hr = HostResource {
+            id: raw.id.value.clone(),
+            module: module.name(),
+            resource: None,
+            skip: None,
+            requires: Vec::new(),
+            notified_by: Vec::new(),
+            become_,
+            sensitive: raw.sensitive,
+        };
+        if let Some(w) = &raw.when {
+            match templates.condition(w, vars, sources) {
+                Ok(false) => {
+                    hr.skip = Some("`when` is false".into());
+                    resources.push(hr);
+                    continue;
+                }
+                Ok(true) => {}
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            }
+        }
+        let params = match templates.render_node(&raw.params, vars, sources) {
+            Ok(p) => p,
+            Err(d) => {
+                diags.extend(d);
+                continue;
+            }
+        };
+        let cx = CompileCx {
+            plan_dir: &plan.dir,
+            sources,
+            render: &render,
+        };
+        match module.compile(&params, raw.module.span, cx) {
+            Ok(r) => hr.resource = Some(r),
+            Err(d) => diags.extend(d),
+        }
+        resources.push(hr);
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let index: BTreeMap<String, usize> = resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+    let mut edges: Vec<(usize, usize, EdgeKind)> = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        for req in &raw.requires {
+            // A requirement that is not on this host (narrowed by `hosts:`)
+            // orders nothing here.
+            if let Some(&j) = index.get(req.value.as_str()) {
+                edges.push((j, i, EdgeKind::Requires));
+            }
+        }
+        for n in &raw.notify {
+            if let Some(&j) = index.get(n.value.as_str()) {
+                edges.push((i, j, EdgeKind::Notify));
+                resources[j].notified_by.push(i);
+            }
+        }
+    }
+    implicit_edges(&resources, &mut edges);
+    let mut graph: DiGraph<usize, EdgeKind> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..resources.len()).map(|i| graph.add_node(i)).collect();
+    for (from, to, kind) in &edges {
+        if !graph.contains_edge(nodes[*from], nodes[*to]) {
+            graph.add_edge(nodes[*from], nodes[*to], kind.clone());
+        }
+        let r = &mut resources[*to];
+        if !r.requires.iter().any(|(j, _)| j == from) {
+            r.requires.push((*from, kind.clone()));
+        }
+    }
+    let order = match toposort(&graph, None) {
+        Ok(o) => o.into_iter().map(|n| graph[n]).collect(),
+        Err(_) => return Err(cycle_diags(&graph, raws)),
+    };
+    Ok(HostPlan {
+        host: host.clone(),
+        resources,
+        order,
+    })
+}
+
+/// Edges from claims: every need is met by every provider of the same key
+/// (for paths: of an ancestor path).
+fn implicit_edges(resources: &[HostResource], edges: &mut Vec<(usize, usize, EdgeKind)>) {
+    let claims: Vec<_> = resources.iter().map(|r| r.resource.as_ref().map(|x| x.claims()).unwrap_or_default()).collect();
+    for (i, c) in claims.iter().enumerate() {
+        for need in &c.needs {
+            for (j, other) in claims.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for p in &other.provides {
+                    if let Some(why) = meets(p, need) {
+                        edges.push((j, i, EdgeKind::Implicit(why)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn meets(provided: &Claim, need: &Claim) -> Option<String> {
+    match (provided, need) {
+        (Claim::Path(p), Claim::Path(n)) => {
+            let p = p.trim_end_matches('/');
+            let under = n.strip_prefix(p).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1) || (p.is_empty() && n.len() > 1);
+            under.then(|| format!("`{n}` is under `{}`", if p.is_empty() { "/" } else { p }))
+        }
+        (Claim::Key(k1, v1), Claim::Key(k2, v2)) if k1 == k2 && v1 == v2 => Some(format!("{k1} `{v1}`")),
+        _ => None,
+    }
+}
+
+fn cycle_diags(graph: &DiGraph<usize, EdgeKind>, raws: &[&RawResource]) -> Vec<Diag> {
+    let mut diags = Vec::new();
+    for scc in tarjan_scc(graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+        // Walk the cycle in edge order for a readable message.
+        let mut path = vec![scc[0]];
+        let mut steps = Vec::new();
+        let mut cur = scc[0];
+        loop {
+            let next = graph
+                .edges(cur)
+                .find(|e| members.contains(&petgraph::visit::EdgeRef::target(e)))
+                .expect("a member of a cycle has an edge inside it");
+            let t = petgraph::visit::EdgeRef::target(&next);
+            steps.push(next.weight().describe());
+            if t == scc[0] || path.contains(&t) {
+                path.push(t);
+                break;
+            }
+            path.push(t);
+            cur = t;
+        }
+        let mut msg = String::from("dependency cycle: ");
+        for (k, n) in path.iter().enumerate() {
+            let _ = write!(msg, "`{}`", raws[graph[*n]].id.value);
+            if k < steps.len() {
+                let _ = write!(msg, " {} ", steps[k]);
+            }
+        }
+        let first = raws[graph[path[0]]];
+        let mut d = Diag::new("plumb::plan::cycle", msg, first.id.span, "part of the cycle");
+        for n in &path[1..path.len() - 1] {
+            d = d.with_label(raws[graph[*n]].id.span, "part of the cycle");
+        }
+        diags.push(d.with_help("remove one of these `requires`/`notify` edges; implicit edges follow paths and devices"));
+    }
+    diags
+}
+
+/// The host plans as Graphviz DOT.
+#[must_use]
+pub fn to_dot(c: &Compiled) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", dot_id(&c.plan.name));
+    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];");
+    for (h, hp) in c.hosts.iter().enumerate() {
+        let _ = writeln!(out, "  subgraph cluster_{h} {{\n    label={};", dot_id(&hp.host.name));
+        for r in &hp.resources {
+            let style = if r.skip.is_some() { ", style=dashed" } else { "" };
+            let _ = writeln!(
+                out,
+                "    {} [label={}{style}];",
+                dot_id(&format!("{}/{}", hp.host.name, r.id)),
+                dot_id(&format!("{}\n{}", r.id, r.module))
+            );
+        }
+        for r in &hp.resources {
+            for (from, kind) in &r.requires {
+                let attrs = match kind {
+                    EdgeKind::Requires => String::new(),
+                    EdgeKind::Notify => " [style=dashed, label=\"notify\"]".into(),
+                    EdgeKind::Implicit(why) => format!(" [style=dotted, label={}]", dot_id(why)),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {} -> {}{attrs};",
+                    dot_id(&format!("{}/{}", hp.host.name, hp.resources[*from].id)),
+                    dot_id(&format!("{}/{}", hp.host.name, r.id))
+                );
+            }
+        }
+        let _ = writeln!(out, "  }}");
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_needs_every_managed_ancestor_but_not_a_sibling() {
+        let dir = Claim::Path("/srv/app".into());
+        assert!(meets(&dir, &Claim::Path("/srv/app/conf/x".into())).is_some());
+        assert!(meets(&dir, &Claim::Path("/srv/app2".into())).is_none());
+        assert!(meets(&dir, &Claim::Path("/srv/app".into())).is_none());
+        assert!(meets(&Claim::Path("/".into()), &Claim::Path("/etc".into())).is_some());
+        assert!(meets(&Claim::Key("vg", "a".into()), &Claim::Key("vg", "a".into())).is_some());
+        assert!(meets(&Claim::Key("vg", "a".into()), &Claim::Key("lv", "a".into())).is_none());
+    }
+}

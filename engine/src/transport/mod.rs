@@ -1,0 +1,123 @@
+//! Transports run shell scripts on a host and return what they printed.
+//!
+//! A transport is deliberately small: run one `sh` script with optional
+//! standard input (streamed, so large uploads never sit in memory twice), say
+//! how many scripts may run at once, and close. Everything else (batching,
+//! uploads with verification, `become`) is built by the engine on top of
+//! `run`, so every transport gets it for free.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::inventory::{Connection, Host};
+use crate::module::{Content, Payload};
+
+/// What a script printed, and how it ended.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Exit status (`-1` when killed by a signal).
+    pub status: i32,
+}
+
+impl Output {
+    /// The last `lines` lines of stderr, for error messages.
+    #[must_use]
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail(&String::from_utf8_lossy(&self.stderr), lines)
+    }
+}
+
+/// The last `n` non-empty lines of `text`.
+#[must_use]
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Why a host could not be reached or a script could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The connection could not be made.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The host's key is unknown or changed.
+    #[error("{0}")]
+    HostKey(String),
+    /// The connection broke while a script ran.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// Sending standard input failed.
+    #[error("cannot send data: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs scripts on one host.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Run `script` with `sh`, feeding `stdin` (or nothing) to it.
+    ///
+    /// # Errors
+    /// The script could not be run or the connection broke; a script that
+    /// ran and failed is an `Ok` with a non-zero status.
+    async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError>;
+
+    /// How many scripts may run at once on this host.
+    fn max_parallel(&self) -> usize {
+        1
+    }
+
+    /// Release the connection.
+    async fn close(&self) {}
+}
+
+/// Opens transports for hosts.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Connect to `host`.
+    ///
+    /// # Errors
+    /// The host cannot be reached (the message says why).
+    async fn connect(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError>;
+}
+
+/// The connector for hosts whose connection is `local`; SSH hosts are
+/// refused (the SSH connector wraps this one).
+#[derive(Debug, Default)]
+pub struct LocalOnly;
+
+#[async_trait]
+impl Connector for LocalOnly {
+    async fn connect(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError> {
+        match host.connection {
+            Connection::Local => Ok(Arc::new(local::Local)),
+            Connection::Ssh => Err(TransportError::Connect(format!(
+                "host `{}` needs SSH, which this build cannot use",
+                host.name
+            ))),
+        }
+    }
+}
+
+/// Copy a payload into an async writer (a child's stdin).
+///
+/// # Errors
+/// Reading the local file or writing failed.
+pub async fn send_payload<W: tokio::io::AsyncWrite + Unpin>(p: &Payload, w: &mut W) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    match &p.content {
+        Content::Bytes(b) => w.write_all(b).await?,
+        Content::File(path) => {
+            let mut f = tokio::fs::File::open(path).await?;
+            tokio::io::copy(&mut f, w).await?;
+        }
+    }
+    w.flush().await?;
+    w.shutdown().await
+}

@@ -1,0 +1,144 @@
+//! Shell text for the engine's own steps: the batched probe script, atomic
+//! verified file writes, and `become`. Built with [`crate::shell::Sh`] only.
+
+use crate::module::FileWrite;
+use crate::plan::Become;
+use crate::shell::Sh;
+
+/// Exit status of a write whose staged file's checksum did not match.
+pub const EXIT_CHECKSUM: i32 = 97;
+/// Exit status of a write whose `validate` command failed.
+pub const EXIT_VALIDATE: i32 = 98;
+
+/// Wrap `script` so that it runs as `become` asks (no sudo when the remote
+/// user already is root).
+#[must_use]
+pub fn with_become(script: &Sh, become_: &Become) -> Sh {
+    match become_ {
+        Become::No => script.clone(),
+        Become::Root => Sh::raw_start("if [ \"$(id -u)\" = 0 ]; then sh -c")
+            .arg(script.as_str())
+            .raw("; else sudo -n -- sh -c")
+            .arg(script.as_str())
+            .raw("; fi"),
+        Become::User(u) => Sh::raw_start("sudo -n -u").arg(u).raw(" -- sh -c").arg(script.as_str()),
+    }
+}
+
+/// One script that runs every probe, each framed by markers that carry a
+/// per-run nonce (so probed content cannot forge them).
+#[must_use]
+pub fn probe_batch(nonce: &str, probes: &[(usize, Sh)]) -> Sh {
+    let mut s = Sh::new();
+    for (i, p) in probes {
+        s.line(&Sh::raw_start("printf '%s\\n'").arg(format!("@@{nonce}:b:{i}")));
+        s.line(&Sh::raw_start("(\n").then(p).raw("\n) </dev/null"));
+        s.line(&Sh::raw_start("printf '\\n%s:%d\\n'").arg(format!("@@{nonce}:e:{i}")).raw(" \"$?\""));
+    }
+    s
+}
+
+/// Split a batch's output into each probe's output and status.
+#[must_use]
+pub fn split_batch(nonce: &str, stdout: &[u8]) -> Vec<(usize, Vec<u8>, i32)> {
+    let mut out = Vec::new();
+    let begin = format!("@@{nonce}:b:");
+    let mut rest = stdout;
+    while let Some(b) = find(rest, begin.as_bytes()) {
+        let after = &rest[b + begin.len()..];
+        let Some(nl) = after.iter().position(|c| *c == b'\n') else { break };
+        let Ok(i) = std::str::from_utf8(&after[..nl]).unwrap_or("").parse::<usize>() else { break };
+        let body = &after[nl + 1..];
+        let end = format!("\n@@{nonce}:e:{i}:");
+        let Some(e) = find(body, end.as_bytes()) else { break };
+        let tail = &body[e + end.len()..];
+        let nl2 = tail.iter().position(|c| *c == b'\n').unwrap_or(tail.len());
+        let status = std::str::from_utf8(&tail[..nl2]).unwrap_or("").parse().unwrap_or(-1);
+        out.push((i, body[..e].to_vec(), status));
+        rest = &tail[nl2..];
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The script that writes `w` atomically from standard input: a temp file in
+/// the target's folder, sha256 checked on the host, metadata set, `validate`
+/// run, the old file backed up, fsync, rename. On any failure the temp file
+/// is removed and the target is untouched.
+#[must_use]
+pub fn file_write(w: &FileWrite, run_id: &str) -> Sh {
+    let dir = match w.path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => w.path[..i].to_string(),
+        None => ".".to_string(),
+    };
+    let mut s = Sh::raw_start("set -e\numask 077\n");
+    s.line(&Sh::raw_start("target=").val(&w.path).raw("; dir=").val(&dir).raw("; want=").val(&w.payload.sha256));
+    s.line(&Sh::raw_start(
+        "tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ncat > \"$tmp\"\n\
+         got=$(sha256sum < \"$tmp\"); got=${got%% *}\n\
+         if [ \"$got\" != \"$want\" ]; then echo \"plumb: checksum mismatch for $target: sent $want, host has $got\" >&2; exit 97; fi",
+    ));
+    match w.mode {
+        Some(m) => s.line(&Sh::raw_start("chmod").arg(format!("{m:o}")).raw(" \"$tmp\"")),
+        None => s.line(&Sh::raw_start(
+            "if [ -e \"$target\" ]; then chmod \"$(stat -c %a \"$target\")\" \"$tmp\"; chown \"$(stat -c %u:%g \"$target\")\" \"$tmp\" 2>/dev/null || true; else chmod 644 \"$tmp\"; fi",
+        )),
+    }
+    if let Some(o) = &w.owner {
+        s.line(&Sh::raw_start("chown").arg(o).raw(" \"$tmp\""));
+    }
+    if let Some(g) = &w.group {
+        s.line(&Sh::raw_start("chgrp").arg(g).raw(" \"$tmp\""));
+    }
+    if let Some(v) = &w.validate {
+        // `%s` becomes "$1": the staged path reaches the user's command as an
+        // argument, never as text spliced into it.
+        let cmd = v.replace("%s", "\"$1\"");
+        s.line(
+            &Sh::raw_start("if ! ")
+                .then(&Sh::user_command(&cmd, &[Sh::raw_start("\"$tmp\"")]))
+                .raw(" >&2; then echo \"plumb: validate command failed; $target left as it was\" >&2; exit 98; fi"),
+        );
+    }
+    if w.backup {
+        s.line(&backup_lines(run_id));
+    }
+    s.line(&Sh::raw_start(
+        "sync -- \"$tmp\" 2>/dev/null || sync\nmv -f -- \"$tmp\" \"$target\"\ntrap - EXIT\nsync -- \"$dir\" 2>/dev/null || true",
+    ));
+    s
+}
+
+/// Shell lines that copy `$target` (if it exists) into this run's backup
+/// folder and print `plumb-backup=PATH`.
+#[must_use]
+pub fn backup_lines(run_id: &str) -> Sh {
+    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/\"")
+        .val(run_id)
+        .raw("\"$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  cp -a -- \"$target\" \"$bdir/\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_splits_back_into_its_probes() {
+        let probes = vec![
+            (0, Sh::raw_start("printf 'a=1\\n'")),
+            (3, Sh::raw_start("printf 'no newline'; exit 4")),
+            (7, Sh::raw_start("printf '@@fake:e:7:0\\n'")),
+        ];
+        let script = probe_batch("n0nce", &probes);
+        let out = std::process::Command::new("sh").arg("-c").arg(script.as_str()).output().unwrap();
+        let parts = split_batch("n0nce", &out.stdout);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], (0, b"a=1\n".to_vec(), 0));
+        assert_eq!(parts[1], (3, b"no newline".to_vec(), 4));
+        assert_eq!(parts[2], (7, b"@@fake:e:7:0\n".to_vec(), 0));
+    }
+}
