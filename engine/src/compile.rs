@@ -225,6 +225,7 @@ fn compile_host(
             plan_dir: &plan.dir,
             sources,
             render: &render,
+            sensitive: raw.sensitive,
         };
         match module.compile(&params, raw.module.span, cx) {
             Ok(r) => hr.resource = Some(r),
@@ -264,15 +265,42 @@ fn compile_host(
             r.requires.push((*from, kind.clone()));
         }
     }
-    let order = match toposort(&graph, None) {
-        Ok(o) => o.into_iter().map(|n| graph[n]).collect(),
-        Err(_) => return Err(cycle_diags(&graph, raws)),
-    };
+    if toposort(&graph, None).is_err() {
+        return Err(cycle_diags(&graph, raws));
+    }
+    let order = stable_order(&resources);
     Ok(HostPlan {
         host: host.clone(),
         resources,
         order,
     })
+}
+
+/// Dependency order that keeps the plan's order wherever the graph allows
+/// (Kahn's algorithm, always taking the earliest ready resource), so that
+/// reports read like the plan.
+fn stable_order(resources: &[HostResource]) -> Vec<usize> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut indegree: Vec<usize> = resources.iter().map(|r| r.requires.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); resources.len()];
+    for (i, r) in resources.iter().enumerate() {
+        for (j, _) in &r.requires {
+            dependents[*j].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..resources.len()).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(resources.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    order
 }
 
 /// Edges from claims: every need is met by every provider of the same key

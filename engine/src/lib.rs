@@ -20,3 +20,4 @@ pub mod transport;
 pub mod write;
 pub mod report;
 pub mod run;
+pub mod saved;

@@ -375,9 +375,17 @@ pub struct PrepareCx<'a> {
     pub(crate) sources: &'a Sources,
     pub(crate) render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
     pub(crate) diags: RefCell<Vec<Diag>>,
+    pub(crate) sensitive: bool,
 }
 
 impl PrepareCx<'_> {
+    /// Whether the resource is `sensitive` (its old content must not even be
+    /// fetched for a diff).
+    #[must_use]
+    pub fn sensitive(&self) -> bool {
+        self.sensitive
+    }
+
     /// Report a problem with the parameter at `path` (dotted; `""` for the
     /// resource as a whole).
     pub fn error(&self, path: &str, code: &'static str, message: impl Into<String>, help: Option<String>) {
@@ -626,6 +634,8 @@ pub struct CompileCx<'a> {
     pub sources: &'a Sources,
     /// Renders a template file's text (registered as the given source).
     pub render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
+    /// Whether the resource is `sensitive`.
+    pub sensitive: bool,
 }
 
 struct Entry<M>(PhantomData<fn() -> M>);
@@ -652,6 +662,7 @@ impl<M: Module> ModuleEntry for Entry<M> {
             sources: cx.sources,
             render: cx.render,
             diags: RefCell::new(Vec::new()),
+            sensitive: cx.sensitive,
         };
         M::prepare(&mut p, &pcx);
         let diags = pcx.diags.into_inner();
@@ -769,4 +780,27 @@ mod tests {
         assert_eq!(out.fields().get("x"), None);
         assert_eq!(out.body(), Some(&b"x=1\nraw\n"[..]));
     }
+}
+
+/// A unified diff of two texts (`None` when either is not UTF-8 text).
+#[must_use]
+pub fn text_diff(old: Option<&[u8]>, new: &[u8], path: &str) -> Option<String> {
+    let new = std::str::from_utf8(new).ok()?;
+    let old_text = match old {
+        Some(o) => std::str::from_utf8(o).ok()?,
+        None => "",
+    };
+    if new.contains('\0') || old_text.contains('\0') {
+        return None;
+    }
+    let from = if old.is_some() { format!("a{path}") } else { "/dev/null".to_string() };
+    let d = similar::TextDiff::from_lines(old_text, new);
+    let mut s = d.unified_diff().context_radius(3).header(&from, &format!("b{path}")).to_string();
+    if s.is_empty() {
+        return None;
+    }
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    Some(s)
 }

@@ -146,7 +146,8 @@ struct HostRun<'a> {
 impl HostRun<'_> {
     async fn exec(&self, script: &Sh, become_: &Become, stdin: Option<&crate::module::Payload>) -> Result<Output, TransportError> {
         self.count.fetch_add(1, Ordering::SeqCst);
-        let s = with_become(script, become_);
+        let script = Sh::raw_start("plumb_run=").val(&self.opts.run_id).raw("\n").then(script);
+        let s = with_become(&script, become_);
         self.t.run(s.as_str(), stdin).await
     }
 
@@ -194,7 +195,7 @@ impl HostRun<'_> {
             }
             Step::Write(w) => {
                 self.opts.emit(Event::Step(self.hp.host.name.clone(), String::new(), format!("write {}", w.path)));
-                let script = file_write(w, &self.opts.run_id);
+                let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
                 match o.status {
                     0 => Ok(String::from_utf8_lossy(&o.stdout)
@@ -278,7 +279,12 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
         let s = &mut slots[i];
         let status = s.status.unwrap_or(Status::Skipped);
         let (changes, diff) = redact(&s.changes, r.sensitive);
+        let fingerprint = s.observed.as_ref().map(|o| {
+            let json = serde_json::to_string(&s.changes).unwrap_or_default();
+            crate::module::sha256_hex(format!("{}\n{json}", o.fingerprint()).as_bytes())
+        });
         report.resources.push(ResourceReport {
+            fingerprint,
             id: r.id.clone(),
             module: r.module.to_string(),
             status,

@@ -69,7 +69,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// run, the old file backed up, fsync, rename. On any failure the temp file
 /// is removed and the target is untouched.
 #[must_use]
-pub fn file_write(w: &FileWrite, run_id: &str) -> Sh {
+pub fn file_write(w: &FileWrite) -> Sh {
     let dir = match w.path.rfind('/') {
         Some(0) => "/".to_string(),
         Some(i) => w.path[..i].to_string(),
@@ -105,7 +105,7 @@ pub fn file_write(w: &FileWrite, run_id: &str) -> Sh {
         );
     }
     if w.backup {
-        s.line(&backup_lines(run_id));
+        s.line(&backup_lines());
     }
     s.line(&Sh::raw_start(
         "sync -- \"$tmp\" 2>/dev/null || sync\nmv -f -- \"$tmp\" \"$target\"\ntrap - EXIT\nsync -- \"$dir\" 2>/dev/null || true",
@@ -114,12 +114,11 @@ pub fn file_write(w: &FileWrite, run_id: &str) -> Sh {
 }
 
 /// Shell lines that copy `$target` (if it exists) into this run's backup
-/// folder and print `plumb-backup=PATH`.
+/// folder and print `plumb-backup=PATH`. The engine sets `$plumb_run` (the
+/// run id) at the top of every step script.
 #[must_use]
-pub fn backup_lines(run_id: &str) -> Sh {
-    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/\"")
-        .val(run_id)
-        .raw("\"$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  cp -a -- \"$target\" \"$bdir/\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
+pub fn backup_lines() -> Sh {
+    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/${plumb_run:-unknown-run}$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  cp -a -- \"$target\" \"$bdir/\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
 }
 
 #[cfg(test)]

@@ -1,1 +1,38 @@
-//! x
+//! plumb's modules, one file each, and the [`registry`] that names them.
+//!
+//! A module implements [`plumb_engine::module::Module`]: its parameters, its
+//! probe (shell text, batched by the engine), how to read the probe, what
+//! differs, and the steps that converge it. Adding a module is one file here
+//! plus one line in [`registry`].
+
+pub mod command;
+pub mod directory;
+pub mod file;
+mod stat;
+
+use plumb_engine::module::Registry;
+
+/// Every module plumb ships.
+#[must_use]
+pub fn registry() -> Registry {
+    Registry::new()
+        .with::<file::File>()
+        .with::<directory::Directory>()
+        .with::<command::Command>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_is_documented_and_every_documented_parameter_exists() {
+        for m in registry().iter() {
+            let doc = m.doc();
+            let parsed: Vec<&str> = m.param_names();
+            let documented: Vec<&str> = doc.params.iter().map(|p| p.name).collect();
+            assert_eq!(parsed, documented, "module `{}`: parser keys vs documented keys", m.name());
+            assert!(!doc.summary.is_empty());
+        }
+    }
+}

@@ -93,6 +93,10 @@ pub struct ResourceReport {
     /// Whether values were hidden.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// Hash of the observed state and the changes: what a saved plan
+    /// compares at apply time (never printed).
+    #[serde(skip)]
+    pub fingerprint: Option<String>,
 }
 
 /// One host.

@@ -1,0 +1,147 @@
+//! `command`: the escape hatch. A command always has a guard (`creates`,
+//! `unless`, `onlyif`), so that a second run converges instead of running it
+//! again; guards are read-only checks evaluated in the batched probe.
+
+use plumb_engine::module::{Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step};
+use plumb_engine::shell::Sh;
+use serde::{Deserialize, Serialize};
+
+use crate::stat::fields;
+
+/// The `command` module.
+pub struct Command;
+
+/// Parameters of `command`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    run: String,
+    creates: Option<String>,
+    unless: Option<String>,
+    onlyif: Option<String>,
+    #[serde(default = "disruptive")]
+    risk: Risk,
+}
+
+fn disruptive() -> Risk {
+    Risk::Disruptive
+}
+
+/// What the guards said.
+#[derive(Debug, Serialize)]
+pub struct State {
+    creates_exists: Option<bool>,
+    unless_passed: Option<bool>,
+    onlyif_passed: Option<bool>,
+}
+
+impl State {
+    fn needed(&self) -> bool {
+        self.creates_exists != Some(true) && self.unless_passed != Some(true) && self.onlyif_passed != Some(false)
+    }
+}
+
+fn check(cmd: &str, key: &'static str) -> Sh {
+    Sh::raw_start("if ")
+        .then(&Sh::user_command(cmd, &[]))
+        .raw(" >/dev/null 2>&1 </dev/null; then echo ")
+        .raw(key)
+        .raw("=1; else echo ")
+        .raw(key)
+        .raw("=0; fi")
+}
+
+impl Module for Command {
+    const NAME: &'static str = "command";
+    type Params = Params;
+    type State = State;
+    const REFRESHABLE: bool = true;
+
+    fn doc() -> ModuleDoc {
+        ModuleDoc {
+            summary: "Runs a shell command, guarded: it runs only while `creates` does not exist, `unless` \
+                      fails, and `onlyif` succeeds. A command without a guard is refused, because it would \
+                      never converge. Guards run in `diff` too, so they must be read-only. A notified \
+                      command runs when its notifier changed. Its risk is `disruptive` unless you say \
+                      otherwise.",
+            params: &[
+                ParamDoc { name: "run", ty: "shell command", default: "required", doc: "Run with `sh -c` on the host." },
+                ParamDoc { name: "creates", ty: "absolute path", default: "-", doc: "Done when this path exists." },
+                ParamDoc { name: "unless", ty: "shell command", default: "-", doc: "Done when this check succeeds." },
+                ParamDoc { name: "onlyif", ty: "shell command", default: "-", doc: "Run only when this check succeeds." },
+                ParamDoc { name: "risk", ty: "safe | restart | disruptive | destructive", default: "disruptive", doc: "The risk class shown in reviews." },
+            ],
+            example: "- id: init-db\n  command:\n    run: /usr/local/bin/init-db --data /srv/db\n    creates: /srv/db/PG_VERSION\n",
+        }
+    }
+
+    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+        if p.creates.is_none() && p.unless.is_none() && p.onlyif.is_none() {
+            cx.error(
+                "run",
+                "plumb::plan::unguarded_command",
+                "a command needs a guard, or it runs on every apply and never converges",
+                Some("add `creates: PATH`, `unless: CHECK` or `onlyif: CHECK`".into()),
+            );
+        }
+        if let Some(c) = &p.creates {
+            cx.require_absolute("creates", c);
+        }
+        if p.run.trim().is_empty() {
+            cx.error("run", "plumb::plan::invalid_value", "`run` is empty", None);
+        }
+    }
+
+    fn probe(p: &Params) -> Sh {
+        let mut s = Sh::new();
+        if let Some(c) = &p.creates {
+            s.line(&Sh::raw_start("if [ -e").arg(c).raw(" ] || [ -L").arg(c).raw(" ]; then echo creates=1; else echo creates=0; fi"));
+        }
+        if let Some(u) = &p.unless {
+            s.line(&check(u, "unless"));
+        }
+        if let Some(o) = &p.onlyif {
+            s.line(&check(o, "onlyif"));
+        }
+        s
+    }
+
+    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, String> {
+        let f = fields(out)?;
+        let flag = |k: &str| f.get(k).map(|v| v == "1");
+        Ok(State {
+            creates_exists: flag("creates"),
+            unless_passed: flag("unless"),
+            onlyif_passed: flag("onlyif"),
+        })
+    }
+
+    fn diff(p: &Params, s: &State) -> Changes {
+        let mut c = Changes::none();
+        if s.needed() {
+            c.push(Change::new("run", None, Some(p.run.clone())).risk(p.risk));
+        }
+        c
+    }
+
+    fn apply(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
+        Self::refresh(p)
+    }
+
+    fn verify(p: &Params, after: &State) -> Changes {
+        // With `onlyif` alone nothing says the command is done: it ran and
+        // succeeded, which is all that can be checked.
+        if p.creates.is_none() && p.unless.is_none() {
+            return Changes::none();
+        }
+        Self::diff(p, after)
+    }
+
+    fn refresh(p: &Params) -> Vec<Step> {
+        vec![Step::Run(Script {
+            label: p.run.clone(),
+            sh: Sh::user_command(&p.run, &[]),
+            stdin: None,
+        })]
+    }
+}

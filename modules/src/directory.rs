@@ -1,0 +1,140 @@
+//! `directory`: a directory and its metadata. Removing a non-empty directory
+//! needs `recursive: true` and is a destructive change.
+
+use plumb_engine::module::{Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step};
+use plumb_engine::shell::Sh;
+use serde::{Deserialize, Serialize};
+
+use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
+
+/// The `directory` module.
+pub struct Directory;
+
+/// Parameters of `directory`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    path: String,
+    mode: Option<Mode>,
+    owner: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    state: Presence,
+    #[serde(default)]
+    recursive: bool,
+}
+
+/// What the probe saw.
+#[derive(Debug, Serialize)]
+pub struct State {
+    info: PathInfo,
+    entries: u64,
+}
+
+impl Module for Directory {
+    const NAME: &'static str = "directory";
+    type Params = Params;
+    type State = State;
+
+    fn doc() -> ModuleDoc {
+        ModuleDoc {
+            summary: "A directory and its metadata. Missing parents are created. Files and directories under \
+                      a managed directory implicitly require it. `state: absent` removes it; a non-empty \
+                      directory is removed only with `recursive: true` (a destructive change).",
+            params: &[
+                ParamDoc { name: "path", ty: "absolute path", default: "required", doc: "The directory on the host." },
+                ParamDoc { name: "mode", ty: "\"0755\"", default: "kept; umask for a new one", doc: "Permission bits, as a quoted octal string." },
+                ParamDoc { name: "owner", ty: "user name", default: "kept", doc: "Owner." },
+                ParamDoc { name: "group", ty: "group name", default: "kept", doc: "Group." },
+                ParamDoc { name: "state", ty: "present | absent", default: "present", doc: "Whether it exists." },
+                ParamDoc { name: "recursive", ty: "bool", default: "false", doc: "With `absent`: also remove what it contains." },
+            ],
+            example: "- id: app-dir\n  directory:\n    path: /srv/app\n    mode: \"0750\"\n    owner: root\n",
+        }
+    }
+
+    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+        cx.require_absolute("path", &p.path);
+        if p.path.trim_end_matches('/').is_empty() {
+            cx.error("path", "plumb::plan::invalid_value", "`/` cannot be managed as a directory", None);
+        }
+        if p.recursive && p.state == Presence::Present {
+            cx.error("recursive", "plumb::plan::conflicting_params", "`recursive` only has a meaning with `state: absent`", None);
+        }
+    }
+
+    fn claims(p: &Params) -> Claims {
+        Claims {
+            provides: vec![Claim::Path(p.path.clone())],
+            needs: vec![Claim::Path(p.path.clone())],
+        }
+    }
+
+    fn probe(p: &Params) -> Sh {
+        probe_path(&p.path).raw("\nif [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"entries=$(ls -A -- \"$p\" | wc -l)\"; fi")
+    }
+
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+        let f = fields(out)?;
+        let info = parse_path(&f)?;
+        let entries = f.get("entries").and_then(|e| e.trim().parse().ok()).unwrap_or(0);
+        match info.kind {
+            Kind::None | Kind::Directory => {}
+            k if p.state == Presence::Present => return Err(format!("`{}` exists and is a {}, not a directory", p.path, k.describe())),
+            _ => {}
+        }
+        if p.state == Presence::Absent && entries > 0 && !p.recursive {
+            return Err(format!(
+                "`{}` is not empty ({entries} entries): set `recursive: true` to remove it with its contents",
+                p.path
+            ));
+        }
+        Ok(State { info, entries })
+    }
+
+    fn diff(p: &Params, s: &State) -> Changes {
+        let mut c = Changes::none();
+        if p.state == Presence::Absent {
+            if s.info.kind != Kind::None {
+                let risk = if s.entries > 0 { Risk::Destructive } else { Risk::Safe };
+                let from = if s.entries > 0 {
+                    format!("{} with {} entries", s.info.kind.describe(), s.entries)
+                } else {
+                    s.info.kind.describe().to_string()
+                };
+                c.push(Change::new("state", Some(from), Some("absent".into())).risk(risk));
+            }
+            return c;
+        }
+        if s.info.kind == Kind::None {
+            c.push(Change::new("state", Some("absent".into()), Some("directory".into())));
+        }
+        metadata_changes(&s.info, p.mode.map(|m| m.0), p.owner.as_deref(), p.group.as_deref(), &mut c);
+        c
+    }
+
+    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+        let mut sh = Sh::raw_start("set -e\n");
+        if p.state == Presence::Absent {
+            let cmd = if s.info.kind == Kind::Directory { "rm -rf --" } else { "rm -f --" };
+            let cmd = if s.info.kind == Kind::Directory && s.entries == 0 { "rmdir --" } else { cmd };
+            sh.line(&Sh::raw_start(cmd).arg(&p.path));
+            return vec![Step::Run(Script {
+                label: format!("remove {}", p.path),
+                sh,
+                stdin: None,
+            })];
+        }
+        if s.info.kind == Kind::None {
+            sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+        }
+        if let Some(m) = metadata_script(&p.path, &s.info, p.mode.map(|m| m.0), p.owner.as_deref(), p.group.as_deref()) {
+            sh.line(&m);
+        }
+        vec![Step::Run(Script {
+            label: if s.info.kind == Kind::None { format!("create {}", p.path) } else { format!("set metadata of {}", p.path) },
+            sh,
+            stdin: None,
+        })]
+    }
+}

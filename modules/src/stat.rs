@@ -1,0 +1,122 @@
+//! What the file-like modules observe about a path, read with `stat`.
+
+use plumb_engine::module::{Fields, ProbeOutput};
+use plumb_engine::shell::Sh;
+use serde::Serialize;
+
+/// What is at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    None,
+    File,
+    Directory,
+    Link,
+    Other,
+}
+
+impl Kind {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Kind::None => "absent",
+            Kind::File => "file",
+            Kind::Directory => "directory",
+            Kind::Link => "symlink",
+            Kind::Other => "special file",
+        }
+    }
+}
+
+/// Type, permissions and ownership of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct PathInfo {
+    pub(crate) kind: Kind,
+    pub(crate) mode: Option<u32>,
+    pub(crate) owner: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) size: Option<u64>,
+}
+
+/// Shell that sets `$p` and prints `kind=`, `mode=`, `owner=`, `group=`,
+/// `size=` for it (symlinks are not followed).
+pub(crate) fn probe_path(path: &str) -> Sh {
+    Sh::raw_start("p=").val(path).raw(
+        "\nif [ -L \"$p\" ]; then echo kind=link\n\
+         elif [ -d \"$p\" ]; then echo kind=directory\n\
+         elif [ -f \"$p\" ]; then echo kind=file\n\
+         elif [ -e \"$p\" ]; then echo kind=other\n\
+         else echo kind=none; fi\n\
+         if [ -e \"$p\" ] || [ -L \"$p\" ]; then stat -c 'mode=%a\nowner=%U\ngroup=%G\nsize=%s' -- \"$p\"; fi",
+    )
+}
+
+pub(crate) fn parse_path(f: &Fields) -> Result<PathInfo, String> {
+    let kind = match f.get("kind") {
+        Some("none") => Kind::None,
+        Some("file") => Kind::File,
+        Some("directory") => Kind::Directory,
+        Some("link") => Kind::Link,
+        Some("other") => Kind::Other,
+        other => return Err(format!("unexpected probe output (kind {other:?})")),
+    };
+    Ok(PathInfo {
+        kind,
+        mode: f.get("mode").and_then(|m| u32::from_str_radix(m, 8).ok()),
+        owner: f.get("owner").map(str::to_string),
+        group: f.get("group").map(str::to_string),
+        size: f.get("size").and_then(|s| s.parse().ok()),
+    })
+}
+
+/// Parse a probe's fields, failing on a non-zero probe status.
+pub(crate) fn fields(out: &ProbeOutput) -> Result<Fields, String> {
+    if out.status != 0 {
+        return Err(format!(
+            "probe exited with status {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim()
+        ));
+    }
+    Ok(out.fields())
+}
+
+/// `chmod`/`chown`/`chgrp` lines for `$p`, for what differs.
+pub(crate) fn metadata_script(
+    path: &str,
+    info: &PathInfo,
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Option<Sh> {
+    let mut s = Sh::new();
+    if let Some(m) = mode.filter(|m| info.mode != Some(*m)) {
+        s.line(&Sh::raw_start("chmod").arg(format!("{m:o}")).raw(" --").arg(path));
+    }
+    if let Some(o) = owner.filter(|o| info.owner.as_deref() != Some(*o)) {
+        s.line(&Sh::raw_start("chown").raw(" --").arg(o).arg(path));
+    }
+    if let Some(g) = group.filter(|g| info.group.as_deref() != Some(*g)) {
+        s.line(&Sh::raw_start("chgrp").raw(" --").arg(g).arg(path));
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+/// Changes of mode, owner and group.
+pub(crate) fn metadata_changes(
+    info: &PathInfo,
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+    out: &mut plumb_engine::module::Changes,
+) {
+    use plumb_engine::module::Change;
+    if let Some(m) = mode.filter(|m| info.mode != Some(*m)) {
+        out.push(Change::new("mode", info.mode.map(|x| format!("{x:04o}")), Some(format!("{m:04o}"))));
+    }
+    if let Some(o) = owner.filter(|o| info.owner.as_deref() != Some(*o)) {
+        out.push(Change::new("owner", info.owner.clone(), Some(o.to_string())));
+    }
+    if let Some(g) = group.filter(|g| info.group.as_deref() != Some(*g)) {
+        out.push(Change::new("group", info.group.clone(), Some(g.to_string())));
+    }
+}
