@@ -20,7 +20,11 @@ use plumb_engine::template::Vars;
 use plumb_engine::transport::Connector;
 
 #[derive(Parser)]
-#[command(name = "plumb", version, about = "Declarative state convergence over SSH: plans, diffs, verified applies")]
+#[command(
+    name = "plumb",
+    version,
+    about = "Declarative state convergence over SSH: plans, diffs, verified applies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,12 +111,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = wants_color(match &cli.command {
-        Command::Validate { common, .. } | Command::Diff { common, .. } | Command::Apply { common, .. } | Command::Graph { common, .. } => common.no_color,
+        Command::Validate { common, .. }
+        | Command::Diff { common, .. }
+        | Command::Apply { common, .. }
+        | Command::Graph { common, .. } => common.no_color,
         Command::Doc { .. } => false,
     });
-    let width = if std::io::stderr().is_terminal() { None } else { Some(80) };
+    let width = if std::io::stderr().is_terminal() {
+        None
+    } else {
+        Some(80)
+    };
     miette::set_hook(Box::new(move |_| {
-        let mut o = miette::MietteHandlerOpts::new().color(color).terminal_links(false);
+        let mut o = miette::MietteHandlerOpts::new()
+            .color(color)
+            .terminal_links(false);
         if let Some(w) = width {
             o = o.width(w);
         }
@@ -122,13 +135,18 @@ fn main() -> ExitCode {
         Box::new(o.build())
     }))
     .ok();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = rt.block_on(dispatch(cli, color));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn wants_color(no_color_flag: bool) -> bool {
-    !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    !no_color_flag
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
 }
 
 async fn dispatch(cli: Cli, color: bool) -> i32 {
@@ -158,17 +176,26 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
             Err(code) => code,
         },
         Command::Diff { plan, out, common } => {
-            let Ok((c, sources)) = load(&plan, &common, &registry) else { return 1 };
+            let Ok((c, sources)) = load(&plan, &common, &registry) else {
+                return 1;
+            };
             let description = c.plan.description.clone();
             let plan_path = c.plan.path.clone();
             let report = execute(c, &common, Mode::Diff).await;
             print_report(&report, &common, color, description.as_deref());
             if let Some(out) = out {
                 if let Err(e) = save(&out, &plan_path, &common, &sources, &report) {
-                    eprintln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
+                    eprintln!(
+                        "error: cannot save the reviewed plan to `{}`: {e}",
+                        out.display()
+                    );
                     return 1;
                 }
-                eprintln!("saved the reviewed plan to `{}`; apply it with `plumb apply {}`", out.display(), out.display());
+                eprintln!(
+                    "saved the reviewed plan to `{}`; apply it with `plumb apply {}`",
+                    out.display(),
+                    out.display()
+                );
             }
             report.exit_code()
         }
@@ -176,7 +203,13 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
     }
 }
 
-async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, color: bool) -> i32 {
+async fn apply(
+    plan: &Path,
+    yes: bool,
+    mut common: Common,
+    registry: &Registry,
+    color: bool,
+) -> i32 {
     // A saved plan: re-check everything it reviewed, then apply.
     if let Some(saved) = read_saved(plan) {
         let saved = match saved {
@@ -186,15 +219,23 @@ async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, 
                 return 1;
             }
         };
-        common.inventory = saved.inventory.as_ref().map(PathBuf::from).or(common.inventory);
+        common.inventory = saved
+            .inventory
+            .as_ref()
+            .map(PathBuf::from)
+            .or(common.inventory);
         if common.limit.is_empty() {
             common.limit.clone_from(&saved.limit);
         }
         let plan_path = PathBuf::from(&saved.plan);
-        let Ok((c, sources)) = load(&plan_path, &common, registry) else { return 1 };
+        let Ok((c, sources)) = load(&plan_path, &common, registry) else {
+            return 1;
+        };
         let mut problems = Vec::new();
         if saved::vars_hash(&parse_vars(&common.vars).unwrap_or_default()) != saved.vars_sha256 {
-            problems.push("the `--var` values differ from the review's (give the same ones)".to_string());
+            problems.push(
+                "the `--var` values differ from the review's (give the same ones)".to_string(),
+            );
         }
         let now_sources = saved::source_hashes(&sources);
         for s in &saved.sources {
@@ -204,23 +245,33 @@ async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, 
         }
         if problems.is_empty() {
             let check = execute(c, &common, Mode::Diff).await;
-            problems.extend(saved::compare(&saved.resources, &saved::resource_hashes(&check)));
+            problems.extend(saved::compare(
+                &saved.resources,
+                &saved::resource_hashes(&check),
+            ));
         }
         if !problems.is_empty() {
-            eprintln!("error: refusing to apply `{}`: the world moved since the review", plan.display());
+            eprintln!(
+                "error: refusing to apply `{}`: the world moved since the review",
+                plan.display()
+            );
             for p in &problems {
                 eprintln!("  - {p}");
             }
             eprintln!("run `plumb diff --out` again and review the new plan");
             return 1;
         }
-        let Ok((c, _)) = load(&plan_path, &common, registry) else { return 1 };
+        let Ok((c, _)) = load(&plan_path, &common, registry) else {
+            return 1;
+        };
         let description = c.plan.description.clone();
         let report = execute(c, &common, Mode::Apply).await;
         print_report(&report, &common, color, description.as_deref());
         return report.exit_code();
     }
-    let Ok((c, _)) = load(plan, &common, registry) else { return 1 };
+    let Ok((c, _)) = load(plan, &common, registry) else {
+        return 1;
+    };
     let description = c.plan.description.clone();
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -242,7 +293,9 @@ async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, 
             eprintln!("nothing applied");
             return 1;
         }
-        let Ok((c, _)) = load(plan, &common, registry) else { return 1 };
+        let Ok((c, _)) = load(plan, &common, registry) else {
+            return 1;
+        };
         let report = execute(c, &common, Mode::Apply).await;
         print_report(&report, &common, color, description.as_deref());
         return report.exit_code();
@@ -259,7 +312,13 @@ fn read_saved(path: &Path) -> Option<Result<SavedPlan, String>> {
     Some(serde_json::from_value(v).map_err(|e| e.to_string()))
 }
 
-fn save(out: &Path, plan: &Path, common: &Common, sources: &Sources, report: &RunReport) -> std::io::Result<()> {
+fn save(
+    out: &Path,
+    plan: &Path,
+    common: &Common,
+    sources: &Sources,
+    report: &RunReport,
+) -> std::io::Result<()> {
     let abs = |p: &Path| std::fs::canonicalize(p).map(|p| p.display().to_string());
     let inventory = match &common.inventory {
         Some(i) => Some(abs(i)?),
@@ -275,7 +334,10 @@ fn save(out: &Path, plan: &Path, common: &Common, sources: &Sources, report: &Ru
         resources: saved::resource_hashes(report),
         reviewed_in: report.run_id.clone(),
     };
-    std::fs::write(out, serde_json::to_string_pretty(&s).expect("serializes") + "\n")
+    std::fs::write(
+        out,
+        serde_json::to_string_pretty(&s).expect("serializes") + "\n",
+    )
 }
 
 fn print_report(r: &RunReport, common: &Common, color: bool, description: Option<&str>) {
@@ -323,7 +385,8 @@ fn parse_vars(vars: &[String]) -> Result<Vars, String> {
         let parsed = if val.trim().is_empty() {
             serde_json::Value::String(String::new())
         } else {
-            serde_saphyr::from_str::<serde_json::Value>(val).unwrap_or_else(|_| serde_json::Value::String(val.to_string()))
+            serde_saphyr::from_str::<serde_json::Value>(val)
+                .unwrap_or_else(|_| serde_json::Value::String(val.to_string()))
         };
         out.insert(k.trim().to_string(), parsed);
     }
@@ -333,8 +396,10 @@ fn parse_vars(vars: &[String]) -> Result<Vars, String> {
 fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<(Compiled, Sources), i32> {
     let sources = Sources::new();
     let fail = |diags: Vec<Diag>, sources: &Sources| {
-        let report = Report::new(sources, diags);
-        eprintln!("{:?}", miette::Report::new(report));
+        match Report::new(sources, diags).into_single() {
+            Ok(one) => eprintln!("{:?}", miette::Report::new(one)),
+            Err(many) => eprintln!("{:?}", miette::Report::new(many)),
+        }
         1
     };
     let vars = match parse_vars(&common.vars) {
@@ -344,27 +409,38 @@ fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<(Compiled, 
             return Err(1);
         }
     };
-    let raw = plumb_engine::plan::load(&sources, plan, registry);
-    let inv_path = common.inventory.clone().or_else(|| inventory::default_path(plan));
+    let (raw, mut diags) = plumb_engine::plan::load(&sources, plan, registry);
+    let inv_path = common
+        .inventory
+        .clone()
+        .or_else(|| inventory::default_path(plan));
     let inv = match &inv_path {
         Some(p) => inventory::load(&sources, p),
         None => Ok(Inventory::local_default()),
     };
-    let (raw, inv) = match (raw, inv) {
-        (Ok(r), Ok(i)) => (r, i),
-        (r, i) => {
-            let mut d = r.err().unwrap_or_default();
-            d.extend(i.err().unwrap_or_default());
-            return Err(fail(d, &sources));
+    let inv = match inv {
+        Ok(i) => i,
+        Err(d) => {
+            diags.extend(d);
+            return Err(fail(diags, &sources));
         }
+    };
+    let Some(raw) = raw else {
+        return Err(fail(diags, &sources));
     };
     let opts = CompileOptions {
         vars,
         limit: common.limit.clone(),
     };
+    // Compile what is sound even when the plan has errors, so that every
+    // problem is reported in one go.
     match compile(raw, &inv, registry, &sources, &opts) {
-        Ok(c) => Ok((c, sources)),
-        Err(d) => Err(fail(d, &sources)),
+        Ok(c) if diags.is_empty() => Ok((c, sources)),
+        Ok(_) => Err(fail(diags, &sources)),
+        Err(d) => {
+            diags.extend(d);
+            Err(fail(diags, &sources))
+        }
     }
 }
 
@@ -373,7 +449,8 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
         Some(m) => match registry.get(m) {
             Some(e) => vec![e],
             None => {
-                let hint = plumb_engine::diag::did_you_mean(m, registry.names()).unwrap_or_default();
+                let hint =
+                    plumb_engine::diag::did_you_mean(m, registry.names()).unwrap_or_default();
                 eprintln!("error: unknown module `{m}` {hint}");
                 return 1;
             }
@@ -389,12 +466,26 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
         for p in d.params {
             debug_assert!(names.contains(&p.name));
             println!("  {:<10} {} (default: {})", p.name, p.ty, p.default);
-            println!("{}", textwrap(p.doc, 66).lines().map(|l| format!("             {l}")).collect::<Vec<_>>().join("\n"));
+            println!(
+                "{}",
+                textwrap(p.doc, 66)
+                    .lines()
+                    .map(|l| format!("             {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         if e.refreshable() {
             println!("\nCan be the target of `notify`.");
         }
-        println!("\nExample:\n{}", d.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+        println!(
+            "\nExample:\n{}",
+            d.example
+                .lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         println!();
     }
     0

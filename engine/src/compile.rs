@@ -34,7 +34,7 @@ impl EdgeKind {
     fn describe(&self) -> String {
         match self {
             EdgeKind::Requires => "requires".into(),
-            EdgeKind::Notify => "notifies".into(),
+            EdgeKind::Notify => "is notified by".into(),
             EdgeKind::Implicit(why) => format!("implicitly requires ({why})"),
         }
     }
@@ -154,7 +154,11 @@ pub fn compile(
         let on_host: Vec<&RawResource> = plan
             .resources
             .iter()
-            .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
+            .filter(|r| {
+                narrowed
+                    .get(r.id.value.as_str())
+                    .is_none_or(|s| s.contains(&host.name))
+            })
             .collect();
         match compile_host(&plan, host, &on_host, &vars, registry, sources, &templates) {
             Ok(hp) => hosts.push(hp),
@@ -171,7 +175,13 @@ fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
     let mut seen = BTreeSet::new();
     diags
         .into_iter()
-        .filter(|d| seen.insert((d.code, d.message.clone(), d.labels.first().map(|l| (l.0.source.0, l.0.offset)))))
+        .filter(|d| {
+            seen.insert((
+                d.code,
+                d.message.clone(),
+                d.labels.first().map(|l| (l.0.source.0, l.0.offset)),
+            ))
+        })
         .collect()
 }
 
@@ -189,7 +199,9 @@ fn compile_host(
     let render = |text: &str, id| templates.render_file(text, id, vars);
     for raw in raws {
         let become_ = raw.become_.clone().unwrap_or_else(|| host.become_.clone());
-        let module = registry.get(&raw.module.value).expect("module names are checked at load");
+        let module = registry
+            .get(&raw.module.value)
+            .expect("module names are checked at load");
         let mut hr = HostResource {
             id: raw.id.value.clone(),
             module: module.name(),
@@ -236,7 +248,11 @@ fn compile_host(
     if !diags.is_empty() {
         return Err(diags);
     }
-    let index: BTreeMap<String, usize> = resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+    let index: BTreeMap<String, usize> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
     let mut edges: Vec<(usize, usize, EdgeKind)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         for req in &raw.requires {
@@ -289,7 +305,10 @@ fn stable_order(resources: &[HostResource]) -> Vec<usize> {
             dependents[*j].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..resources.len()).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..resources.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(resources.len());
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
@@ -306,7 +325,10 @@ fn stable_order(resources: &[HostResource]) -> Vec<usize> {
 /// Edges from claims: every need is met by every provider of the same key
 /// (for paths: of an ancestor path).
 fn implicit_edges(resources: &[HostResource], edges: &mut Vec<(usize, usize, EdgeKind)>) {
-    let claims: Vec<_> = resources.iter().map(|r| r.resource.as_ref().map(|x| x.claims()).unwrap_or_default()).collect();
+    let claims: Vec<_> = resources
+        .iter()
+        .map(|r| r.resource.as_ref().map(|x| x.claims()).unwrap_or_default())
+        .collect();
     for (i, c) in claims.iter().enumerate() {
         for need in &c.needs {
             for (j, other) in claims.iter().enumerate() {
@@ -327,10 +349,15 @@ fn meets(provided: &Claim, need: &Claim) -> Option<String> {
     match (provided, need) {
         (Claim::Path(p), Claim::Path(n)) => {
             let p = p.trim_end_matches('/');
-            let under = n.strip_prefix(p).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1) || (p.is_empty() && n.len() > 1);
+            let under = n
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+                || (p.is_empty() && n.len() > 1);
             under.then(|| format!("`{n}` is under `{}`", if p.is_empty() { "/" } else { p }))
         }
-        (Claim::Key(k1, v1), Claim::Key(k2, v2)) if k1 == k2 && v1 == v2 => Some(format!("{k1} `{v1}`")),
+        (Claim::Key(k1, v1), Claim::Key(k2, v2)) if k1 == k2 && v1 == v2 => {
+            Some(format!("{k1} `{v1}`"))
+        }
         _ => None,
     }
 }
@@ -361,15 +388,32 @@ fn cycle_diags(graph: &DiGraph<usize, EdgeKind>, raws: &[&RawResource]) -> Vec<D
             path.push(t);
             cur = t;
         }
+        // Edges point from a requirement to what requires it: read the walk
+        // backwards, "a requires b, which requires c".
+        path.reverse();
+        steps.reverse();
         let mut msg = String::from("dependency cycle: ");
         for (k, n) in path.iter().enumerate() {
             let _ = write!(msg, "`{}`", raws[graph[*n]].id.value);
             if k < steps.len() {
-                let _ = write!(msg, " {} ", steps[k]);
+                let _ = write!(
+                    msg,
+                    " {} ",
+                    if k == 0 {
+                        steps[k].clone()
+                    } else {
+                        format!("which {}", steps[k])
+                    }
+                );
             }
         }
         let first = raws[graph[path[0]]];
-        let mut d = Diag::new("plumb::plan::cycle", msg, first.id.span, "part of the cycle");
+        let mut d = Diag::new(
+            "plumb::plan::cycle",
+            msg,
+            first.id.span,
+            "part of the cycle",
+        );
         for n in &path[1..path.len() - 1] {
             d = d.with_label(raws[graph[*n]].id.span, "part of the cycle");
         }
@@ -383,11 +427,22 @@ fn cycle_diags(graph: &DiGraph<usize, EdgeKind>, raws: &[&RawResource]) -> Vec<D
 pub fn to_dot(c: &Compiled) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", dot_id(&c.plan.name));
-    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];");
+    let _ = writeln!(
+        out,
+        "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];"
+    );
     for (h, hp) in c.hosts.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{h} {{\n    label={};", dot_id(&hp.host.name));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{h} {{\n    label={};",
+            dot_id(&hp.host.name)
+        );
         for r in &hp.resources {
-            let style = if r.skip.is_some() { ", style=dashed" } else { "" };
+            let style = if r.skip.is_some() {
+                ", style=dashed"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 "    {} [label={}{style}];",
@@ -417,7 +472,12 @@ pub fn to_dot(c: &Compiled) -> String {
 }
 
 fn dot_id(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    )
 }
 
 #[cfg(test)]

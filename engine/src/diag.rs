@@ -23,7 +23,12 @@ pub struct Diag {
 
 impl Diag {
     /// A diagnostic with a primary label.
-    pub fn new(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
         Self {
             code,
             message: message.into(),
@@ -66,7 +71,10 @@ impl Diag {
 
 /// "did you mean `x`?" for the candidate nearest to `name`, if any is close.
 #[must_use]
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     nearest(name, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -104,7 +112,10 @@ impl Diagnostic for Located {
         Some(Box::new(self.diag.code))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.source.as_ref().map(|s| s as &dyn SourceCode)
@@ -114,16 +125,21 @@ impl Diagnostic for Located {
             return None;
         }
         let primary = self.diag.labels.first().map(|(s, _)| s.source);
-        Some(Box::new(self.diag.labels.iter().enumerate().filter(move |(_, (s, _))| Some(s.source) == primary).map(
-            |(i, (s, l))| {
-                let label = (!l.is_empty()).then(|| l.clone());
-                if i == 0 {
-                    LabeledSpan::new_primary_with_span(label, (s.offset, s.len))
-                } else {
-                    LabeledSpan::new_with_span(label, (s.offset, s.len))
-                }
-            },
-        )))
+        Some(Box::new(
+            self.diag
+                .labels
+                .iter()
+                .enumerate()
+                .filter(move |(_, (s, _))| Some(s.source) == primary)
+                .map(|(i, (s, l))| {
+                    let label = (!l.is_empty()).then(|| l.clone());
+                    if i == 0 {
+                        LabeledSpan::new_primary_with_span(label, (s.offset, s.len))
+                    } else {
+                        LabeledSpan::new_with_span(label, (s.offset, s.len))
+                    }
+                }),
+        ))
     }
 }
 
@@ -142,7 +158,11 @@ impl Report {
         diags.sort_by_key(|d| d.labels.first().map(|(s, _)| (s.source.0, s.offset)));
         let files: std::collections::BTreeSet<String> = diags
             .iter()
-            .filter_map(|d| d.labels.first().map(|(s, _)| sources.get(s.source).name.clone()))
+            .filter_map(|d| {
+                d.labels
+                    .first()
+                    .map(|(s, _)| sources.get(s.source).name.clone())
+            })
             .collect();
         let n = diags.len();
         let noun = if n == 1 { "error" } else { "errors" };
@@ -162,6 +182,17 @@ impl Report {
             })
             .collect();
         Self { summary, items }
+    }
+
+    /// The one diagnostic, when there is exactly one (it reads better alone).
+    ///
+    /// # Errors
+    /// The report itself when there are several.
+    pub fn into_single(mut self) -> Result<Located, Self> {
+        if self.items.len() == 1 {
+            return Ok(self.items.remove(0));
+        }
+        Err(self)
     }
 
     /// The diagnostics, in file order.
@@ -192,12 +223,6 @@ impl fmt::Display for Report {
 impl std::error::Error for Report {}
 
 impl Diagnostic for Report {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        if self.items.len() == 1 {
-            return self.items[0].code();
-        }
-        Some(Box::new("plumb::plan::invalid"))
-    }
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
         Some(Box::new(self.items.iter().map(|d| d as &dyn Diagnostic)))
     }

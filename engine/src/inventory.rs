@@ -109,7 +109,11 @@ impl Inventory {
 
     /// Every host and group name (for did-you-mean).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.hosts.iter().map(|h| h.name.as_str()).chain(self.groups.iter().map(|g| g.0.as_str())).chain(["all"])
+        self.hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(self.groups.iter().map(|g| g.0.as_str()))
+            .chain(["all"])
     }
 
     /// The hosts selected by `patterns` (host names, group names or `all`),
@@ -133,15 +137,24 @@ impl Inventory {
                     |p| format!("not in `{}`", p.display()),
                 );
                 diags.push(
-                    Diag::new("plumb::plan::unknown_host", format!("unknown host or group `{}`", p.value), p.span, where_)
-                        .with_help_opt(did_you_mean(&p.value, self.names())),
+                    Diag::new(
+                        "plumb::plan::unknown_host",
+                        format!("unknown host or group `{}`", p.value),
+                        p.span,
+                        where_,
+                    )
+                    .with_help_opt(did_you_mean(&p.value, self.names())),
                 );
             }
         }
         if !diags.is_empty() {
             return Err(diags);
         }
-        Ok(self.hosts.iter().filter(|h| names.contains(h.name.as_str())).collect())
+        Ok(self
+            .hosts
+            .iter()
+            .filter(|h| names.contains(h.name.as_str()))
+            .collect())
     }
 }
 
@@ -149,7 +162,10 @@ impl Inventory {
 /// plan, then in the current folder; `None` for the built-in local default.
 #[must_use]
 pub fn default_path(plan: &Path) -> Option<PathBuf> {
-    let beside = plan.parent().unwrap_or(Path::new(".")).join("inventory.yaml");
+    let beside = plan
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("inventory.yaml");
     if beside.is_file() {
         return Some(beside);
     }
@@ -218,7 +234,10 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                                             items
                                                 .iter()
                                                 .map(|n| Located {
-                                                    value: n.as_str().unwrap_or_default().to_string(),
+                                                    value: n
+                                                        .as_str()
+                                                        .unwrap_or_default()
+                                                        .to_string(),
                                                     span: n.span,
                                                 })
                                                 .collect(),
@@ -233,11 +252,21 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                     }
                 }
                 Value::Null => {}
-                _ => diags.push(Diag::new("plumb::plan::wrong_type", "`groups` is a mapping of group names", e.value.span, "")),
+                _ => diags.push(Diag::new(
+                    "plumb::plan::wrong_type",
+                    "`groups` is a mapping of group names",
+                    e.value.span,
+                    "",
+                )),
             },
             other => diags.push(
-                Diag::new("plumb::inventory::unknown_key", format!("unknown key `{other}` in inventory"), e.key_span, "")
-                    .with_help_opt(did_you_mean(other, ["defaults", "hosts", "groups"])),
+                Diag::new(
+                    "plumb::inventory::unknown_key",
+                    format!("unknown key `{other}` in inventory"),
+                    e.key_span,
+                    "",
+                )
+                .with_help_opt(did_you_mean(other, ["defaults", "hosts", "groups"])),
             ),
         }
     }
@@ -246,8 +275,13 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
         for m in members {
             if !host_names.contains(&m.value.as_str()) {
                 diags.push(
-                    Diag::new("plumb::inventory::unknown_host", format!("group member `{}` is not a host", m.value), m.span, "")
-                        .with_help_opt(did_you_mean(&m.value, host_names.iter().copied())),
+                    Diag::new(
+                        "plumb::inventory::unknown_host",
+                        format!("group member `{}` is not a host", m.value),
+                        m.span,
+                        "",
+                    )
+                    .with_help_opt(did_you_mean(&m.value, host_names.iter().copied())),
                 );
             }
         }
@@ -255,7 +289,10 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
     let mut inv = Inventory {
         path: Some(path.to_path_buf()),
         hosts: Vec::new(),
-        groups: groups.iter().map(|(n, s, _)| (n.clone(), s.hosts.clone())).collect(),
+        groups: groups
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.hosts.clone()))
+            .collect(),
     };
     for (name, span, spec) in hosts {
         let become_ = match spec.become_.as_ref().or(defaults.become_.as_ref()) {
@@ -264,7 +301,12 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
             Some(serde_json::Value::String(u)) if u == "root" => Become::Root,
             Some(serde_json::Value::String(u)) => Become::User(u.clone()),
             Some(_) => {
-                diags.push(Diag::new("plumb::plan::wrong_type", "`become` is `true`, `false` or a user name", span, ""));
+                diags.push(Diag::new(
+                    "plumb::plan::wrong_type",
+                    "`become` is `true`, `false` or a user name",
+                    span,
+                    "",
+                ));
                 Become::No
             }
         };
@@ -281,10 +323,18 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
             address: spec.address.clone().unwrap_or_else(|| name.clone()),
             port: spec.port.or(defaults.port),
             user: spec.user.clone().or_else(|| defaults.user.clone()),
-            identity: spec.identity.as_ref().or(defaults.identity.as_ref()).map(|p| expand_home(p)),
+            identity: spec
+                .identity
+                .as_ref()
+                .or(defaults.identity.as_ref())
+                .map(|p| expand_home(p)),
             connection: spec.connection.or(defaults.connection).unwrap_or_default(),
             become_,
-            max_sessions: spec.max_sessions.or(defaults.max_sessions).unwrap_or(10).max(1),
+            max_sessions: spec
+                .max_sessions
+                .or(defaults.max_sessions)
+                .unwrap_or(10)
+                .max(1),
             vars,
             groups: member_of,
             name,

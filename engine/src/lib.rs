@@ -6,18 +6,18 @@
 //! The engine knows no particular module: modules implement [`module::Module`]
 //! and are handed to the engine in a [`module::Registry`].
 
-pub mod diag;
-pub mod source;
-pub mod yaml;
-pub mod introspect;
-pub mod module;
-pub mod shell;
-pub mod inventory;
-pub mod plan;
-pub mod template;
 pub mod compile;
-pub mod transport;
-pub mod write;
+pub mod diag;
+pub mod introspect;
+pub mod inventory;
+pub mod module;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod saved;
+pub mod shell;
+pub mod source;
+pub mod template;
+pub mod transport;
+pub mod write;
+pub mod yaml;

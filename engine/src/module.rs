@@ -39,7 +39,12 @@ pub enum Risk {
 
 impl Risk {
     /// Every class, lowest first.
-    pub const ALL: [Risk; 4] = [Risk::Safe, Risk::Restart, Risk::Disruptive, Risk::Destructive];
+    pub const ALL: [Risk; 4] = [
+        Risk::Safe,
+        Risk::Restart,
+        Risk::Disruptive,
+        Risk::Destructive,
+    ];
 
     /// The lowercase name used in every output format.
     #[must_use]
@@ -311,12 +316,19 @@ impl Fields {
     /// The last value of `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`, in order.
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -388,13 +400,21 @@ impl PrepareCx<'_> {
 
     /// Report a problem with the parameter at `path` (dotted; `""` for the
     /// resource as a whole).
-    pub fn error(&self, path: &str, code: &'static str, message: impl Into<String>, help: Option<String>) {
+    pub fn error(
+        &self,
+        path: &str,
+        code: &'static str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
         let span = if path.is_empty() {
             self.anchor
         } else {
             self.params.at_path(path).map_or(self.anchor, |n| n.span)
         };
-        self.diags.borrow_mut().push(Diag::new(code, message, span, "").with_help_opt(help));
+        self.diags
+            .borrow_mut()
+            .push(Diag::new(code, message, span, "").with_help_opt(help));
     }
 
     /// Require `value` of parameter `path` to be an absolute path.
@@ -404,7 +424,10 @@ impl PrepareCx<'_> {
                 path,
                 "plumb::plan::relative_path",
                 format!("`{path}` must be an absolute path, found `{value}`"),
-                Some(format!("write it from the root: `/{}`", value.trim_start_matches("./"))),
+                Some(format!(
+                    "write it from the root: `/{}`",
+                    value.trim_start_matches("./")
+                )),
             );
         }
     }
@@ -452,7 +475,9 @@ impl PrepareCx<'_> {
                 return None;
             }
         };
-        let id = self.sources.add(full.display().to_string(), &full, text.as_str());
+        let id = self
+            .sources
+            .add(full.display().to_string(), &full, text.as_str());
         match (self.render)(&text, id) {
             Ok(s) => Some(s),
             Err(d) => {
@@ -571,7 +596,8 @@ struct Typed<M: Module> {
 
 impl<M: Module> Typed<M> {
     fn state<'a>(&self, s: &'a Observed) -> &'a M::State {
-        s.0.downcast_ref::<M::State>().expect("state observed by the same module")
+        s.0.downcast_ref::<M::State>()
+            .expect("state observed by the same module")
     }
 }
 
@@ -622,7 +648,12 @@ pub trait ModuleEntry: Send + Sync {
     ///
     /// # Errors
     /// Every problem found, located.
-    fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>>;
+    fn compile(
+        &self,
+        params: &Node,
+        anchor: Span,
+        cx: CompileCx<'_>,
+    ) -> Result<Box<dyn Resource>, Vec<Diag>>;
 }
 
 /// What [`ModuleEntry::compile`] needs from the engine.
@@ -653,7 +684,12 @@ impl<M: Module> ModuleEntry for Entry<M> {
     fn refreshable(&self) -> bool {
         M::REFRESHABLE
     }
-    fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>> {
+    fn compile(
+        &self,
+        params: &Node,
+        anchor: Span,
+        cx: CompileCx<'_>,
+    ) -> Result<Box<dyn Resource>, Vec<Diag>> {
         let mut p: M::Params = yaml::from_node(params, anchor)?;
         let pcx = PrepareCx {
             params,
@@ -699,7 +735,10 @@ impl Registry {
     /// The module named `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&dyn ModuleEntry> {
-        self.entries.iter().find(|e| e.name() == name).map(AsRef::as_ref)
+        self.entries
+            .iter()
+            .find(|e| e.name() == name)
+            .map(AsRef::as_ref)
     }
 
     /// Every module's name, in registration order.
@@ -732,7 +771,8 @@ impl<'de> Deserialize<'de> for Mode {
 #[must_use]
 pub fn parse_mode(s: &str) -> Option<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
         return None;
     }
     u32::from_str_radix(digits, 8).ok()
@@ -793,9 +833,17 @@ pub fn text_diff(old: Option<&[u8]>, new: &[u8], path: &str) -> Option<String> {
     if new.contains('\0') || old_text.contains('\0') {
         return None;
     }
-    let from = if old.is_some() { format!("a{path}") } else { "/dev/null".to_string() };
+    let from = if old.is_some() {
+        format!("a{path}")
+    } else {
+        "/dev/null".to_string()
+    };
     let d = similar::TextDiff::from_lines(old_text, new);
-    let mut s = d.unified_diff().context_radius(3).header(&from, &format!("b{path}")).to_string();
+    let mut s = d
+        .unified_diff()
+        .context_radius(3)
+        .header(&from, &format!("b{path}"))
+        .to_string();
     if s.is_empty() {
         return None;
     }

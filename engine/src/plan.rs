@@ -11,10 +11,25 @@ use crate::source::{SourceId, Sources, Span};
 use crate::yaml::{self, Node, Value};
 
 /// Keys of a resource beside its module key.
-pub const ENVELOPE_KEYS: &[&str] = &["id", "requires", "notify", "when", "hosts", "become", "sensitive"];
+pub const ENVELOPE_KEYS: &[&str] = &[
+    "id",
+    "requires",
+    "notify",
+    "when",
+    "hosts",
+    "become",
+    "sensitive",
+];
 
 /// Top-level keys of a plan.
-pub const PLAN_KEYS: &[&str] = &["plan", "description", "hosts", "vars", "include", "resources"];
+pub const PLAN_KEYS: &[&str] = &[
+    "plan",
+    "description",
+    "hosts",
+    "vars",
+    "include",
+    "resources",
+];
 
 /// A string with the place it is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +95,9 @@ pub struct RawPlan {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Every resource, plan first, then includes in order.
     pub resources: Vec<RawResource>,
+    /// Ids of resources that have errors of their own (and are left out):
+    /// references to them are not reported again as unknown.
+    pub broken: Vec<String>,
 }
 
 impl RawPlan {
@@ -97,26 +115,43 @@ impl RawPlan {
 pub fn read_source(sources: &Sources, path: &Path, display: &str) -> Result<SourceId, Diag> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(sources.add(display, path, text)),
-        Err(e) => Err(Diag::bare("plumb::plan::read", format!("cannot read `{display}`: {e}"))),
+        Err(e) => Err(Diag::bare(
+            "plumb::plan::read",
+            format!("cannot read `{display}`: {e}"),
+        )),
     }
 }
 
-/// Load and check a plan file.
-///
-/// # Errors
-/// Every problem found in the plan and its includes.
-pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> Result<RawPlan, Vec<Diag>> {
+/// Load and check a plan file: the plan with every resource that is sound
+/// (`None` when the file cannot be read or parsed at all), and every problem
+/// found in the plan and its includes. A plan with problems is only good for
+/// finding more problems (compiling what is sound), never for running.
+pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawPlan>, Vec<Diag>) {
     let display = path.display().to_string();
-    let id = read_source(sources, path, &display).map_err(|d| vec![d])?;
-    let root = yaml::parse(sources, id).map_err(|d| vec![d])?;
-    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let id = match read_source(sources, path, &display) {
+        Ok(id) => id,
+        Err(d) => return (None, vec![d]),
+    };
+    let root = match yaml::parse(sources, id) {
+        Ok(r) => r,
+        Err(d) => return (None, vec![d]),
+    };
+    let dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     let mut diags = Vec::new();
     let mut plan = RawPlan {
         path: path.to_path_buf(),
         dir: dir.clone(),
         source: id,
-        name: path.file_stem().map_or_else(|| "plan".into(), |s| s.to_string_lossy().into_owned()),
+        name: path
+            .file_stem()
+            .map_or_else(|| "plan".into(), |s| s.to_string_lossy().into_owned()),
         description: None,
         hosts: vec![Located {
             value: "all".into(),
@@ -124,14 +159,19 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> Result<RawPl
         }],
         vars: BTreeMap::new(),
         resources: Vec::new(),
+        broken: Vec::new(),
     };
     let Some(entries) = root.as_map() else {
-        return Err(vec![Diag::new(
+        let d = Diag::new(
             "plumb::plan::not_a_mapping",
-            format!("a plan is a mapping with `resources:`, found {}", root.type_name()),
+            format!(
+                "a plan is a mapping with `resources:`, found {}",
+                root.type_name()
+            ),
             root.span,
             "",
-        )]);
+        );
+        return (None, vec![d]);
     };
     let mut has_resources = false;
     for e in entries {
@@ -160,14 +200,22 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> Result<RawPl
             "include" => match string_list(&e.value) {
                 Ok(files) => {
                     for f in files {
-                        load_include(sources, &dir, &f, &mut plan.resources, registry, &mut diags);
+                        load_include(
+                            sources,
+                            &dir,
+                            &f,
+                            &mut plan.resources,
+                            &mut plan.broken,
+                            registry,
+                            &mut diags,
+                        );
                     }
                 }
                 Err(d) => diags.push(d),
             },
             "resources" => {
                 has_resources = true;
-                let mut found = parse_resources(&e.value, registry, &mut diags);
+                let mut found = parse_resources(&e.value, registry, &mut plan.broken, &mut diags);
                 // Plan resources come first, includes after, whatever the key order.
                 found.append(&mut plan.resources);
                 plan.resources = found;
@@ -179,24 +227,34 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> Result<RawPl
                     e.key_span,
                     "not a plan key",
                 )
-                .with_help(did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
-                    format!("a plan has the keys {}", PLAN_KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
-                })),
+                .with_help(
+                    did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
+                        format!(
+                            "a plan has the keys {}",
+                            PLAN_KEYS
+                                .iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }),
+                ),
             ),
         }
     }
     if !has_resources && diags.is_empty() {
         diags.push(
-            Diag::new("plumb::plan::no_resources", "the plan has no `resources:` list", root.span, "")
-                .with_help("add `resources:` with at least one resource"),
+            Diag::new(
+                "plumb::plan::no_resources",
+                "the plan has no `resources:` list",
+                root.span,
+                "",
+            )
+            .with_help("add `resources:` with at least one resource"),
         );
     }
     check_references(&plan, registry, &mut diags);
-    if diags.is_empty() {
-        Ok(plan)
-    } else {
-        Err(diags)
-    }
+    (Some(plan), diags)
 }
 
 fn load_include(
@@ -204,6 +262,7 @@ fn load_include(
     dir: &Path,
     file: &Located,
     out: &mut Vec<RawResource>,
+    broken: &mut Vec<String>,
     registry: &Registry,
     diags: &mut Vec<Diag>,
 ) {
@@ -253,13 +312,16 @@ fn load_include(
             return;
         }
     };
-    out.extend(parse_resources(list, registry, diags));
+    out.extend(parse_resources(list, registry, broken, diags));
 }
 
 fn wrong_type(node: &Node, expected: &str) -> Diag {
     Diag::new(
         "plumb::plan::wrong_type",
-        format!("wrong type: found {}, expected {expected}", node.type_name()),
+        format!(
+            "wrong type: found {}, expected {expected}",
+            node.type_name()
+        ),
         node.span,
         "",
     )
@@ -268,15 +330,15 @@ fn wrong_type(node: &Node, expected: &str) -> Diag {
 /// A string or a list of strings.
 fn string_list(node: &Node) -> Result<Vec<Located>, Diag> {
     match &node.value {
-        Value::Str(s) => Ok(vec![Located {
-            value: s.clone(),
+        Value::Str(_) | Value::Bool(_) | Value::Int(_) | Value::Float(_) => Ok(vec![Located {
+            value: node.scalar_text().unwrap_or_default(),
             span: node.span,
         }]),
         Value::Seq(items) => items
             .iter()
-            .map(|n| match n.as_str() {
+            .map(|n| match n.scalar_text() {
                 Some(s) => Ok(Located {
-                    value: s.to_string(),
+                    value: s,
                     span: n.span,
                 }),
                 None => Err(wrong_type(n, "a string")),
@@ -291,22 +353,42 @@ fn valid_id(id: &str) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
-fn parse_resources(node: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Vec<RawResource> {
+fn parse_resources(
+    node: &Node,
+    registry: &Registry,
+    broken: &mut Vec<String>,
+    diags: &mut Vec<Diag>,
+) -> Vec<RawResource> {
     let Value::Seq(items) = &node.value else {
         if node.value != Value::Null {
             diags.push(wrong_type(node, "a list of resources"));
         }
         return Vec::new();
     };
-    items.iter().filter_map(|item| parse_resource(item, registry, diags)).collect()
+    items
+        .iter()
+        .filter_map(|item| {
+            let r = parse_resource(item, registry, diags);
+            if r.is_none() {
+                if let Some(id) = item.get("id").and_then(|e| e.value.scalar_text()) {
+                    broken.push(id);
+                }
+            }
+            r
+        })
+        .collect()
 }
 
 fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Option<RawResource> {
     let Some(entries) = item.as_map() else {
-        diags.push(wrong_type(item, "a resource (a mapping with `id` and a module key)"));
+        diags.push(wrong_type(
+            item,
+            "a resource (a mapping with `id` and a module key)",
+        ));
         return None;
     };
     let before = diags.len();
@@ -321,7 +403,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let mut unknown_module = false;
     for e in entries {
         match e.key.as_str() {
-            "id" => match e.value.as_str() {
+            "id" => match e.value.scalar_text().as_deref() {
                 Some(s) if valid_id(s) => {
                     id = Some(Located {
                         value: s.to_string(),
@@ -397,18 +479,34 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let span = item.span;
     if id.is_none() && diags.len() == before {
         diags.push(
-            Diag::new("plumb::plan::missing_id", "resource has no `id`", span, "this resource")
-                .with_help("give every resource a unique `id: name`"),
+            Diag::new(
+                "plumb::plan::missing_id",
+                "resource has no `id`",
+                span,
+                "this resource",
+            )
+            .with_help("give every resource a unique `id: name`"),
         );
     }
-    let name = id.as_ref().map_or_else(String::new, |i| format!(" `{}`", i.value));
+    let name = id
+        .as_ref()
+        .map_or_else(String::new, |i| format!(" `{}`", i.value));
     match modules.len() {
         0 if !unknown_module => diags.push(
-            Diag::new("plumb::plan::no_module", format!("resource{name} has no module key"), id.as_ref().map_or(span, |i| i.span), "")
-                .with_help(format!(
-                    "add exactly one of {}",
-                    registry.names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-                )),
+            Diag::new(
+                "plumb::plan::no_module",
+                format!("resource{name} has no module key"),
+                id.as_ref().map_or(span, |i| i.span),
+                "",
+            )
+            .with_help(format!(
+                "add exactly one of {}",
+                registry
+                    .names()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         ),
         0 | 1 => {}
         _ => {
@@ -417,7 +515,11 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 format!(
                     "resource{name} has {} module keys: {}",
                     modules.len(),
-                    modules.iter().map(|m| format!("`{}`", m.key)).collect::<Vec<_>>().join(" and ")
+                    modules
+                        .iter()
+                        .map(|m| format!("`{}`", m.key))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 ),
                 modules[0].key_span,
                 "one module",
@@ -425,7 +527,9 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
             for m in &modules[1..] {
                 d = d.with_label(m.key_span, "another module");
             }
-            diags.push(d.with_help("a resource manages one thing: split it into two resources with their own ids"));
+            diags.push(d.with_help(
+                "a resource manages one thing: split it into two resources with their own ids",
+            ));
         }
     }
     if diags.len() != before {
@@ -454,19 +558,32 @@ fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) 
     for r in &plan.resources {
         if let Some(first) = seen.get(r.id.value.as_str()) {
             diags.push(
-                Diag::new("plumb::plan::duplicate_id", format!("duplicate id `{}`", r.id.value), r.id.span, "used again here")
-                    .with_label(*first, "first used here")
-                    .with_help("ids must be unique across the plan and its includes"),
+                Diag::new(
+                    "plumb::plan::duplicate_id",
+                    format!("duplicate id `{}`", r.id.value),
+                    r.id.span,
+                    "used again here",
+                )
+                .with_label(*first, "first used here")
+                .with_help("ids must be unique across the plan and its includes"),
             );
         } else {
             seen.insert(&r.id.value, r.id.span);
         }
     }
-    let ids: Vec<&str> = plan.resources.iter().map(|r| r.id.value.as_str()).collect();
+    let ids: Vec<&str> = plan
+        .resources
+        .iter()
+        .map(|r| r.id.value.as_str())
+        .chain(plan.broken.iter().map(String::as_str))
+        .collect();
     for r in &plan.resources {
         for (kind, list) in [("requires", &r.requires), ("notify", &r.notify)] {
             for target in list {
                 let Some(t) = plan.resource(&target.value) else {
+                    if plan.broken.contains(&target.value) {
+                        continue;
+                    }
                     diags.push(
                         Diag::new(
                             "plumb::plan::unknown_id",
@@ -487,15 +604,24 @@ fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) 
                     ));
                     continue;
                 }
-                if kind == "notify" && registry.get(&t.module.value).is_some_and(|m| !m.refreshable()) {
+                if kind == "notify"
+                    && registry
+                        .get(&t.module.value)
+                        .is_some_and(|m| !m.refreshable())
+                {
                     diags.push(
                         Diag::new(
                             "plumb::plan::not_refreshable",
-                            format!("`{}` cannot be notified: a `{}` resource has nothing to refresh", t.id.value, t.module.value),
+                            format!(
+                                "`{}` cannot be notified: a `{}` resource has nothing to refresh",
+                                t.id.value, t.module.value
+                            ),
                             target.span,
                             "",
                         )
-                        .with_help("notify a `service` or a `command`; use `requires` for ordering"),
+                        .with_help(
+                            "notify a `service` or a `command`; use `requires` for ordering",
+                        ),
                     );
                 }
             }

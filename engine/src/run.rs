@@ -18,7 +18,9 @@ use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
 use crate::transport::{tail, Connector, Output, Transport, TransportError};
-use crate::write::{file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_VALIDATE};
+use crate::write::{
+    file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_VALIDATE,
+};
 
 /// Something that happened, for progress displays.
 #[derive(Clone, Debug)]
@@ -71,9 +73,14 @@ impl RunOptions {
 /// A run id: UTC time and a random suffix (`20261126T211500Z-3f9a`).
 #[must_use]
 pub fn new_run_id() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}", rand::random::<u16>())
+    format!(
+        "{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}",
+        rand::random::<u16>()
+    )
 }
 
 fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
@@ -93,7 +100,12 @@ fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
 }
 
 /// Run every host plan and report.
-pub async fn run(plan_name: &str, hosts: Vec<Arc<HostPlan>>, connector: Arc<dyn Connector>, opts: RunOptions) -> RunReport {
+pub async fn run(
+    plan_name: &str,
+    hosts: Vec<Arc<HostPlan>>,
+    connector: Arc<dyn Connector>,
+    opts: RunOptions,
+) -> RunReport {
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
     let mut set = tokio::task::JoinSet::new();
     let names: Vec<String> = hosts.iter().map(|h| h.host.name.clone()).collect();
@@ -144,15 +156,26 @@ struct HostRun<'a> {
 }
 
 impl HostRun<'_> {
-    async fn exec(&self, script: &Sh, become_: &Become, stdin: Option<&crate::module::Payload>) -> Result<Output, TransportError> {
+    async fn exec(
+        &self,
+        script: &Sh,
+        become_: &Become,
+        stdin: Option<&crate::module::Payload>,
+    ) -> Result<Output, TransportError> {
         self.count.fetch_add(1, Ordering::SeqCst);
-        let script = Sh::raw_start("plumb_run=").val(&self.opts.run_id).raw("\n").then(script);
+        let script = Sh::raw_start("plumb_run=")
+            .val(&self.opts.run_id)
+            .raw("\n")
+            .then(script);
         let s = with_become(&script, become_);
         self.t.run(s.as_str(), stdin).await
     }
 
     /// One remote execution per distinct `become` among `which`.
-    async fn probe(&self, which: &[usize]) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
+    async fn probe(
+        &self,
+        which: &[usize],
+    ) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
         let mut groups: BTreeMap<String, (Become, Vec<(usize, Sh)>)> = BTreeMap::new();
         for &i in which {
             let r = &self.hp.resources[i];
@@ -167,8 +190,10 @@ impl HostRun<'_> {
         for (_, (become_, probes)) in groups {
             let script = probe_batch(&self.nonce, &probes);
             let o = self.exec(&script, &become_, None).await?;
-            let parts: BTreeMap<usize, (Vec<u8>, i32)> =
-                split_batch(&self.nonce, &o.stdout).into_iter().map(|(i, b, s)| (i, (b, s))).collect();
+            let parts: BTreeMap<usize, (Vec<u8>, i32)> = split_batch(&self.nonce, &o.stdout)
+                .into_iter()
+                .map(|(i, b, s)| (i, (b, s)))
+                .collect();
             for (i, _) in probes {
                 let r = match parts.get(&i) {
                     Some((b, s)) => Ok(ProbeOutput {
@@ -186,15 +211,27 @@ impl HostRun<'_> {
     async fn step(&self, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
         match step {
             Step::Run(s) => {
-                self.opts.emit(Event::Step(self.hp.host.name.clone(), String::new(), s.label.clone()));
+                self.opts.emit(Event::Step(
+                    self.hp.host.name.clone(),
+                    String::new(),
+                    s.label.clone(),
+                ));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
-                    return Err(StepError::Failed(explain_failure(&o, become_, &format!("`{}` failed (exit {})", s.label, o.status))));
+                    return Err(StepError::Failed(explain_failure(
+                        &o,
+                        become_,
+                        &format!("`{}` failed (exit {})", s.label, o.status),
+                    )));
                 }
                 Ok(Vec::new())
             }
             Step::Write(w) => {
-                self.opts.emit(Event::Step(self.hp.host.name.clone(), String::new(), format!("write {}", w.path)));
+                self.opts.emit(Event::Step(
+                    self.hp.host.name.clone(),
+                    String::new(),
+                    format!("write {}", w.path),
+                ));
                 let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
                 match o.status {
@@ -213,7 +250,11 @@ impl HostRun<'_> {
                         w.path,
                         o.stderr_tail(6)
                     ))),
-                    n => Err(StepError::Failed(explain_failure(&o, become_, &format!("writing `{}` failed (exit {n})", w.path)))),
+                    n => Err(StepError::Failed(explain_failure(
+                        &o,
+                        become_,
+                        &format!("writing `{}` failed (exit {n})", w.path),
+                    ))),
                 }
             }
         }
@@ -233,7 +274,9 @@ impl From<TransportError> for StepError {
 
 fn explain_failure(o: &Output, become_: &Become, what: &str) -> String {
     let err = String::from_utf8_lossy(&o.stderr);
-    if *become_ != Become::No && (err.contains("a password is required") || err.contains("a terminal is required")) {
+    if *become_ != Become::No
+        && (err.contains("a password is required") || err.contains("a terminal is required"))
+    {
         return "sudo asks for a password: `become` needs passwordless sudo (NOPASSWD) for this user, or connect as root".into();
     }
     let t = tail(&err, 6);
@@ -312,9 +355,18 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
 
 /// Probe, diff, and in apply mode apply and verify. Returns the transport
 /// error that ended the host's run early, if any.
-async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> Option<TransportError> {
+async fn converge(
+    run: &HostRun<'_>,
+    slots: &mut [Slot],
+    opts: &RunOptions,
+) -> Option<TransportError> {
     let hp = run.hp;
-    let active: Vec<usize> = hp.order.iter().copied().filter(|&i| hp.resources[i].skip.is_none()).collect();
+    let active: Vec<usize> = hp
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| hp.resources[i].skip.is_none())
+        .collect();
     for (i, r) in hp.resources.iter().enumerate() {
         if let Some(why) = &r.skip {
             slots[i].status = Some(Status::Skipped);
@@ -324,7 +376,11 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
     let probed = match run.probe(&active).await {
         Ok(p) => p,
         Err(e) => {
-            fail_all(slots, &active, &format!("host failed during the probe: {e}"));
+            fail_all(
+                slots,
+                &active,
+                &format!("host failed during the probe: {e}"),
+            );
             return Some(e);
         }
     };
@@ -354,7 +410,10 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
         let notifiers: Vec<&str> = r
             .notified_by
             .iter()
-            .filter(|&&j| matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty())
+            .filter(|&&j| {
+                matches!(slots[j].status, Some(Status::Changed | Status::Pending))
+                    && !slots[j].changes.is_empty()
+            })
             .map(|&j| hp.resources[j].id.as_str())
             .collect();
         match opts.mode {
@@ -364,13 +423,19 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                 slots[i].after = r
                     .requires
                     .iter()
-                    .filter(|(j, kind)| *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending))
+                    .filter(|(j, kind)| {
+                        *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending)
+                    })
                     .map(|(j, _)| hp.resources[*j].id.clone())
                     .collect();
                 if !notifiers.is_empty() {
                     changes.push(refresh_change(&notifiers));
                 }
-                slots[i].status = Some(if changes.is_empty() { Status::Ok } else { Status::Pending });
+                slots[i].status = Some(if changes.is_empty() {
+                    Status::Ok
+                } else {
+                    Status::Pending
+                });
                 slots[i].changes = changes;
             }
             Mode::Apply => {
@@ -380,30 +445,42 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     continue;
                 }
                 let reprobe = res.reprobe_after_requirements()
-                    && r.requires.iter().any(|(j, _)| slots[*j].status == Some(Status::Changed));
+                    && r.requires
+                        .iter()
+                        .any(|(j, _)| slots[*j].status == Some(Status::Changed));
                 if reprobe {
                     match run.probe(&[i]).await {
-                        Ok(mut p) => match p.remove(&i).expect("probed").and_then(|o| res.observe(&o)) {
-                            Ok(obs) => slots[i].observed = Some(obs),
-                            Err(e) => {
-                                slots[i].status = Some(Status::Failed);
-                                slots[i].error = Some(format!("probe: {e}"));
-                                continue;
+                        Ok(mut p) => {
+                            match p.remove(&i).expect("probed").and_then(|o| res.observe(&o)) {
+                                Ok(obs) => slots[i].observed = Some(obs),
+                                Err(e) => {
+                                    slots[i].status = Some(Status::Failed);
+                                    slots[i].error = Some(format!("probe: {e}"));
+                                    continue;
+                                }
                             }
-                        },
+                        }
                         Err(e) => return Some(lose(slots, hp, i, e)),
                     }
                 }
                 let obs = slots[i].observed.as_ref().expect("probed");
                 let changes = res.diff(obs);
-                let mut steps = if changes.is_empty() { Vec::new() } else { res.apply(obs, &changes) };
+                let mut steps = if changes.is_empty() {
+                    Vec::new()
+                } else {
+                    res.apply(obs, &changes)
+                };
                 let changed = !changes.is_empty();
                 slots[i].changes = changes;
                 if !notifiers.is_empty() {
                     steps.extend(res.refresh());
                     slots[i].notes.push(format!(
                         "refreshed (notified by {})",
-                        notifiers.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                        notifiers
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                     slots[i].changes.push(refresh_change(&notifiers));
                 }
@@ -440,18 +517,28 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
         Ok(after) => {
             for (i, out) in after {
                 let res = hp.resources[i].resource.as_ref().expect("compiled");
-                let verdict = out.and_then(|o| res.observe(&o)).map(|obs| res.verify(&obs));
+                let verdict = out
+                    .and_then(|o| res.observe(&o))
+                    .map(|obs| res.verify(&obs));
                 match verdict {
                     Ok(rest) if rest.is_empty() => {}
                     Ok(rest) => {
                         let (items, _) = redact(&rest, hp.resources[i].sensitive);
                         let what = items
                             .iter()
-                            .map(|c| format!("{}: {} → {}", c.field, c.from.as_deref().unwrap_or("(none)"), c.to.as_deref().unwrap_or("(none)")))
+                            .map(|c| {
+                                format!(
+                                    "{}: {} → {}",
+                                    c.field,
+                                    c.from.as_deref().unwrap_or("(none)"),
+                                    c.to.as_deref().unwrap_or("(none)")
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("; ");
                         slots[i].status = Some(Status::Failed);
-                        slots[i].error = Some(format!("did not converge: after apply, still {what}"));
+                        slots[i].error =
+                            Some(format!("did not converge: after apply, still {what}"));
                     }
                     Err(e) => {
                         slots[i].status = Some(Status::Failed);
@@ -477,21 +564,29 @@ fn refresh_change(notifiers: &[&str]) -> Change {
         None,
         Some(format!(
             "refresh (notified by {})",
-            notifiers.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            notifiers
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     )
     .risk(Risk::Restart)
 }
 
 fn blocked_by(hp: &HostPlan, slots: &[Slot], i: usize) -> Option<String> {
-    hp.resources[i].requires.iter().filter(|(_, k)| *k != EdgeKind::Notify).find_map(|(j, _)| {
-        let id = &hp.resources[*j].id;
-        match slots[*j].status {
-            Some(Status::Failed) => Some(format!("requirement `{id}` failed")),
-            Some(Status::Skipped) => Some(format!("requirement `{id}` was skipped")),
-            _ => None,
-        }
-    })
+    hp.resources[i]
+        .requires
+        .iter()
+        .filter(|(_, k)| *k != EdgeKind::Notify)
+        .find_map(|(j, _)| {
+            let id = &hp.resources[*j].id;
+            match slots[*j].status {
+                Some(Status::Failed) => Some(format!("requirement `{id}` failed")),
+                Some(Status::Skipped) => Some(format!("requirement `{id}` was skipped")),
+                _ => None,
+            }
+        })
 }
 
 fn fail_all(slots: &mut [Slot], which: &[usize], why: &str) {

@@ -14,7 +14,11 @@ pub struct Sh {
 /// `value` quoted for POSIX sh, as one word.
 #[must_use]
 pub fn quote(value: &str) -> String {
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@%,".contains(&b)) {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@%,".contains(&b))
+    {
         return value.to_string();
     }
     // Single quotes keep every byte literal in POSIX sh; a quote inside is
@@ -43,7 +47,9 @@ impl Sh {
     /// Start with static shell syntax (a command name, a keyword).
     #[must_use]
     pub fn raw_start(s: &'static str) -> Self {
-        Self { text: s.to_string() }
+        Self {
+            text: s.to_string(),
+        }
     }
 
     /// Append static shell syntax verbatim.
@@ -125,7 +131,11 @@ mod tests {
 
     fn echo_back(v: &str) -> String {
         let s = Sh::raw_start("printf '%s'").arg(v);
-        let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(s.as_str())
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()
     }
 

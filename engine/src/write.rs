@@ -21,7 +21,10 @@ pub fn with_become(script: &Sh, become_: &Become) -> Sh {
             .raw("; else sudo -n -- sh -c")
             .arg(script.as_str())
             .raw("; fi"),
-        Become::User(u) => Sh::raw_start("sudo -n -u").arg(u).raw(" -- sh -c").arg(script.as_str()),
+        Become::User(u) => Sh::raw_start("sudo -n -u")
+            .arg(u)
+            .raw(" -- sh -c")
+            .arg(script.as_str()),
     }
 }
 
@@ -33,7 +36,11 @@ pub fn probe_batch(nonce: &str, probes: &[(usize, Sh)]) -> Sh {
     for (i, p) in probes {
         s.line(&Sh::raw_start("printf '%s\\n'").arg(format!("@@{nonce}:b:{i}")));
         s.line(&Sh::raw_start("(\n").then(p).raw("\n) </dev/null"));
-        s.line(&Sh::raw_start("printf '\\n%s:%d\\n'").arg(format!("@@{nonce}:e:{i}")).raw(" \"$?\""));
+        s.line(
+            &Sh::raw_start("printf '\\n%s:%d\\n'")
+                .arg(format!("@@{nonce}:e:{i}"))
+                .raw(" \"$?\""),
+        );
     }
     s
 }
@@ -46,14 +53,26 @@ pub fn split_batch(nonce: &str, stdout: &[u8]) -> Vec<(usize, Vec<u8>, i32)> {
     let mut rest = stdout;
     while let Some(b) = find(rest, begin.as_bytes()) {
         let after = &rest[b + begin.len()..];
-        let Some(nl) = after.iter().position(|c| *c == b'\n') else { break };
-        let Ok(i) = std::str::from_utf8(&after[..nl]).unwrap_or("").parse::<usize>() else { break };
+        let Some(nl) = after.iter().position(|c| *c == b'\n') else {
+            break;
+        };
+        let Ok(i) = std::str::from_utf8(&after[..nl])
+            .unwrap_or("")
+            .parse::<usize>()
+        else {
+            break;
+        };
         let body = &after[nl + 1..];
         let end = format!("\n@@{nonce}:e:{i}:");
-        let Some(e) = find(body, end.as_bytes()) else { break };
+        let Some(e) = find(body, end.as_bytes()) else {
+            break;
+        };
         let tail = &body[e + end.len()..];
         let nl2 = tail.iter().position(|c| *c == b'\n').unwrap_or(tail.len());
-        let status = std::str::from_utf8(&tail[..nl2]).unwrap_or("").parse().unwrap_or(-1);
+        let status = std::str::from_utf8(&tail[..nl2])
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(-1);
         out.push((i, body[..e].to_vec(), status));
         rest = &tail[nl2..];
     }
@@ -76,7 +95,14 @@ pub fn file_write(w: &FileWrite) -> Sh {
         None => ".".to_string(),
     };
     let mut s = Sh::raw_start("set -e\numask 077\n");
-    s.line(&Sh::raw_start("target=").val(&w.path).raw("; dir=").val(&dir).raw("; want=").val(&w.payload.sha256));
+    s.line(
+        &Sh::raw_start("target=")
+            .val(&w.path)
+            .raw("; dir=")
+            .val(&dir)
+            .raw("; want=")
+            .val(&w.payload.sha256),
+    );
     s.line(&Sh::raw_start(
         "tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ncat > \"$tmp\"\n\
          got=$(sha256sum < \"$tmp\"); got=${got%% *}\n\
@@ -133,7 +159,11 @@ mod tests {
             (7, Sh::raw_start("printf '@@fake:e:7:0\\n'")),
         ];
         let script = probe_batch("n0nce", &probes);
-        let out = std::process::Command::new("sh").arg("-c").arg(script.as_str()).output().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.as_str())
+            .output()
+            .unwrap();
         let parts = split_batch("n0nce", &out.stdout);
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0], (0, b"a=1\n".to_vec(), 0));

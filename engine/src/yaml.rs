@@ -25,6 +25,10 @@ pub struct Node {
     pub value: Value,
     /// Where it is written.
     pub span: Span,
+    /// For a scalar that YAML typed as a boolean or number, the text as
+    /// written: `on`, `0644` and `1e3` stay themselves where a string is
+    /// expected (YAML 1.1 would have made them `true`, 644 and 1000).
+    pub raw: Option<Box<str>>,
 }
 
 /// A YAML value.
@@ -61,7 +65,32 @@ impl Node {
     /// A node that is not written anywhere in particular (computed values).
     #[must_use]
     pub fn synthetic(value: Value, span: Span) -> Self {
-        Self { value, span }
+        Self {
+            value,
+            span,
+            raw: None,
+        }
+    }
+
+    /// The text of a scalar as a string: strings as they are, other scalars
+    /// as written in the file.
+    #[must_use]
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                Some(self.raw.as_deref().map_or_else(
+                    || match &self.value {
+                        Value::Bool(b) => b.to_string(),
+                        Value::Int(i) => i.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        _ => unreachable!(),
+                    },
+                    str::to_string,
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// The string, if this is one.
@@ -137,10 +166,16 @@ impl Node {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
             Value::Int(i) => (*i).into(),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
             Value::Str(s) => s.clone().into(),
             Value::Seq(s) => s.iter().map(Node::to_json).collect(),
-            Value::Map(m) => m.iter().map(|e| (e.key.clone(), e.value.to_json())).collect::<serde_json::Map<_, _>>().into(),
+            Value::Map(m) => m
+                .iter()
+                .map(|e| (e.key.clone(), e.value.to_json()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
         }
     }
 
@@ -150,9 +185,13 @@ impl Node {
         let value = match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)), Value::Int),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)), Value::Int),
             serde_json::Value::String(s) => Value::Str(s.clone()),
-            serde_json::Value::Array(a) => Value::Seq(a.iter().map(|x| Node::from_json(x, span)).collect()),
+            serde_json::Value::Array(a) => {
+                Value::Seq(a.iter().map(|x| Node::from_json(x, span)).collect())
+            }
             serde_json::Value::Object(o) => Value::Map(
                 o.iter()
                     .map(|(k, x)| Entry {
@@ -163,7 +202,11 @@ impl Node {
                     .collect(),
             ),
         };
-        Self { value, span }
+        Self {
+            value,
+            span,
+            raw: None,
+        }
     }
 }
 
@@ -180,9 +223,9 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
     match serde_saphyr::from_str::<Spanned<Raw>>(text) {
         Ok(raw) => Ok(convert(raw, id, text)),
         Err(e) => {
-            let msg = e
-                .without_snippet()
-                .render_with_options(serde_saphyr::render_options! {snippets: serde_saphyr::SnippetMode::Off});
+            let msg = e.without_snippet().render_with_options(
+                serde_saphyr::render_options! {snippets: serde_saphyr::SnippetMode::Off},
+            );
             let msg = clean_saphyr_message(&msg);
             let (offset, len) = e.location().map_or((0, 0), |l| {
                 let s = l.span();
@@ -191,9 +234,24 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
                     None => (offset_of(text, l.line() as usize, l.column() as usize), 0),
                 }
             });
-            let len = if len == 0 { text[offset.min(text.len())..].chars().next().map_or(0, char::len_utf8) } else { len };
-            let code = if msg.contains("duplicate mapping key") { "plumb::yaml::duplicate_key" } else { "plumb::yaml::syntax" };
-            let label = if code == "plumb::yaml::duplicate_key" { "this key is already set above" } else { "here" };
+            let len = if len == 0 {
+                text[offset.min(text.len())..]
+                    .chars()
+                    .next()
+                    .map_or(0, char::len_utf8)
+            } else {
+                len
+            };
+            let code = if msg.contains("duplicate mapping key") {
+                "plumb::yaml::duplicate_key"
+            } else {
+                "plumb::yaml::syntax"
+            };
+            let label = if code == "plumb::yaml::duplicate_key" {
+                "this key is already set above"
+            } else {
+                "here"
+            };
             Err(Diag::new(code, msg, Span::new(id, offset, len), label))
         }
     }
@@ -251,7 +309,9 @@ impl<'de> Deserialize<'de> for Raw {
                 Ok(Raw::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-                i64::try_from(v).map(Raw::Int).map_err(|_| E::custom("integer too large"))
+                i64::try_from(v)
+                    .map(Raw::Int)
+                    .map_err(|_| E::custom("integer too large"))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
                 Ok(Raw::Float(v))
@@ -284,9 +344,10 @@ impl<'de> Deserialize<'de> for Raw {
 fn span_of<T>(s: &Spanned<T>, id: SourceId, text: &str) -> Span {
     let loc = s.referenced;
     let sp = loc.span();
-    let offset = sp
-        .byte_offset()
-        .map_or_else(|| offset_of(text, loc.line() as usize, loc.column() as usize), |o| o as usize);
+    let offset = sp.byte_offset().map_or_else(
+        || offset_of(text, loc.line() as usize, loc.column() as usize),
+        |o| o as usize,
+    );
     let len = sp.byte_len().unwrap_or(0) as usize;
     Span::new(id, offset.min(text.len()), len)
 }
@@ -311,7 +372,26 @@ fn convert(raw: Spanned<Raw>, id: SourceId, text: &str) -> Node {
                 .collect(),
         ),
     };
-    let mut node = Node { value, span };
+    let raw = match value {
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+            text.get(span.offset..span.offset + span.len).map(|t| {
+                let t = t.trim();
+                t.strip_prefix('"')
+                    .and_then(|x| x.strip_suffix('"'))
+                    .or_else(|| t.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+                    .unwrap_or(t)
+                    .into()
+            })
+        }
+        _ => None,
+    };
+    let mut node = Node { value, span, raw };
+    // Flow collections come with a span of their opening bracket only.
+    if node.span.len == 1 && matches!(node.value, Value::Seq(_) | Value::Map(_)) {
+        if let Some(len) = flow_len(&text[node.span.offset..]) {
+            node.span.len = len;
+        }
+    }
     // Block collections come with an empty span at their start: point at
     // their first key or item instead, which is what a reader looks for.
     if node.span.len == 0 {
@@ -322,6 +402,32 @@ fn convert(raw: Spanned<Raw>, id: SourceId, text: &str) -> Node {
         }
     }
     node
+}
+
+/// Length of a flow collection (`[..]` or `{..}`) at the start of `text`.
+fn flow_len(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut prev = '\0';
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some(q) if c == q && !(q == '"' && prev == '\\') => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -409,7 +515,11 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let list = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+        let list = expected
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Self {
             message: format!("unknown value `{variant}`, expected one of {list}"),
             span: None,
@@ -525,7 +635,11 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         let mut skip = Vec::new();
         for e in entries {
             if !fields.contains(&e.key.as_str()) {
-                let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+                let expected = fields
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let help = did_you_mean(&e.key, fields.iter().copied())
                     .unwrap_or_else(|| format!("the parameters here are {expected}"));
                 self.extra.borrow_mut().push(
@@ -572,7 +686,11 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -593,9 +711,15 @@ struct SeqDe<'a, 'p> {
 
 impl<'de> de::SeqAccess<'de> for SeqDe<'_, '_> {
     type Error = DeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(n) => seed.deserialize(self.parent.child(n)).map(Some).map_err(|e| e.at(n.span)),
+            Some(n) => seed
+                .deserialize(self.parent.child(n))
+                .map(Some)
+                .map_err(|e| e.at(n.span)),
             None => Ok(None),
         }
     }
@@ -610,20 +734,27 @@ struct MapDe<'a, 'p> {
 
 impl<'de> de::MapAccess<'de> for MapDe<'_, '_> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         for e in self.iter.by_ref() {
             if self.skip.contains(&e.key) {
                 continue;
             }
             self.value = Some(&e.value);
             let key: de::value::StrDeserializer<'_, DeError> = e.key.as_str().into_deserializer();
-            return seed.deserialize(key).map(Some).map_err(|err| err.at(e.key_span));
+            return seed
+                .deserialize(key)
+                .map(Some)
+                .map_err(|err| err.at(e.key_span));
         }
         Ok(None)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let n = self.value.take().expect("value after key");
-        seed.deserialize(self.parent.child(n)).map_err(|e| e.at(n.span))
+        seed.deserialize(self.parent.child(n))
+            .map_err(|e| e.at(n.span))
     }
 }
 
@@ -635,9 +766,15 @@ struct EnumDe<'a, 'p> {
 impl<'de, 'a, 'p> de::EnumAccess<'de> for EnumDe<'a, 'p> {
     type Error = DeError;
     type Variant = VariantDe<'a, 'p>;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
-        let key: de::value::StrDeserializer<'_, DeError> = self.entry.key.as_str().into_deserializer();
-        let v = seed.deserialize(key).map_err(|e| e.at(self.entry.key_span))?;
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
+        let key: de::value::StrDeserializer<'_, DeError> =
+            self.entry.key.as_str().into_deserializer();
+        let v = seed
+            .deserialize(key)
+            .map_err(|e| e.at(self.entry.key_span))?;
         Ok((
             v,
             VariantDe {
@@ -664,7 +801,11 @@ impl<'de> de::VariantAccess<'de> for VariantDe<'_, '_> {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         serde::Deserializer::deserialize_any(self.parent.child(self.node), visitor)
     }
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         serde::Deserializer::deserialize_struct(self.parent.child(self.node), "", fields, visitor)
     }
 }

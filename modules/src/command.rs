@@ -2,7 +2,9 @@
 //! `unless`, `onlyif`), so that a second run converges instead of running it
 //! again; guards are read-only checks evaluated in the batched probe.
 
-use plumb_engine::module::{Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step};
+use plumb_engine::module::{
+    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +39,9 @@ pub struct State {
 
 impl State {
     fn needed(&self) -> bool {
-        self.creates_exists != Some(true) && self.unless_passed != Some(true) && self.onlyif_passed != Some(false)
+        self.creates_exists != Some(true)
+            && self.unless_passed != Some(true)
+            && self.onlyif_passed != Some(false)
     }
 }
 
@@ -95,7 +99,13 @@ impl Module for Command {
     fn probe(p: &Params) -> Sh {
         let mut s = Sh::new();
         if let Some(c) = &p.creates {
-            s.line(&Sh::raw_start("if [ -e").arg(c).raw(" ] || [ -L").arg(c).raw(" ]; then echo creates=1; else echo creates=0; fi"));
+            s.line(
+                &Sh::raw_start("if [ -e")
+                    .arg(c)
+                    .raw(" ] || [ -L")
+                    .arg(c)
+                    .raw(" ]; then echo creates=1; else echo creates=0; fi"),
+            );
         }
         if let Some(u) = &p.unless {
             s.line(&check(u, "unless"));

@@ -1,11 +1,16 @@
 //! `directory`: a directory and its metadata. Removing a non-empty directory
 //! needs `recursive: true` and is a destructive change.
 
-use plumb_engine::module::{Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step};
+use plumb_engine::module::{
+    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence,
+    ProbeOutput, Risk, Script, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
+use crate::stat::{
+    fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo,
+};
 
 /// The `directory` module.
 pub struct Directory;
@@ -56,10 +61,20 @@ impl Module for Directory {
     fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
         cx.require_absolute("path", &p.path);
         if p.path.trim_end_matches('/').is_empty() {
-            cx.error("path", "plumb::plan::invalid_value", "`/` cannot be managed as a directory", None);
+            cx.error(
+                "path",
+                "plumb::plan::invalid_value",
+                "`/` cannot be managed as a directory",
+                None,
+            );
         }
         if p.recursive && p.state == Presence::Present {
-            cx.error("recursive", "plumb::plan::conflicting_params", "`recursive` only has a meaning with `state: absent`", None);
+            cx.error(
+                "recursive",
+                "plumb::plan::conflicting_params",
+                "`recursive` only has a meaning with `state: absent`",
+                None,
+            );
         }
     }
 
@@ -77,10 +92,19 @@ impl Module for Directory {
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
         let f = fields(out)?;
         let info = parse_path(&f)?;
-        let entries = f.get("entries").and_then(|e| e.trim().parse().ok()).unwrap_or(0);
+        let entries = f
+            .get("entries")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(0);
         match info.kind {
             Kind::None | Kind::Directory => {}
-            k if p.state == Presence::Present => return Err(format!("`{}` exists and is a {}, not a directory", p.path, k.describe())),
+            k if p.state == Presence::Present => {
+                return Err(format!(
+                    "`{}` exists and is a {}, not a directory",
+                    p.path,
+                    k.describe()
+                ))
+            }
             _ => {}
         }
         if p.state == Presence::Absent && entries > 0 && !p.recursive {
@@ -96,7 +120,11 @@ impl Module for Directory {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {
-                let risk = if s.entries > 0 { Risk::Destructive } else { Risk::Safe };
+                let risk = if s.entries > 0 {
+                    Risk::Destructive
+                } else {
+                    Risk::Safe
+                };
                 let from = if s.entries > 0 {
                     format!("{} with {} entries", s.info.kind.describe(), s.entries)
                 } else {
@@ -107,17 +135,35 @@ impl Module for Directory {
             return c;
         }
         if s.info.kind == Kind::None {
-            c.push(Change::new("state", Some("absent".into()), Some("directory".into())));
+            c.push(Change::new(
+                "state",
+                Some("absent".into()),
+                Some("directory".into()),
+            ));
         }
-        metadata_changes(&s.info, p.mode.map(|m| m.0), p.owner.as_deref(), p.group.as_deref(), &mut c);
+        metadata_changes(
+            &s.info,
+            p.mode.map(|m| m.0),
+            p.owner.as_deref(),
+            p.group.as_deref(),
+            &mut c,
+        );
         c
     }
 
     fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
         let mut sh = Sh::raw_start("set -e\n");
         if p.state == Presence::Absent {
-            let cmd = if s.info.kind == Kind::Directory { "rm -rf --" } else { "rm -f --" };
-            let cmd = if s.info.kind == Kind::Directory && s.entries == 0 { "rmdir --" } else { cmd };
+            let cmd = if s.info.kind == Kind::Directory {
+                "rm -rf --"
+            } else {
+                "rm -f --"
+            };
+            let cmd = if s.info.kind == Kind::Directory && s.entries == 0 {
+                "rmdir --"
+            } else {
+                cmd
+            };
             sh.line(&Sh::raw_start(cmd).arg(&p.path));
             return vec![Step::Run(Script {
                 label: format!("remove {}", p.path),
@@ -128,11 +174,21 @@ impl Module for Directory {
         if s.info.kind == Kind::None {
             sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
         }
-        if let Some(m) = metadata_script(&p.path, &s.info, p.mode.map(|m| m.0), p.owner.as_deref(), p.group.as_deref()) {
+        if let Some(m) = metadata_script(
+            &p.path,
+            &s.info,
+            p.mode.map(|m| m.0),
+            p.owner.as_deref(),
+            p.group.as_deref(),
+        ) {
             sh.line(&m);
         }
         vec![Step::Run(Script {
-            label: if s.info.kind == Kind::None { format!("create {}", p.path) } else { format!("set metadata of {}", p.path) },
+            label: if s.info.kind == Kind::None {
+                format!("create {}", p.path)
+            } else {
+                format!("set metadata of {}", p.path)
+            },
             sh,
             stdin: None,
         })]

@@ -3,14 +3,16 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, FileWrite, Mode, Module, ModuleDoc, ParamDoc, Payload,
-    PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Change, Changes, Claim, Claims, FileWrite, Mode, Module, ModuleDoc, ParamDoc,
+    Payload, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
+use crate::stat::{
+    fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo,
+};
 
 /// Old content up to this size is fetched by the probe to show a diff.
 const DIFF_LIMIT: u64 = 256 * 1024;
@@ -93,22 +95,34 @@ impl Module for File {
 
     fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
         cx.require_absolute("path", &p.path);
-        let given: Vec<&str> = [("content", p.content.is_some()), ("source", p.source.is_some()), ("template", p.template.is_some())]
-            .iter()
-            .filter(|(_, s)| *s)
-            .map(|(n, _)| *n)
-            .collect();
+        let given: Vec<&str> = [
+            ("content", p.content.is_some()),
+            ("source", p.source.is_some()),
+            ("template", p.template.is_some()),
+        ]
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(n, _)| *n)
+        .collect();
         if given.len() > 1 {
             cx.error(
                 given[1],
                 "plumb::plan::conflicting_params",
-                format!("`{}` and `{}` both give the file's content", given[0], given[1]),
+                format!(
+                    "`{}` and `{}` both give the file's content",
+                    given[0], given[1]
+                ),
                 Some("use one of `content`, `source` or `template`".into()),
             );
         }
         if p.state == Presence::Absent {
             if let Some(k) = given.first() {
-                cx.error(k, "plumb::plan::conflicting_params", format!("`{k}` has no meaning with `state: absent`"), None);
+                cx.error(
+                    k,
+                    "plumb::plan::conflicting_params",
+                    format!("`{k}` has no meaning with `state: absent`"),
+                    None,
+                );
             }
         }
         if let Some(v) = &p.validate {
@@ -126,7 +140,8 @@ impl Module for File {
         } else if let Some(s) = &p.source {
             cx.read_local("source", s)
         } else if let Some(t) = &p.template {
-            cx.render_local("template", t).map(|text| Payload::bytes(text.into_bytes()))
+            cx.render_local("template", t)
+                .map(|text| Payload::bytes(text.into_bytes()))
         } else if p.state == Presence::Present {
             None
         } else {
@@ -164,7 +179,12 @@ impl Module for File {
         let info = parse_path(&f)?;
         match (info.kind, p.state) {
             (Kind::Directory, _) => return Err(format!("`{}` is a directory, not a file", p.path)),
-            (Kind::Other, Presence::Present) => return Err(format!("`{}` is a special file, not a regular file", p.path)),
+            (Kind::Other, Presence::Present) => {
+                return Err(format!(
+                    "`{}` is a special file, not a regular file",
+                    p.path
+                ))
+            }
             _ => {}
         }
         Ok(State {
@@ -178,31 +198,62 @@ impl Module for File {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {
-                let risk = if p.backup { Risk::Safe } else { Risk::Destructive };
-                c.push(Change::new("state", Some(s.info.kind.describe().into()), Some("absent".into())).risk(risk));
+                let risk = if p.backup {
+                    Risk::Safe
+                } else {
+                    Risk::Destructive
+                };
+                c.push(
+                    Change::new(
+                        "state",
+                        Some(s.info.kind.describe().into()),
+                        Some("absent".into()),
+                    )
+                    .risk(risk),
+                );
             }
             return c;
         }
         let exists = s.info.kind != Kind::None;
         if !exists {
-            c.push(Change::new("state", Some("absent".into()), Some("file".into())));
+            c.push(Change::new(
+                "state",
+                Some("absent".into()),
+                Some("file".into()),
+            ));
         } else if s.info.kind == Kind::Link {
-            c.push(Change::new("state", Some("symlink".into()), Some("file".into())));
+            c.push(Change::new(
+                "state",
+                Some("symlink".into()),
+                Some("file".into()),
+            ));
         }
         match &p.payload {
             Some(want) if s.sha256.as_deref() != Some(want.sha256.as_str()) => {
-                let from = s.sha256.as_ref().map(|h| format!("{} ({} bytes)", short(h), s.info.size.unwrap_or(0)));
-                c.push(Change::new("content", from, Some(format!("{} ({} bytes)", short(&want.sha256), want.size))));
+                let from = s
+                    .sha256
+                    .as_ref()
+                    .map(|h| format!("{} ({} bytes)", short(h), s.info.size.unwrap_or(0)));
+                c.push(Change::new(
+                    "content",
+                    from,
+                    Some(format!("{} ({} bytes)", short(&want.sha256), want.size)),
+                ));
                 if p.fetch_old {
                     let old = if exists { s.old.as_deref() } else { None };
                     if !exists || old.is_some() {
-                        c.diff = want.read_small(DIFF_LIMIT).and_then(|new| text_diff(old, &new, &p.path));
+                        c.diff = want
+                            .read_small(DIFF_LIMIT)
+                            .and_then(|new| text_diff(old, &new, &p.path));
                     }
                 }
             }
             _ => {}
         }
-        let mode = p.mode.map(|m| m.0).or(if exists { None } else { Some(0o644) });
+        let mode = p
+            .mode
+            .map(|m| m.0)
+            .or(if exists { None } else { Some(0o644) });
         let blank = PathInfo {
             kind: Kind::None,
             mode: None,
@@ -210,7 +261,11 @@ impl Module for File {
             group: None,
             size: None,
         };
-        let info = if exists && s.info.kind == Kind::File { &s.info } else { &blank };
+        let info = if exists && s.info.kind == Kind::File {
+            &s.info
+        } else {
+            &blank
+        };
         metadata_changes(info, mode, p.owner.as_deref(), p.group.as_deref(), &mut c);
         c
     }
@@ -229,7 +284,10 @@ impl Module for File {
             })];
         }
         if changes.has("content") || changes.has("state") {
-            let payload = p.payload.clone().unwrap_or_else(|| Payload::bytes(Vec::new()));
+            let payload = p
+                .payload
+                .clone()
+                .unwrap_or_else(|| Payload::bytes(Vec::new()));
             return vec![Step::Write(FileWrite {
                 path: p.path.clone(),
                 payload,
@@ -240,15 +298,21 @@ impl Module for File {
                 backup: p.backup,
             })];
         }
-        metadata_script(&p.path, &s.info, p.mode.map(|m| m.0), p.owner.as_deref(), p.group.as_deref())
-            .map(|sh| {
-                vec![Step::Run(Script {
-                    label: format!("set metadata of {}", p.path),
-                    sh: Sh::raw_start("set -e\n").then(&sh),
-                    stdin: None,
-                })]
-            })
-            .unwrap_or_default()
+        metadata_script(
+            &p.path,
+            &s.info,
+            p.mode.map(|m| m.0),
+            p.owner.as_deref(),
+            p.group.as_deref(),
+        )
+        .map(|sh| {
+            vec![Step::Run(Script {
+                label: format!("set metadata of {}", p.path),
+                sh: Sh::raw_start("set -e\n").then(&sh),
+                stdin: None,
+            })]
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -31,7 +31,12 @@ mod tests {
             let doc = m.doc();
             let parsed: Vec<&str> = m.param_names();
             let documented: Vec<&str> = doc.params.iter().map(|p| p.name).collect();
-            assert_eq!(parsed, documented, "module `{}`: parser keys vs documented keys", m.name());
+            assert_eq!(
+                parsed,
+                documented,
+                "module `{}`: parser keys vs documented keys",
+                m.name()
+            );
             assert!(!doc.summary.is_empty());
         }
     }

@@ -27,17 +27,30 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         r.run_id
     );
     let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(out, "| host | status | safe | restart | disruptive | destructive | failed | unchanged |");
+    let _ = writeln!(
+        out,
+        "| host | status | safe | restart | disruptive | destructive | failed | unchanged |"
+    );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
     for h in &r.hosts {
         let count = |risk: Risk| {
             h.resources
                 .iter()
-                .filter(|x| matches!(x.status, Status::Pending | Status::Changed) && x.risk == Some(risk))
+                .filter(|x| {
+                    matches!(x.status, Status::Pending | Status::Changed) && x.risk == Some(risk)
+                })
                 .count()
         };
-        let failed = h.resources.iter().filter(|x| x.status == Status::Failed).count();
-        let ok = h.resources.iter().filter(|x| x.status == Status::Ok).count();
+        let failed = h
+            .resources
+            .iter()
+            .filter(|x| x.status == Status::Failed)
+            .count();
+        let ok = h
+            .resources
+            .iter()
+            .filter(|x| x.status == Status::Ok)
+            .count();
         let status = match h.status {
             HostStatus::Ok => "no changes",
             HostStatus::Changed => "changed",
@@ -89,7 +102,11 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                 let _ = writeln!(
                     out,
                     "_Predicted after the pending change of {}._\n",
-                    x.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                    x.after
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             for c in &x.changes {
@@ -100,7 +117,12 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
             }
             if let Some(d) = &x.diff {
                 let fence = if d.contains("```") { "~~~~" } else { "```" };
-                let _ = writeln!(out, "{fence}diff\n{}{}{fence}\n", d, if d.ends_with('\n') { "" } else { "\n" });
+                let _ = writeln!(
+                    out,
+                    "{fence}diff\n{}{}{fence}\n",
+                    d,
+                    if d.ends_with('\n') { "" } else { "\n" }
+                );
             }
             if x.sensitive && !x.changes.is_empty() {
                 let _ = writeln!(out, "_Values hidden: this resource is sensitive._\n");
@@ -109,7 +131,16 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                 let _ = writeln!(out, "- {n}");
             }
             if let Some(e) = &x.error {
-                let _ = writeln!(out, "**{}:** {}\n", if x.status == Status::Failed { "Error" } else { "Reason" }, e.replace('\n', " "));
+                let _ = writeln!(
+                    out,
+                    "**{}:** {}\n",
+                    if x.status == Status::Failed {
+                        "Error"
+                    } else {
+                        "Reason"
+                    },
+                    e.replace('\n', " ")
+                );
             }
         }
         if !any {

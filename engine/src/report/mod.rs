@@ -201,7 +201,13 @@ pub fn redact(changes: &Changes, sensitive: bool) -> (Vec<ChangeReport>, Option<
         .iter()
         .map(|c: &Change| {
             let hide = sensitive || c.sensitive;
-            let shown = |v: &Option<String>| if hide { v.as_ref().map(|_| HIDDEN.to_string()) } else { v.clone() };
+            let shown = |v: &Option<String>| {
+                if hide {
+                    v.as_ref().map(|_| HIDDEN.to_string())
+                } else {
+                    v.clone()
+                }
+            };
             ChangeReport {
                 field: c.field.clone(),
                 from: shown(&c.from),
@@ -211,5 +217,12 @@ pub fn redact(changes: &Changes, sensitive: bool) -> (Vec<ChangeReport>, Option<
         })
         .collect();
     let any_secret = sensitive || changes.items.iter().any(|c| c.sensitive);
-    (items, if any_secret { None } else { changes.diff.clone() })
+    (
+        items,
+        if any_secret {
+            None
+        } else {
+            changes.diff.clone()
+        },
+    )
 }
