@@ -123,9 +123,7 @@ fn main() -> ExitCode {
         Some(80)
     };
     miette::set_hook(Box::new(move |_| {
-        let mut o = miette::MietteHandlerOpts::new()
-            .color(color)
-            .terminal_links(false);
+        let mut o = miette::MietteHandlerOpts::new().color(color).terminal_links(false);
         if let Some(w) = width {
             o = o.width(w);
         }
@@ -144,9 +142,7 @@ fn main() -> ExitCode {
 }
 
 fn wants_color(no_color_flag: bool) -> bool {
-    !no_color_flag
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal()
+    !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 async fn dispatch(cli: Cli, color: bool) -> i32 {
@@ -185,10 +181,7 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
             print_report(&report, &common, color, description.as_deref());
             if let Some(out) = out {
                 if let Err(e) = save(&out, &plan_path, &common, &sources, &report) {
-                    eprintln!(
-                        "error: cannot save the reviewed plan to `{}`: {e}",
-                        out.display()
-                    );
+                    eprintln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
                     return 1;
                 }
                 eprintln!(
@@ -203,13 +196,7 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
     }
 }
 
-async fn apply(
-    plan: &Path,
-    yes: bool,
-    mut common: Common,
-    registry: &Registry,
-    color: bool,
-) -> i32 {
+async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, color: bool) -> i32 {
     // A saved plan: re-check everything it reviewed, then apply.
     if let Some(saved) = read_saved(plan) {
         let saved = match saved {
@@ -219,11 +206,7 @@ async fn apply(
                 return 1;
             }
         };
-        common.inventory = saved
-            .inventory
-            .as_ref()
-            .map(PathBuf::from)
-            .or(common.inventory);
+        common.inventory = saved.inventory.as_ref().map(PathBuf::from).or(common.inventory);
         if common.limit.is_empty() {
             common.limit.clone_from(&saved.limit);
         }
@@ -233,9 +216,7 @@ async fn apply(
         };
         let mut problems = Vec::new();
         if saved::vars_hash(&parse_vars(&common.vars).unwrap_or_default()) != saved.vars_sha256 {
-            problems.push(
-                "the `--var` values differ from the review's (give the same ones)".to_string(),
-            );
+            problems.push("the `--var` values differ from the review's (give the same ones)".to_string());
         }
         let now_sources = saved::source_hashes(&sources);
         for s in &saved.sources {
@@ -245,10 +226,7 @@ async fn apply(
         }
         if problems.is_empty() {
             let check = execute(c, &common, Mode::Diff).await;
-            problems.extend(saved::compare(
-                &saved.resources,
-                &saved::resource_hashes(&check),
-            ));
+            problems.extend(saved::compare(&saved.resources, &saved::resource_hashes(&check)));
         }
         if !problems.is_empty() {
             eprintln!(
@@ -312,13 +290,7 @@ fn read_saved(path: &Path) -> Option<Result<SavedPlan, String>> {
     Some(serde_json::from_value(v).map_err(|e| e.to_string()))
 }
 
-fn save(
-    out: &Path,
-    plan: &Path,
-    common: &Common,
-    sources: &Sources,
-    report: &RunReport,
-) -> std::io::Result<()> {
+fn save(out: &Path, plan: &Path, common: &Common, sources: &Sources, report: &RunReport) -> std::io::Result<()> {
     let abs = |p: &Path| std::fs::canonicalize(p).map(|p| p.display().to_string());
     let inventory = match &common.inventory {
         Some(i) => Some(abs(i)?),
@@ -334,10 +306,7 @@ fn save(
         resources: saved::resource_hashes(report),
         reviewed_in: report.run_id.clone(),
     };
-    std::fs::write(
-        out,
-        serde_json::to_string_pretty(&s).expect("serializes") + "\n",
-    )
+    std::fs::write(out, serde_json::to_string_pretty(&s).expect("serializes") + "\n")
 }
 
 fn print_report(r: &RunReport, common: &Common, color: bool, description: Option<&str>) {
@@ -410,10 +379,7 @@ fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<(Compiled, 
         }
     };
     let (raw, mut diags) = plumb_engine::plan::load(&sources, plan, registry);
-    let inv_path = common
-        .inventory
-        .clone()
-        .or_else(|| inventory::default_path(plan));
+    let inv_path = common.inventory.clone().or_else(|| inventory::default_path(plan));
     let inv = match &inv_path {
         Some(p) => inventory::load(&sources, p),
         None => Ok(Inventory::local_default()),
@@ -449,8 +415,7 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
         Some(m) => match registry.get(m) {
             Some(e) => vec![e],
             None => {
-                let hint =
-                    plumb_engine::diag::did_you_mean(m, registry.names()).unwrap_or_default();
+                let hint = plumb_engine::diag::did_you_mean(m, registry.names()).unwrap_or_default();
                 eprintln!("error: unknown module `{m}` {hint}");
                 return 1;
             }

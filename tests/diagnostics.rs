@@ -60,12 +60,7 @@ fn every_error_of_a_file_is_reported_together() {
         rendered.contains("4 errors in tests/fixtures/diag/many_errors.yaml"),
         "{rendered}"
     );
-    for code in [
-        "invalid_value",
-        "unknown_module",
-        "unguarded_command",
-        "unknown_id",
-    ] {
+    for code in ["invalid_value", "unknown_module", "unguarded_command", "unknown_id"] {
         assert!(
             rendered.contains(&format!("plumb::plan::{code}")),
             "missing {code}:\n{rendered}"
@@ -96,10 +91,6 @@ fn an_invalid_plan_is_refused_by_diff_and_apply_too() {
         }
         let out = p.run();
         assert_eq!(out.code, 1, "{cmd}: {out:?}");
-        assert!(
-            out.stderr.contains("dependency cycle"),
-            "{cmd}: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("dependency cycle"), "{cmd}: {}", out.stderr);
     }
 }

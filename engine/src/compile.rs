@@ -99,10 +99,7 @@ pub fn compile(
     opts: &CompileOptions,
 ) -> Result<Compiled, Vec<Diag>> {
     let mut diags = Vec::new();
-    let mut selected = match inventory.select(&plan.hosts) {
-        Ok(h) => h,
-        Err(d) => return Err(d),
-    };
+    let mut selected = inventory.select(&plan.hosts)?;
     if !opts.limit.is_empty() {
         let limit: Vec<crate::plan::Located> = opts
             .limit
@@ -154,11 +151,7 @@ pub fn compile(
         let on_host: Vec<&RawResource> = plan
             .resources
             .iter()
-            .filter(|r| {
-                narrowed
-                    .get(r.id.value.as_str())
-                    .is_none_or(|s| s.contains(&host.name))
-            })
+            .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
             .collect();
         match compile_host(&plan, host, &on_host, &vars, registry, sources, &templates) {
             Ok(hp) => hosts.push(hp),
@@ -248,11 +241,7 @@ fn compile_host(
     if !diags.is_empty() {
         return Err(diags);
     }
-    let index: BTreeMap<String, usize> = resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.clone(), i))
-        .collect();
+    let index: BTreeMap<String, usize> = resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
     let mut edges: Vec<(usize, usize, EdgeKind)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         for req in &raw.requires {
@@ -355,9 +344,7 @@ fn meets(provided: &Claim, need: &Claim) -> Option<String> {
                 || (p.is_empty() && n.len() > 1);
             under.then(|| format!("`{n}` is under `{}`", if p.is_empty() { "/" } else { p }))
         }
-        (Claim::Key(k1, v1), Claim::Key(k2, v2)) if k1 == k2 && v1 == v2 => {
-            Some(format!("{k1} `{v1}`"))
-        }
+        (Claim::Key(k1, v1), Claim::Key(k2, v2)) if k1 == k2 && v1 == v2 => Some(format!("{k1} `{v1}`")),
         _ => None,
     }
 }
@@ -408,16 +395,13 @@ fn cycle_diags(graph: &DiGraph<usize, EdgeKind>, raws: &[&RawResource]) -> Vec<D
             }
         }
         let first = raws[graph[path[0]]];
-        let mut d = Diag::new(
-            "plumb::plan::cycle",
-            msg,
-            first.id.span,
-            "part of the cycle",
-        );
+        let mut d = Diag::new("plumb::plan::cycle", msg, first.id.span, "part of the cycle");
         for n in &path[1..path.len() - 1] {
             d = d.with_label(raws[graph[*n]].id.span, "part of the cycle");
         }
-        diags.push(d.with_help("remove one of these `requires`/`notify` edges; implicit edges follow paths and devices"));
+        diags.push(
+            d.with_help("remove one of these `requires`/`notify` edges; implicit edges follow paths and devices"),
+        );
     }
     diags
 }
@@ -427,22 +411,11 @@ fn cycle_diags(graph: &DiGraph<usize, EdgeKind>, raws: &[&RawResource]) -> Vec<D
 pub fn to_dot(c: &Compiled) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", dot_id(&c.plan.name));
-    let _ = writeln!(
-        out,
-        "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];"
-    );
+    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];");
     for (h, hp) in c.hosts.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "  subgraph cluster_{h} {{\n    label={};",
-            dot_id(&hp.host.name)
-        );
+        let _ = writeln!(out, "  subgraph cluster_{h} {{\n    label={};", dot_id(&hp.host.name));
         for r in &hp.resources {
-            let style = if r.skip.is_some() {
-                ", style=dashed"
-            } else {
-                ""
-            };
+            let style = if r.skip.is_some() { ", style=dashed" } else { "" };
             let _ = writeln!(
                 out,
                 "    {} [label={}{style}];",
@@ -474,9 +447,7 @@ pub fn to_dot(c: &Compiled) -> String {
 fn dot_id(s: &str) -> String {
     format!(
         "\"{}\"",
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
+        s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
     )
 }
 

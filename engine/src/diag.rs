@@ -23,12 +23,7 @@ pub struct Diag {
 
 impl Diag {
     /// A diagnostic with a primary label.
-    pub fn new(
-        code: &'static str,
-        message: impl Into<String>,
-        span: Span,
-        label: impl Into<String>,
-    ) -> Self {
+    pub fn new(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -71,10 +66,7 @@ impl Diag {
 
 /// "did you mean `x`?" for the candidate nearest to `name`, if any is close.
 #[must_use]
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     nearest(name, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -112,18 +104,13 @@ impl Diagnostic for Located {
         Some(Box::new(self.diag.code))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diag
-            .help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.source.as_ref().map(|s| s as &dyn SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.source.is_none() {
-            return None;
-        }
+        self.source.as_ref()?;
         let primary = self.diag.labels.first().map(|(s, _)| s.source);
         Some(Box::new(
             self.diag
@@ -158,11 +145,7 @@ impl Report {
         diags.sort_by_key(|d| d.labels.first().map(|(s, _)| (s.source.0, s.offset)));
         let files: std::collections::BTreeSet<String> = diags
             .iter()
-            .filter_map(|d| {
-                d.labels
-                    .first()
-                    .map(|(s, _)| sources.get(s.source).name.clone())
-            })
+            .filter_map(|d| d.labels.first().map(|(s, _)| sources.get(s.source).name.clone()))
             .collect();
         let n = diags.len();
         let noun = if n == 1 { "error" } else { "errors" };

@@ -150,11 +150,7 @@ impl Inventory {
         if !diags.is_empty() {
             return Err(diags);
         }
-        Ok(self
-            .hosts
-            .iter()
-            .filter(|h| names.contains(h.name.as_str()))
-            .collect())
+        Ok(self.hosts.iter().filter(|h| names.contains(h.name.as_str())).collect())
     }
 }
 
@@ -162,10 +158,7 @@ impl Inventory {
 /// plan, then in the current folder; `None` for the built-in local default.
 #[must_use]
 pub fn default_path(plan: &Path) -> Option<PathBuf> {
-    let beside = plan
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("inventory.yaml");
+    let beside = plan.parent().unwrap_or(Path::new(".")).join("inventory.yaml");
     if beside.is_file() {
         return Some(beside);
     }
@@ -234,10 +227,7 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                                             items
                                                 .iter()
                                                 .map(|n| Located {
-                                                    value: n
-                                                        .as_str()
-                                                        .unwrap_or_default()
-                                                        .to_string(),
+                                                    value: n.as_str().unwrap_or_default().to_string(),
                                                     span: n.span,
                                                 })
                                                 .collect(),
@@ -289,10 +279,7 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
     let mut inv = Inventory {
         path: Some(path.to_path_buf()),
         hosts: Vec::new(),
-        groups: groups
-            .iter()
-            .map(|(n, s, _)| (n.clone(), s.hosts.clone()))
-            .collect(),
+        groups: groups.iter().map(|(n, s, _)| (n.clone(), s.hosts.clone())).collect(),
     };
     for (name, span, spec) in hosts {
         let become_ = match spec.become_.as_ref().or(defaults.become_.as_ref()) {
@@ -330,11 +317,7 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                 .map(|p| expand_home(p)),
             connection: spec.connection.or(defaults.connection).unwrap_or_default(),
             become_,
-            max_sessions: spec
-                .max_sessions
-                .or(defaults.max_sessions)
-                .unwrap_or(10)
-                .max(1),
+            max_sessions: spec.max_sessions.or(defaults.max_sessions).unwrap_or(10).max(1),
             vars,
             groups: member_of,
             name,

@@ -39,12 +39,7 @@ pub enum Risk {
 
 impl Risk {
     /// Every class, lowest first.
-    pub const ALL: [Risk; 4] = [
-        Risk::Safe,
-        Risk::Restart,
-        Risk::Disruptive,
-        Risk::Destructive,
-    ];
+    pub const ALL: [Risk; 4] = [Risk::Safe, Risk::Restart, Risk::Disruptive, Risk::Destructive];
 
     /// The lowercase name used in every output format.
     #[must_use]
@@ -316,19 +311,12 @@ impl Fields {
     /// The last value of `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`, in order.
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -400,13 +388,7 @@ impl PrepareCx<'_> {
 
     /// Report a problem with the parameter at `path` (dotted; `""` for the
     /// resource as a whole).
-    pub fn error(
-        &self,
-        path: &str,
-        code: &'static str,
-        message: impl Into<String>,
-        help: Option<String>,
-    ) {
+    pub fn error(&self, path: &str, code: &'static str, message: impl Into<String>, help: Option<String>) {
         let span = if path.is_empty() {
             self.anchor
         } else {
@@ -424,10 +406,7 @@ impl PrepareCx<'_> {
                 path,
                 "plumb::plan::relative_path",
                 format!("`{path}` must be an absolute path, found `{value}`"),
-                Some(format!(
-                    "write it from the root: `/{}`",
-                    value.trim_start_matches("./")
-                )),
+                Some(format!("write it from the root: `/{}`", value.trim_start_matches("./"))),
             );
         }
     }
@@ -475,9 +454,7 @@ impl PrepareCx<'_> {
                 return None;
             }
         };
-        let id = self
-            .sources
-            .add(full.display().to_string(), &full, text.as_str());
+        let id = self.sources.add(full.display().to_string(), &full, text.as_str());
         match (self.render)(&text, id) {
             Ok(s) => Some(s),
             Err(d) => {
@@ -648,12 +625,7 @@ pub trait ModuleEntry: Send + Sync {
     ///
     /// # Errors
     /// Every problem found, located.
-    fn compile(
-        &self,
-        params: &Node,
-        anchor: Span,
-        cx: CompileCx<'_>,
-    ) -> Result<Box<dyn Resource>, Vec<Diag>>;
+    fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>>;
 }
 
 /// What [`ModuleEntry::compile`] needs from the engine.
@@ -684,12 +656,7 @@ impl<M: Module> ModuleEntry for Entry<M> {
     fn refreshable(&self) -> bool {
         M::REFRESHABLE
     }
-    fn compile(
-        &self,
-        params: &Node,
-        anchor: Span,
-        cx: CompileCx<'_>,
-    ) -> Result<Box<dyn Resource>, Vec<Diag>> {
+    fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>> {
         let mut p: M::Params = yaml::from_node(params, anchor)?;
         let pcx = PrepareCx {
             params,
@@ -735,10 +702,7 @@ impl Registry {
     /// The module named `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&dyn ModuleEntry> {
-        self.entries
-            .iter()
-            .find(|e| e.name() == name)
-            .map(AsRef::as_ref)
+        self.entries.iter().find(|e| e.name() == name).map(AsRef::as_ref)
     }
 
     /// Every module's name, in registration order.
@@ -771,8 +735,7 @@ impl<'de> Deserialize<'de> for Mode {
 #[must_use]
 pub fn parse_mode(s: &str) -> Option<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return None;
     }
     u32::from_str_radix(digits, 8).ok()
@@ -793,33 +756,6 @@ pub enum Presence {
     Present,
     /// It does not.
     Absent,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn modes_parse_as_octal_strings_only() {
-        assert_eq!(parse_mode("0644"), Some(0o644));
-        assert_eq!(parse_mode("755"), Some(0o755));
-        assert_eq!(parse_mode("1777"), Some(0o1777));
-        assert_eq!(parse_mode("0o600"), Some(0o600));
-        for bad in ["", "abc", "0999", "12345", "rwxr-xr-x", "-644"] {
-            assert_eq!(parse_mode(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn probe_fields_stop_at_the_content_marker() {
-        let out = ProbeOutput {
-            stdout: b"exists=1\nsha256=ab\n--\nx=1\nraw\n".to_vec(),
-            status: 0,
-        };
-        assert_eq!(out.fields().get("exists"), Some("1"));
-        assert_eq!(out.fields().get("x"), None);
-        assert_eq!(out.body(), Some(&b"x=1\nraw\n"[..]));
-    }
 }
 
 /// A unified diff of two texts (`None` when either is not UTF-8 text).
@@ -851,4 +787,31 @@ pub fn text_diff(old: Option<&[u8]>, new: &[u8], path: &str) -> Option<String> {
         s.push('\n');
     }
     Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_octal_strings_only() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("755"), Some(0o755));
+        assert_eq!(parse_mode("1777"), Some(0o1777));
+        assert_eq!(parse_mode("0o600"), Some(0o600));
+        for bad in ["", "abc", "0999", "12345", "rwxr-xr-x", "-644"] {
+            assert_eq!(parse_mode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn probe_fields_stop_at_the_content_marker() {
+        let out = ProbeOutput {
+            stdout: b"exists=1\nsha256=ab\n--\nx=1\nraw\n".to_vec(),
+            status: 0,
+        };
+        assert_eq!(out.fields().get("exists"), Some("1"));
+        assert_eq!(out.fields().get("x"), None);
+        assert_eq!(out.body(), Some(&b"x=1\nraw\n"[..]));
+    }
 }

@@ -11,25 +11,10 @@ use crate::source::{SourceId, Sources, Span};
 use crate::yaml::{self, Node, Value};
 
 /// Keys of a resource beside its module key.
-pub const ENVELOPE_KEYS: &[&str] = &[
-    "id",
-    "requires",
-    "notify",
-    "when",
-    "hosts",
-    "become",
-    "sensitive",
-];
+pub const ENVELOPE_KEYS: &[&str] = &["id", "requires", "notify", "when", "hosts", "become", "sensitive"];
 
 /// Top-level keys of a plan.
-pub const PLAN_KEYS: &[&str] = &[
-    "plan",
-    "description",
-    "hosts",
-    "vars",
-    "include",
-    "resources",
-];
+pub const PLAN_KEYS: &[&str] = &["plan", "description", "hosts", "vars", "include", "resources"];
 
 /// A string with the place it is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,10 +100,7 @@ impl RawPlan {
 pub fn read_source(sources: &Sources, path: &Path, display: &str) -> Result<SourceId, Diag> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(sources.add(display, path, text)),
-        Err(e) => Err(Diag::bare(
-            "plumb::plan::read",
-            format!("cannot read `{display}`: {e}"),
-        )),
+        Err(e) => Err(Diag::bare("plumb::plan::read", format!("cannot read `{display}`: {e}"))),
     }
 }
 
@@ -136,9 +118,7 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
         Ok(r) => r,
         Err(d) => return (None, vec![d]),
     };
-    let dir = path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let dir = if dir.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
@@ -164,10 +144,7 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
     let Some(entries) = root.as_map() else {
         let d = Diag::new(
             "plumb::plan::not_a_mapping",
-            format!(
-                "a plan is a mapping with `resources:`, found {}",
-                root.type_name()
-            ),
+            format!("a plan is a mapping with `resources:`, found {}", root.type_name()),
             root.span,
             "",
         );
@@ -227,18 +204,16 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
                     e.key_span,
                     "not a plan key",
                 )
-                .with_help(
-                    did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
-                        format!(
-                            "a plan has the keys {}",
-                            PLAN_KEYS
-                                .iter()
-                                .map(|k| format!("`{k}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }),
-                ),
+                .with_help(did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "a plan has the keys {}",
+                        PLAN_KEYS
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })),
             ),
         }
     }
@@ -318,10 +293,7 @@ fn load_include(
 fn wrong_type(node: &Node, expected: &str) -> Diag {
     Diag::new(
         "plumb::plan::wrong_type",
-        format!(
-            "wrong type: found {}, expected {expected}",
-            node.type_name()
-        ),
+        format!("wrong type: found {}, expected {expected}", node.type_name()),
         node.span,
         "",
     )
@@ -337,10 +309,7 @@ fn string_list(node: &Node) -> Result<Vec<Located>, Diag> {
         Value::Seq(items) => items
             .iter()
             .map(|n| match n.scalar_text() {
-                Some(s) => Ok(Located {
-                    value: s,
-                    span: n.span,
-                }),
+                Some(s) => Ok(Located { value: s, span: n.span }),
                 None => Err(wrong_type(n, "a string")),
             })
             .collect(),
@@ -385,10 +354,7 @@ fn parse_resources(
 
 fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Option<RawResource> {
     let Some(entries) = item.as_map() else {
-        diags.push(wrong_type(
-            item,
-            "a resource (a mapping with `id` and a module key)",
-        ));
+        diags.push(wrong_type(item, "a resource (a mapping with `id` and a module key)"));
         return None;
     };
     let before = diags.len();
@@ -448,29 +414,53 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 let modules_near = nearest(key, registry.names());
                 let envelope_near = nearest(key, ENVELOPE_KEYS.iter().copied());
                 let looks_like_module = matches!(e.value.value, Value::Map(_)) || key.contains('.');
-                if (looks_like_module && envelope_near.is_none()) || (modules_near.is_some() && envelope_near.is_none()) {
+                if (looks_like_module && envelope_near.is_none()) || (modules_near.is_some() && envelope_near.is_none())
+                {
                     unknown_module = true;
                     let help = modules_near.map_or_else(
-                        || format!("the modules are {}", registry.names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                        || {
+                            format!(
+                                "the modules are {}",
+                                registry
+                                    .names()
+                                    .map(|n| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        },
                         |m| format!("did you mean `{m}`?"),
                     );
                     diags.push(
-                        Diag::new("plumb::plan::unknown_module", format!("unknown module `{key}`"), e.key_span, "no such module")
-                            .with_help(help),
+                        Diag::new(
+                            "plumb::plan::unknown_module",
+                            format!("unknown module `{key}`"),
+                            e.key_span,
+                            "no such module",
+                        )
+                        .with_help(help),
                     );
                 } else {
                     let help = envelope_near.map_or_else(
                         || {
                             format!(
                                 "a resource has `id`, one module key, and optionally {}",
-                                ENVELOPE_KEYS[1..].iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                                ENVELOPE_KEYS[1..]
+                                    .iter()
+                                    .map(|k| format!("`{k}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         },
                         |k| format!("did you mean `{k}`?"),
                     );
                     diags.push(
-                        Diag::new("plumb::plan::unknown_key", format!("unknown key `{key}` in resource"), e.key_span, "not a resource key")
-                            .with_help(help),
+                        Diag::new(
+                            "plumb::plan::unknown_key",
+                            format!("unknown key `{key}` in resource"),
+                            e.key_span,
+                            "not a resource key",
+                        )
+                        .with_help(help),
                     );
                 }
             }
@@ -479,18 +469,11 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let span = item.span;
     if id.is_none() && diags.len() == before {
         diags.push(
-            Diag::new(
-                "plumb::plan::missing_id",
-                "resource has no `id`",
-                span,
-                "this resource",
-            )
-            .with_help("give every resource a unique `id: name`"),
+            Diag::new("plumb::plan::missing_id", "resource has no `id`", span, "this resource")
+                .with_help("give every resource a unique `id: name`"),
         );
     }
-    let name = id
-        .as_ref()
-        .map_or_else(String::new, |i| format!(" `{}`", i.value));
+    let name = id.as_ref().map_or_else(String::new, |i| format!(" `{}`", i.value));
     match modules.len() {
         0 if !unknown_module => diags.push(
             Diag::new(
@@ -527,9 +510,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
             for m in &modules[1..] {
                 d = d.with_label(m.key_span, "another module");
             }
-            diags.push(d.with_help(
-                "a resource manages one thing: split it into two resources with their own ids",
-            ));
+            diags.push(d.with_help("a resource manages one thing: split it into two resources with their own ids"));
         }
     }
     if diags.len() != before {
@@ -604,11 +585,7 @@ fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) 
                     ));
                     continue;
                 }
-                if kind == "notify"
-                    && registry
-                        .get(&t.module.value)
-                        .is_some_and(|m| !m.refreshable())
-                {
+                if kind == "notify" && registry.get(&t.module.value).is_some_and(|m| !m.refreshable()) {
                     diags.push(
                         Diag::new(
                             "plumb::plan::not_refreshable",
@@ -619,9 +596,7 @@ fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) 
                             target.span,
                             "",
                         )
-                        .with_help(
-                            "notify a `service` or a `command`; use `requires` for ordering",
-                        ),
+                        .with_help("notify a `service` or a `command`; use `requires` for ordering"),
                     );
                 }
             }

@@ -18,9 +18,7 @@ use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
 use crate::transport::{tail, Connector, Output, Transport, TransportError};
-use crate::write::{
-    file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_VALIDATE,
-};
+use crate::write::{file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_VALIDATE};
 
 /// Something that happened, for progress displays.
 #[derive(Clone, Debug)]
@@ -77,10 +75,7 @@ pub fn new_run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (y, mo, d, h, mi, s) = civil(secs);
-    format!(
-        "{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}",
-        rand::random::<u16>()
-    )
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}", rand::random::<u16>())
 }
 
 fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
@@ -172,10 +167,7 @@ impl HostRun<'_> {
     }
 
     /// One remote execution per distinct `become` among `which`.
-    async fn probe(
-        &self,
-        which: &[usize],
-    ) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
+    async fn probe(&self, which: &[usize]) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
         let mut groups: BTreeMap<String, (Become, Vec<(usize, Sh)>)> = BTreeMap::new();
         for &i in which {
             let r = &self.hp.resources[i];
@@ -211,11 +203,8 @@ impl HostRun<'_> {
     async fn step(&self, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
         match step {
             Step::Run(s) => {
-                self.opts.emit(Event::Step(
-                    self.hp.host.name.clone(),
-                    String::new(),
-                    s.label.clone(),
-                ));
+                self.opts
+                    .emit(Event::Step(self.hp.host.name.clone(), String::new(), s.label.clone()));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
                     return Err(StepError::Failed(explain_failure(
@@ -224,7 +213,7 @@ impl HostRun<'_> {
                         &format!("`{}` failed (exit {})", s.label, o.status),
                     )));
                 }
-                Ok(Vec::new())
+                Ok(backup_notes(&o))
             }
             Step::Write(w) => {
                 self.opts.emit(Event::Step(
@@ -235,11 +224,7 @@ impl HostRun<'_> {
                 let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
                 match o.status {
-                    0 => Ok(String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("plumb-backup="))
-                        .map(|p| format!("backup of the old file: {p}"))
-                        .collect()),
+                    0 => Ok(backup_notes(&o)),
                     EXIT_CHECKSUM => Err(StepError::Failed(format!(
                         "upload of `{}` failed verification; the old file is untouched: {}",
                         w.path,
@@ -261,6 +246,14 @@ impl HostRun<'_> {
     }
 }
 
+fn backup_notes(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("plumb-backup="))
+        .map(|p| format!("backup of the old file: {p}"))
+        .collect()
+}
+
 enum StepError {
     Failed(String),
     Lost(TransportError),
@@ -274,9 +267,7 @@ impl From<TransportError> for StepError {
 
 fn explain_failure(o: &Output, become_: &Become, what: &str) -> String {
     let err = String::from_utf8_lossy(&o.stderr);
-    if *become_ != Become::No
-        && (err.contains("a password is required") || err.contains("a terminal is required"))
-    {
+    if *become_ != Become::No && (err.contains("a password is required") || err.contains("a terminal is required")) {
         return "sudo asks for a password: `become` needs passwordless sudo (NOPASSWD) for this user, or connect as root".into();
     }
     let t = tail(&err, 6);
@@ -355,11 +346,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
 
 /// Probe, diff, and in apply mode apply and verify. Returns the transport
 /// error that ended the host's run early, if any.
-async fn converge(
-    run: &HostRun<'_>,
-    slots: &mut [Slot],
-    opts: &RunOptions,
-) -> Option<TransportError> {
+async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> Option<TransportError> {
     let hp = run.hp;
     let active: Vec<usize> = hp
         .order
@@ -376,11 +363,7 @@ async fn converge(
     let probed = match run.probe(&active).await {
         Ok(p) => p,
         Err(e) => {
-            fail_all(
-                slots,
-                &active,
-                &format!("host failed during the probe: {e}"),
-            );
+            fail_all(slots, &active, &format!("host failed during the probe: {e}"));
             return Some(e);
         }
     };
@@ -411,8 +394,7 @@ async fn converge(
             .notified_by
             .iter()
             .filter(|&&j| {
-                matches!(slots[j].status, Some(Status::Changed | Status::Pending))
-                    && !slots[j].changes.is_empty()
+                matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty()
             })
             .map(|&j| hp.resources[j].id.as_str())
             .collect();
@@ -423,9 +405,7 @@ async fn converge(
                 slots[i].after = r
                     .requires
                     .iter()
-                    .filter(|(j, kind)| {
-                        *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending)
-                    })
+                    .filter(|(j, kind)| *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending))
                     .map(|(j, _)| hp.resources[*j].id.clone())
                     .collect();
                 if !notifiers.is_empty() {
@@ -450,16 +430,14 @@ async fn converge(
                         .any(|(j, _)| slots[*j].status == Some(Status::Changed));
                 if reprobe {
                     match run.probe(&[i]).await {
-                        Ok(mut p) => {
-                            match p.remove(&i).expect("probed").and_then(|o| res.observe(&o)) {
-                                Ok(obs) => slots[i].observed = Some(obs),
-                                Err(e) => {
-                                    slots[i].status = Some(Status::Failed);
-                                    slots[i].error = Some(format!("probe: {e}"));
-                                    continue;
-                                }
+                        Ok(mut p) => match p.remove(&i).expect("probed").and_then(|o| res.observe(&o)) {
+                            Ok(obs) => slots[i].observed = Some(obs),
+                            Err(e) => {
+                                slots[i].status = Some(Status::Failed);
+                                slots[i].error = Some(format!("probe: {e}"));
+                                continue;
                             }
-                        }
+                        },
                         Err(e) => return Some(lose(slots, hp, i, e)),
                     }
                 }
@@ -517,9 +495,7 @@ async fn converge(
         Ok(after) => {
             for (i, out) in after {
                 let res = hp.resources[i].resource.as_ref().expect("compiled");
-                let verdict = out
-                    .and_then(|o| res.observe(&o))
-                    .map(|obs| res.verify(&obs));
+                let verdict = out.and_then(|o| res.observe(&o)).map(|obs| res.verify(&obs));
                 match verdict {
                     Ok(rest) if rest.is_empty() => {}
                     Ok(rest) => {
@@ -537,8 +513,7 @@ async fn converge(
                             .collect::<Vec<_>>()
                             .join("; ");
                         slots[i].status = Some(Status::Failed);
-                        slots[i].error =
-                            Some(format!("did not converge: after apply, still {what}"));
+                        slots[i].error = Some(format!("did not converge: after apply, still {what}"));
                     }
                     Err(e) => {
                         slots[i].status = Some(Status::Failed);

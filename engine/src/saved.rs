@@ -109,10 +109,7 @@ pub fn compare(saved: &[ResourceHash], now: &[ResourceHash]) -> Vec<String> {
     }
     for n in now {
         if !saved.iter().any(|s| s.host == n.host && s.id == n.id) {
-            out.push(format!(
-                "resource `{}` on `{}` was not in the review",
-                n.id, n.host
-            ));
+            out.push(format!("resource `{}` on `{}` was not in the review", n.id, n.host));
         }
     }
     out

@@ -47,9 +47,7 @@ impl Sh {
     /// Start with static shell syntax (a command name, a keyword).
     #[must_use]
     pub fn raw_start(s: &'static str) -> Self {
-        Self {
-            text: s.to_string(),
-        }
+        Self { text: s.to_string() }
     }
 
     /// Append static shell syntax verbatim.
@@ -131,11 +129,7 @@ mod tests {
 
     fn echo_back(v: &str) -> String {
         let s = Sh::raw_start("printf '%s'").arg(v);
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(s.as_str())
-            .output()
-            .unwrap();
+        let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
         String::from_utf8(out.stdout).unwrap()
     }
 

@@ -23,11 +23,7 @@ impl Span {
     /// A span in `source` starting at `offset`, `len` bytes long.
     #[must_use]
     pub fn new(source: SourceId, offset: usize, len: usize) -> Self {
-        Self {
-            source,
-            offset,
-            len,
-        }
+        Self { source, offset, len }
     }
 
     /// A sub-range of this span, clamped to it (used to point inside a scalar,
@@ -107,11 +103,7 @@ pub fn offset_of(text: &str, line: usize, col: usize) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            let within: usize = l
-                .chars()
-                .take(col.saturating_sub(1))
-                .map(char::len_utf8)
-                .sum();
+            let within: usize = l.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum();
             return offset + within;
         }
         offset += l.len();

@@ -59,12 +59,7 @@ impl Templates {
     ///
     /// # Errors
     /// Every template error, located in the YAML.
-    pub fn render_node(
-        &self,
-        node: &Node,
-        vars: &Vars,
-        sources: &Sources,
-    ) -> Result<Node, Vec<Diag>> {
+    pub fn render_node(&self, node: &Node, vars: &Vars, sources: &Sources) -> Result<Node, Vec<Diag>> {
         let mut diags = Vec::new();
         let out = self.render_rec(node, vars, sources, &mut diags);
         if diags.is_empty() {
@@ -74,13 +69,7 @@ impl Templates {
         }
     }
 
-    fn render_rec(
-        &self,
-        node: &Node,
-        vars: &Vars,
-        sources: &Sources,
-        diags: &mut Vec<Diag>,
-    ) -> Node {
+    fn render_rec(&self, node: &Node, vars: &Vars, sources: &Sources, diags: &mut Vec<Diag>) -> Node {
         match &node.value {
             Value::Str(s) if is_template(s) => match self.render_scalar(s, vars) {
                 Ok(v) => Node::from_json(&v, node.span),
@@ -90,12 +79,7 @@ impl Templates {
                 }
             },
             Value::Seq(items) => Node {
-                value: Value::Seq(
-                    items
-                        .iter()
-                        .map(|n| self.render_rec(n, vars, sources, diags))
-                        .collect(),
-                ),
+                value: Value::Seq(items.iter().map(|n| self.render_rec(n, vars, sources, diags)).collect()),
                 span: node.span,
                 raw: None,
             },
@@ -122,17 +106,12 @@ impl Templates {
             let e = self.env.compile_expression(expr)?;
             let v = e.eval(Self::ctx(vars))?;
             if v.is_undefined() {
-                return Err(minijinja::Error::new(
-                    ErrorKind::UndefinedError,
-                    "undefined value",
-                ));
+                return Err(minijinja::Error::new(ErrorKind::UndefinedError, "undefined value"));
             }
             return serde_json::to_value(&v)
                 .map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()));
         }
-        self.env
-            .render_str(s, Self::ctx(vars))
-            .map(serde_json::Value::String)
+        self.env.render_str(s, Self::ctx(vars)).map(serde_json::Value::String)
     }
 
     /// Evaluate a `when` condition.
@@ -160,19 +139,16 @@ impl Templates {
     /// A template error, located in the template file.
     pub fn render_file(&self, text: &str, source: SourceId, vars: &Vars) -> Result<String, Diag> {
         self.env.render_str(text, Self::ctx(vars)).map_err(|e| {
-            let span = e.range().map_or(Span::new(source, 0, 0), |r| {
-                Span::new(source, r.start, r.len())
-            });
+            let span = e
+                .range()
+                .map_or(Span::new(source, 0, 0), |r| Span::new(source, r.start, r.len()));
             template_diag(&e, span)
         })
     }
 
     fn locate(&self, e: &minijinja::Error, template: &str, span: Span, sources: &Sources) -> Diag {
         let file = sources.get(span.source);
-        let raw = file
-            .text
-            .get(span.offset..span.offset + span.len)
-            .unwrap_or("");
+        let raw = file.text.get(span.offset..span.offset + span.len).unwrap_or("");
         // The error's range is in the string's value; find the same text in
         // the written scalar (which may carry quotes or indentation).
         let located = e.range().and_then(|r| {
@@ -180,11 +156,7 @@ impl Templates {
             let start = raw.find(piece).or_else(|| {
                 // Point at the whole `{{ … }}` holding the error.
                 let open = template[..r.start].rfind("{{")?;
-                raw.find(
-                    &template[open..template[open..]
-                        .find("}}")
-                        .map_or(template.len(), |c| open + c + 2)],
-                )
+                raw.find(&template[open..template[open..].find("}}").map_or(template.len(), |c| open + c + 2)])
             })?;
             Some(span.sub(start, piece.len().max(1)))
         });
@@ -199,10 +171,7 @@ impl Templates {
 }
 
 fn template_diag(e: &minijinja::Error, span: Span) -> Diag {
-    let detail = e
-        .detail()
-        .map(str::to_string)
-        .unwrap_or_else(|| e.kind().to_string());
+    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
     match e.kind() {
         ErrorKind::UndefinedError => Diag::new(
             "plumb::template::undefined",
@@ -272,9 +241,7 @@ mod tests {
     fn an_undefined_variable_points_at_its_braces() {
         let text = "path: \"/srv/{{ nope }}/x\"\n";
         let (s, n) = node(text);
-        let errs = Templates::new()
-            .render_node(&n, &Vars::new(), &s)
-            .unwrap_err();
+        let errs = Templates::new().render_node(&n, &Vars::new(), &s).unwrap_err();
         assert_eq!(errs[0].code, "plumb::template::undefined");
         let sp = errs[0].labels[0].0;
         let shown = &text[sp.offset..sp.offset + sp.len];

@@ -21,10 +21,7 @@ pub fn with_become(script: &Sh, become_: &Become) -> Sh {
             .raw("; else sudo -n -- sh -c")
             .arg(script.as_str())
             .raw("; fi"),
-        Become::User(u) => Sh::raw_start("sudo -n -u")
-            .arg(u)
-            .raw(" -- sh -c")
-            .arg(script.as_str()),
+        Become::User(u) => Sh::raw_start("sudo -n -u").arg(u).raw(" -- sh -c").arg(script.as_str()),
     }
 }
 
@@ -56,10 +53,7 @@ pub fn split_batch(nonce: &str, stdout: &[u8]) -> Vec<(usize, Vec<u8>, i32)> {
         let Some(nl) = after.iter().position(|c| *c == b'\n') else {
             break;
         };
-        let Ok(i) = std::str::from_utf8(&after[..nl])
-            .unwrap_or("")
-            .parse::<usize>()
-        else {
+        let Ok(i) = std::str::from_utf8(&after[..nl]).unwrap_or("").parse::<usize>() else {
             break;
         };
         let body = &after[nl + 1..];
@@ -69,10 +63,7 @@ pub fn split_batch(nonce: &str, stdout: &[u8]) -> Vec<(usize, Vec<u8>, i32)> {
         };
         let tail = &body[e + end.len()..];
         let nl2 = tail.iter().position(|c| *c == b'\n').unwrap_or(tail.len());
-        let status = std::str::from_utf8(&tail[..nl2])
-            .unwrap_or("")
-            .parse()
-            .unwrap_or(-1);
+        let status = std::str::from_utf8(&tail[..nl2]).unwrap_or("").parse().unwrap_or(-1);
         out.push((i, body[..e].to_vec(), status));
         rest = &tail[nl2..];
     }

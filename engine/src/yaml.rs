@@ -65,11 +65,7 @@ impl Node {
     /// A node that is not written anywhere in particular (computed values).
     #[must_use]
     pub fn synthetic(value: Value, span: Span) -> Self {
-        Self {
-            value,
-            span,
-            raw: None,
-        }
+        Self { value, span, raw: None }
     }
 
     /// The text of a scalar as a string: strings as they are, other scalars
@@ -78,17 +74,15 @@ impl Node {
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
-            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
-                Some(self.raw.as_deref().map_or_else(
-                    || match &self.value {
-                        Value::Bool(b) => b.to_string(),
-                        Value::Int(i) => i.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        _ => unreachable!(),
-                    },
-                    str::to_string,
-                ))
-            }
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => Some(self.raw.as_deref().map_or_else(
+                || match &self.value {
+                    Value::Bool(b) => b.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    _ => unreachable!(),
+                },
+                str::to_string,
+            )),
             _ => None,
         }
     }
@@ -166,9 +160,7 @@ impl Node {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
             Value::Int(i) => (*i).into(),
-            Value::Float(f) => {
-                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-            }
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
             Value::Str(s) => s.clone().into(),
             Value::Seq(s) => s.iter().map(Node::to_json).collect(),
             Value::Map(m) => m
@@ -189,9 +181,7 @@ impl Node {
                 .as_i64()
                 .map_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)), Value::Int),
             serde_json::Value::String(s) => Value::Str(s.clone()),
-            serde_json::Value::Array(a) => {
-                Value::Seq(a.iter().map(|x| Node::from_json(x, span)).collect())
-            }
+            serde_json::Value::Array(a) => Value::Seq(a.iter().map(|x| Node::from_json(x, span)).collect()),
             serde_json::Value::Object(o) => Value::Map(
                 o.iter()
                     .map(|(k, x)| Entry {
@@ -202,11 +192,7 @@ impl Node {
                     .collect(),
             ),
         };
-        Self {
-            value,
-            span,
-            raw: None,
-        }
+        Self { value, span, raw: None }
     }
 }
 
@@ -223,9 +209,9 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
     match serde_saphyr::from_str::<Spanned<Raw>>(text) {
         Ok(raw) => Ok(convert(raw, id, text)),
         Err(e) => {
-            let msg = e.without_snippet().render_with_options(
-                serde_saphyr::render_options! {snippets: serde_saphyr::SnippetMode::Off},
-            );
+            let msg = e
+                .without_snippet()
+                .render_with_options(serde_saphyr::render_options! {snippets: serde_saphyr::SnippetMode::Off});
             let msg = clean_saphyr_message(&msg);
             let (offset, len) = e.location().map_or((0, 0), |l| {
                 let s = l.span();
@@ -235,10 +221,7 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
                 }
             });
             let len = if len == 0 {
-                text[offset.min(text.len())..]
-                    .chars()
-                    .next()
-                    .map_or(0, char::len_utf8)
+                text[offset.min(text.len())..].chars().next().map_or(0, char::len_utf8)
             } else {
                 len
             };
@@ -373,16 +356,14 @@ fn convert(raw: Spanned<Raw>, id: SourceId, text: &str) -> Node {
         ),
     };
     let raw = match value {
-        Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
-            text.get(span.offset..span.offset + span.len).map(|t| {
-                let t = t.trim();
-                t.strip_prefix('"')
-                    .and_then(|x| x.strip_suffix('"'))
-                    .or_else(|| t.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-                    .unwrap_or(t)
-                    .into()
-            })
-        }
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => text.get(span.offset..span.offset + span.len).map(|t| {
+            let t = t.trim();
+            t.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .or_else(|| t.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+                .unwrap_or(t)
+                .into()
+        }),
         _ => None,
     };
     let mut node = Node { value, span, raw };
@@ -515,11 +496,7 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let list = expected
-            .iter()
-            .map(|e| format!("`{e}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
         Self {
             message: format!("unknown value `{variant}`, expected one of {list}"),
             span: None,
@@ -635,11 +612,7 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         let mut skip = Vec::new();
         for e in entries {
             if !fields.contains(&e.key.as_str()) {
-                let expected = fields
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
                 let help = did_you_mean(&e.key, fields.iter().copied())
                     .unwrap_or_else(|| format!("the parameters here are {expected}"));
                 self.extra.borrow_mut().push(
@@ -686,11 +659,7 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -711,10 +680,7 @@ struct SeqDe<'a, 'p> {
 
 impl<'de> de::SeqAccess<'de> for SeqDe<'_, '_> {
     type Error = DeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
             Some(n) => seed
                 .deserialize(self.parent.child(n))
@@ -734,27 +700,20 @@ struct MapDe<'a, 'p> {
 
 impl<'de> de::MapAccess<'de> for MapDe<'_, '_> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         for e in self.iter.by_ref() {
             if self.skip.contains(&e.key) {
                 continue;
             }
             self.value = Some(&e.value);
             let key: de::value::StrDeserializer<'_, DeError> = e.key.as_str().into_deserializer();
-            return seed
-                .deserialize(key)
-                .map(Some)
-                .map_err(|err| err.at(e.key_span));
+            return seed.deserialize(key).map(Some).map_err(|err| err.at(e.key_span));
         }
         Ok(None)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let n = self.value.take().expect("value after key");
-        seed.deserialize(self.parent.child(n))
-            .map_err(|e| e.at(n.span))
+        seed.deserialize(self.parent.child(n)).map_err(|e| e.at(n.span))
     }
 }
 
@@ -766,15 +725,9 @@ struct EnumDe<'a, 'p> {
 impl<'de, 'a, 'p> de::EnumAccess<'de> for EnumDe<'a, 'p> {
     type Error = DeError;
     type Variant = VariantDe<'a, 'p>;
-    fn variant_seed<V: DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, Self::Variant), DeError> {
-        let key: de::value::StrDeserializer<'_, DeError> =
-            self.entry.key.as_str().into_deserializer();
-        let v = seed
-            .deserialize(key)
-            .map_err(|e| e.at(self.entry.key_span))?;
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+        let key: de::value::StrDeserializer<'_, DeError> = self.entry.key.as_str().into_deserializer();
+        let v = seed.deserialize(key).map_err(|e| e.at(self.entry.key_span))?;
         Ok((
             v,
             VariantDe {
@@ -801,11 +754,7 @@ impl<'de> de::VariantAccess<'de> for VariantDe<'_, '_> {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         serde::Deserializer::deserialize_any(self.parent.child(self.node), visitor)
     }
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
         serde::Deserializer::deserialize_struct(self.parent.child(self.node), "", fields, visitor)
     }
 }
@@ -824,6 +773,7 @@ mod tests {
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
     struct P {
         path: String,
         #[serde(default)]

@@ -2,9 +2,7 @@
 //! `unless`, `onlyif`), so that a second run converges instead of running it
 //! again; guards are read-only checks evaluated in the batched probe.
 
-use plumb_engine::module::{
-    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step,
-};
+use plumb_engine::module::{Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -39,9 +37,7 @@ pub struct State {
 
 impl State {
     fn needed(&self) -> bool {
-        self.creates_exists != Some(true)
-            && self.unless_passed != Some(true)
-            && self.onlyif_passed != Some(false)
+        self.creates_exists != Some(true) && self.unless_passed != Some(true) && self.onlyif_passed != Some(false)
     }
 }
 

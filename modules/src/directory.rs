@@ -2,15 +2,13 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence,
-    ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script,
+    Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{
-    fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo,
-};
+use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
 
 /// The `directory` module.
 pub struct Directory;
@@ -47,12 +45,42 @@ impl Module for Directory {
                       a managed directory implicitly require it. `state: absent` removes it; a non-empty \
                       directory is removed only with `recursive: true` (a destructive change).",
             params: &[
-                ParamDoc { name: "path", ty: "absolute path", default: "required", doc: "The directory on the host." },
-                ParamDoc { name: "mode", ty: "\"0755\"", default: "kept; umask for a new one", doc: "Permission bits, as a quoted octal string." },
-                ParamDoc { name: "owner", ty: "user name", default: "kept", doc: "Owner." },
-                ParamDoc { name: "group", ty: "group name", default: "kept", doc: "Group." },
-                ParamDoc { name: "state", ty: "present | absent", default: "present", doc: "Whether it exists." },
-                ParamDoc { name: "recursive", ty: "bool", default: "false", doc: "With `absent`: also remove what it contains." },
+                ParamDoc {
+                    name: "path",
+                    ty: "absolute path",
+                    default: "required",
+                    doc: "The directory on the host.",
+                },
+                ParamDoc {
+                    name: "mode",
+                    ty: "\"0755\"",
+                    default: "kept; umask for a new one",
+                    doc: "Permission bits, as a quoted octal string.",
+                },
+                ParamDoc {
+                    name: "owner",
+                    ty: "user name",
+                    default: "kept",
+                    doc: "Owner.",
+                },
+                ParamDoc {
+                    name: "group",
+                    ty: "group name",
+                    default: "kept",
+                    doc: "Group.",
+                },
+                ParamDoc {
+                    name: "state",
+                    ty: "present | absent",
+                    default: "present",
+                    doc: "Whether it exists.",
+                },
+                ParamDoc {
+                    name: "recursive",
+                    ty: "bool",
+                    default: "false",
+                    doc: "With `absent`: also remove what it contains.",
+                },
             ],
             example: "- id: app-dir\n  directory:\n    path: /srv/app\n    mode: \"0750\"\n    owner: root\n",
         }
@@ -86,16 +114,14 @@ impl Module for Directory {
     }
 
     fn probe(p: &Params) -> Sh {
-        probe_path(&p.path).raw("\nif [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"entries=$(ls -A -- \"$p\" | wc -l)\"; fi")
+        probe_path(&p.path)
+            .raw("\nif [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"entries=$(ls -A -- \"$p\" | wc -l)\"; fi")
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
         let f = fields(out)?;
         let info = parse_path(&f)?;
-        let entries = f
-            .get("entries")
-            .and_then(|e| e.trim().parse().ok())
-            .unwrap_or(0);
+        let entries = f.get("entries").and_then(|e| e.trim().parse().ok()).unwrap_or(0);
         match info.kind {
             Kind::None | Kind::Directory => {}
             k if p.state == Presence::Present => {
@@ -120,11 +146,7 @@ impl Module for Directory {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {
-                let risk = if s.entries > 0 {
-                    Risk::Destructive
-                } else {
-                    Risk::Safe
-                };
+                let risk = if s.entries > 0 { Risk::Destructive } else { Risk::Safe };
                 let from = if s.entries > 0 {
                     format!("{} with {} entries", s.info.kind.describe(), s.entries)
                 } else {
@@ -135,11 +157,7 @@ impl Module for Directory {
             return c;
         }
         if s.info.kind == Kind::None {
-            c.push(Change::new(
-                "state",
-                Some("absent".into()),
-                Some("directory".into()),
-            ));
+            c.push(Change::new("state", Some("absent".into()), Some("directory".into())));
         }
         metadata_changes(
             &s.info,

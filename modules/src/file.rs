@@ -3,16 +3,14 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, FileWrite, Mode, Module, ModuleDoc, ParamDoc,
-    Payload, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Change, Changes, Claim, Claims, FileWrite, Mode, Module, ModuleDoc, ParamDoc, Payload, PrepareCx,
+    Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{
-    fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo,
-};
+use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
 
 /// Old content up to this size is fetched by the probe to show a diff.
 const DIFF_LIMIT: u64 = 256 * 1024;
@@ -108,10 +106,7 @@ impl Module for File {
             cx.error(
                 given[1],
                 "plumb::plan::conflicting_params",
-                format!(
-                    "`{}` and `{}` both give the file's content",
-                    given[0], given[1]
-                ),
+                format!("`{}` and `{}` both give the file's content", given[0], given[1]),
                 Some("use one of `content`, `source` or `template`".into()),
             );
         }
@@ -142,8 +137,6 @@ impl Module for File {
         } else if let Some(t) = &p.template {
             cx.render_local("template", t)
                 .map(|text| Payload::bytes(text.into_bytes()))
-        } else if p.state == Presence::Present {
-            None
         } else {
             None
         };
@@ -180,10 +173,7 @@ impl Module for File {
         match (info.kind, p.state) {
             (Kind::Directory, _) => return Err(format!("`{}` is a directory, not a file", p.path)),
             (Kind::Other, Presence::Present) => {
-                return Err(format!(
-                    "`{}` is a special file, not a regular file",
-                    p.path
-                ))
+                return Err(format!("`{}` is a special file, not a regular file", p.path))
             }
             _ => {}
         }
@@ -198,35 +188,16 @@ impl Module for File {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {
-                let risk = if p.backup {
-                    Risk::Safe
-                } else {
-                    Risk::Destructive
-                };
-                c.push(
-                    Change::new(
-                        "state",
-                        Some(s.info.kind.describe().into()),
-                        Some("absent".into()),
-                    )
-                    .risk(risk),
-                );
+                let risk = if p.backup { Risk::Safe } else { Risk::Destructive };
+                c.push(Change::new("state", Some(s.info.kind.describe().into()), Some("absent".into())).risk(risk));
             }
             return c;
         }
         let exists = s.info.kind != Kind::None;
         if !exists {
-            c.push(Change::new(
-                "state",
-                Some("absent".into()),
-                Some("file".into()),
-            ));
+            c.push(Change::new("state", Some("absent".into()), Some("file".into())));
         } else if s.info.kind == Kind::Link {
-            c.push(Change::new(
-                "state",
-                Some("symlink".into()),
-                Some("file".into()),
-            ));
+            c.push(Change::new("state", Some("symlink".into()), Some("file".into())));
         }
         match &p.payload {
             Some(want) if s.sha256.as_deref() != Some(want.sha256.as_str()) => {
@@ -250,10 +221,7 @@ impl Module for File {
             }
             _ => {}
         }
-        let mode = p
-            .mode
-            .map(|m| m.0)
-            .or(if exists { None } else { Some(0o644) });
+        let mode = p.mode.map(|m| m.0).or(if exists { None } else { Some(0o644) });
         let blank = PathInfo {
             kind: Kind::None,
             mode: None,
@@ -284,10 +252,7 @@ impl Module for File {
             })];
         }
         if changes.has("content") || changes.has("state") {
-            let payload = p
-                .payload
-                .clone()
-                .unwrap_or_else(|| Payload::bytes(Vec::new()));
+            let payload = p.payload.clone().unwrap_or_else(|| Payload::bytes(Vec::new()));
             return vec![Step::Write(FileWrite {
                 path: p.path.clone(),
                 payload,

@@ -90,12 +90,7 @@ pub(crate) fn metadata_script(
 ) -> Option<Sh> {
     let mut s = Sh::new();
     if let Some(m) = mode.filter(|m| info.mode != Some(*m)) {
-        s.line(
-            &Sh::raw_start("chmod")
-                .arg(format!("{m:o}"))
-                .raw(" --")
-                .arg(path),
-        );
+        s.line(&Sh::raw_start("chmod").arg(format!("{m:o}")).raw(" --").arg(path));
     }
     if let Some(o) = owner.filter(|o| info.owner.as_deref() != Some(*o)) {
         s.line(&Sh::raw_start("chown").raw(" --").arg(o).arg(path));
@@ -123,17 +118,9 @@ pub(crate) fn metadata_changes(
         ));
     }
     if let Some(o) = owner.filter(|o| info.owner.as_deref() != Some(*o)) {
-        out.push(Change::new(
-            "owner",
-            info.owner.clone(),
-            Some(o.to_string()),
-        ));
+        out.push(Change::new("owner", info.owner.clone(), Some(o.to_string())));
     }
     if let Some(g) = group.filter(|g| info.group.as_deref() != Some(*g)) {
-        out.push(Change::new(
-            "group",
-            info.group.clone(),
-            Some(g.to_string()),
-        ));
+        out.push(Change::new("group", info.group.clone(), Some(g.to_string())));
     }
 }

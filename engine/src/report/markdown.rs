@@ -36,21 +36,11 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         let count = |risk: Risk| {
             h.resources
                 .iter()
-                .filter(|x| {
-                    matches!(x.status, Status::Pending | Status::Changed) && x.risk == Some(risk)
-                })
+                .filter(|x| matches!(x.status, Status::Pending | Status::Changed) && x.risk == Some(risk))
                 .count()
         };
-        let failed = h
-            .resources
-            .iter()
-            .filter(|x| x.status == Status::Failed)
-            .count();
-        let ok = h
-            .resources
-            .iter()
-            .filter(|x| x.status == Status::Ok)
-            .count();
+        let failed = h.resources.iter().filter(|x| x.status == Status::Failed).count();
+        let ok = h.resources.iter().filter(|x| x.status == Status::Ok).count();
         let status = match h.status {
             HostStatus::Ok => "no changes",
             HostStatus::Changed => "changed",
@@ -102,11 +92,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                 let _ = writeln!(
                     out,
                     "_Predicted after the pending change of {}._\n",
-                    x.after
-                        .iter()
-                        .map(|a| format!("`{a}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    x.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
                 );
             }
             for c in &x.changes {
@@ -134,11 +120,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                 let _ = writeln!(
                     out,
                     "**{}:** {}\n",
-                    if x.status == Status::Failed {
-                        "Error"
-                    } else {
-                        "Reason"
-                    },
+                    if x.status == Status::Failed { "Error" } else { "Reason" },
                     e.replace('\n', " ")
                 );
             }
@@ -148,7 +130,10 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         }
     }
     if r.mode == Mode::Diff {
-        let _ = writeln!(out, "\n## Decision\n\n- [ ] GO\n- [ ] NO-GO\n\nReviewed by: ____________________  Date: ____________");
+        let _ = writeln!(
+            out,
+            "\n## Decision\n\n- [ ] GO\n- [ ] NO-GO\n\nReviewed by: ____________________  Date: ____________"
+        );
     }
     out
 }

@@ -217,12 +217,5 @@ pub fn redact(changes: &Changes, sensitive: bool) -> (Vec<ChangeReport>, Option<
         })
         .collect();
     let any_secret = sensitive || changes.items.iter().any(|c| c.sensitive);
-    (
-        items,
-        if any_secret {
-            None
-        } else {
-            changes.diff.clone()
-        },
-    )
+    (items, if any_secret { None } else { changes.diff.clone() })
 }

@@ -77,18 +77,9 @@ pub fn render(r: &RunReport, o: TextOptions) -> String {
     } else {
         format!("{} host{}", s.hosts, if s.hosts == 1 { "" } else { "s" })
     };
-    let _ = writeln!(
-        out,
-        "\n{} {hosts}: {}",
-        p.bold("summary:"),
-        parts.join(", ")
-    );
+    let _ = writeln!(out, "\n{} {hosts}: {}", p.bold("summary:"), parts.join(", "));
     if s.interrupted {
-        let _ = writeln!(
-            out,
-            "{}",
-            p.red("interrupted: no new step was started after Ctrl-C")
-        );
+        let _ = writeln!(out, "{}", p.red("interrupted: no new step was started after Ctrl-C"));
     }
     out
 }
@@ -131,37 +122,16 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
         Status::Changed => (p.yellow("~"), p.yellow("changed")),
         Status::Pending => (
             p.yellow("~"),
-            p.yellow(if mode == Mode::Diff {
-                "would change"
-            } else {
-                "pending"
-            }),
+            p.yellow(if mode == Mode::Diff { "would change" } else { "pending" }),
         ),
         Status::Failed => (p.red("✗"), p.red("failed")),
         Status::Skipped => (p.dim("-"), p.dim("skipped")),
     };
-    let risk = r
-        .risk
-        .map(|x| format!(" [{}]", p.risk(x)))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  {mark} {} ({}) {word}{risk}",
-        p.bold(&r.id),
-        r.module
-    );
+    let risk = r.risk.map(|x| format!(" [{}]", p.risk(x))).unwrap_or_default();
+    let _ = writeln!(out, "  {mark} {} ({}) {word}{risk}", p.bold(&r.id), r.module);
     if !r.after.is_empty() {
-        let list = r
-            .after
-            .iter()
-            .map(|a| format!("`{a}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(
-            out,
-            "      {}",
-            p.dim(&format!("follows the pending change of {list}"))
-        );
+        let list = r.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(out, "      {}", p.dim(&format!("follows the pending change of {list}")));
     }
     for c in &r.changes {
         let _ = writeln!(out, "      {}", change_line(c));
@@ -214,8 +184,5 @@ pub fn change_line(c: &ChangeReport) -> String {
 
 fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    s.lines()
-        .map(|l| format!("{pad}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }

@@ -20,11 +20,7 @@ impl Transport for Local {
             .arg("-c")
             .arg(script)
             .env("LC_ALL", "C")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -45,11 +41,7 @@ impl Transport for Local {
         };
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        let (sent, r1, r2) = tokio::join!(
-            send,
-            out.read_to_end(&mut stdout),
-            err.read_to_end(&mut stderr)
-        );
+        let (sent, r1, r2) = tokio::join!(send, out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
         sent?;
         r1?;
         r2?;
@@ -73,10 +65,7 @@ mod tests {
     #[tokio::test]
     async fn runs_scripts_with_stdin_and_reports_status() {
         let p = Payload::bytes(b"hello\n".to_vec());
-        let out = Local
-            .run("cat; echo err >&2; exit 3", Some(&p))
-            .await
-            .unwrap();
+        let out = Local.run("cat; echo err >&2; exit 3", Some(&p)).await.unwrap();
         assert_eq!(out.stdout, b"hello\n");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status, 3);

@@ -109,10 +109,7 @@ impl Connector for LocalOnly {
 ///
 /// # Errors
 /// Reading the local file or writing failed.
-pub async fn send_payload<W: tokio::io::AsyncWrite + Unpin>(
-    p: &Payload,
-    w: &mut W,
-) -> std::io::Result<()> {
+pub async fn send_payload<W: tokio::io::AsyncWrite + Unpin>(p: &Payload, w: &mut W) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     match &p.content {
         Content::Bytes(b) => w.write_all(b).await?,

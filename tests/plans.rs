@@ -1,0 +1,109 @@
+//! Every plan shipped in `plans/` validates, and the local examples apply and
+//! then re-apply with nothing to do.
+
+mod common;
+
+use common::Plumb;
+
+fn plans() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![common::repo().join("plans")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "templates" && n != "files") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "yaml") && p.file_name().is_none_or(|n| n != "inventory.yaml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    assert!(!out.is_empty());
+    out
+}
+
+#[test]
+fn every_plan_validates() {
+    for p in plans() {
+        let out = Plumb::new().arg("validate").arg(&p).run();
+        assert_eq!(out.code, 0, "{}:\n{}", p.display(), out.stderr);
+    }
+}
+
+#[test]
+fn the_hello_example_applies_then_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("root={}", dir.path().join("hello").display());
+    let plan = "plans/examples/hello.yaml";
+    let d = Plumb::new().args(["diff", plan, "--var", &root]).run();
+    assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
+    let a = Plumb::new().args(["apply", plan, "--yes", "--var", &root]).run();
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    let again = Plumb::new()
+        .args(["apply", plan, "--yes", "--format", "json", "--var", &root])
+        .run();
+    assert_eq!(again.json()["summary"]["changed"], 0, "{}", again.stdout);
+    let d = Plumb::new().args(["diff", plan, "--var", &root]).run();
+    assert_eq!(d.code, 0, "{}", d.stdout);
+}
+
+#[test]
+fn graph_prints_dot_with_implicit_edges() {
+    let out = Plumb::new().args(["graph", "plans/examples/hello.yaml"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("digraph \"hello\" {"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("\"localhost/app-dir\" -> \"localhost/conf-dir\" [style=dotted"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\"localhost/app-dir\" -> \"localhost/marker\";"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn doc_lists_every_module_and_refuses_unknown_ones() {
+    let out = Plumb::new().arg("doc").run();
+    assert_eq!(out.code, 0);
+    for m in ["file", "directory", "command"] {
+        assert!(out.stdout.contains(&format!("{m}\n")), "{m} missing");
+    }
+    let out = Plumb::new().args(["doc", "fiel"]).run();
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("did you mean `file`?"), "{}", out.stderr);
+}
+
+#[test]
+fn markdown_review_has_a_summary_table_and_fenced_diffs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("root={}", dir.path().join("md").display());
+    let out = Plumb::new()
+        .args([
+            "diff",
+            "plans/examples/hello.yaml",
+            "--format",
+            "markdown",
+            "--var",
+            &root,
+        ])
+        .run();
+    assert_eq!(out.code, 2);
+    let md = out.stdout;
+    assert!(md.starts_with("# Change review: `hello`"), "{md}");
+    assert!(md.contains("| host | status | safe | restart | disruptive | destructive | failed | unchanged |"));
+    assert!(
+        md.contains("| `localhost` | changes pending | 4 | 0 | 0 | 0 | 0 | 0 |")
+            || md.contains("| `localhost` | changes pending |"),
+        "{md}"
+    );
+    assert!(md.contains("```diff\n--- /dev/null"), "{md}");
+    assert!(md.contains("## Decision"));
+}

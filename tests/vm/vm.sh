@@ -1,0 +1,712 @@
+#!/usr/bin/env bash
+# plumb tier-2 test lab: one qemu (TCG) VM with real block devices, LVM,
+# ext4/xfs/btrfs, reachable over SSH on a 127.0.0.1 port. See tests/vm/README.md.
+# Must run as root.
+#
+#   vm.sh image [--force]                         build the cached image (once)
+#   vm.sh up DIR [--disks N] [--disk-size SIZE]   boot a VM (data disks /dev/vdb, /dev/vdc, ...)
+#   vm.sh down DIR                                kill it (recorded PID), remove its disks
+#   vm.sh resize-disk DIR INDEX NEWSIZE           grow data disk INDEX (0 = /dev/vdb, or "vdb")
+#   vm.sh ssh DIR [CMD...]                        ssh into it over one shared connection
+#
+# Environment:
+#   PLUMB_VM_CACHE        image cache dir                          (/var/cache/plumb-vm)
+#   PLUMB_VM_QEMU         qemu binary                              (qemu-system-x86_64)
+#   PLUMB_VM_KERNEL_PKG   kernel package      (what linux-image-cloud-amd64 depends on)
+#   PLUMB_VM_MEM          guest memory in MiB                      (1024)
+#   PLUMB_VM_SMP          guest CPUs                               (2)
+#   PLUMB_VM_MAX_RUNNING  VMs allowed at once; `up` waits for a slot (2)
+#   PLUMB_VM_SLOT_TIMEOUT seconds `up` waits for a slot            (900)
+#   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
+#   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
+set -euo pipefail
+
+VM_SH=$(readlink -f "${BASH_SOURCE[0]}")
+CACHE=${PLUMB_VM_CACHE:-/var/cache/plumb-vm}
+IMAGE=$CACHE/v1
+RUNDIR=/run/plumb-vm
+QEMU=${PLUMB_VM_QEMU:-qemu-system-x86_64}
+MEM=${PLUMB_VM_MEM:-1024}
+SMP=${PLUMB_VM_SMP:-2}
+MAX_RUNNING=${PLUMB_VM_MAX_RUNNING:-2}
+SLOT_TIMEOUT=${PLUMB_VM_SLOT_TIMEOUT:-900}
+UP_TIMEOUT=${PLUMB_VM_UP_TIMEOUT:-120}
+GUEST_IP=10.0.2.15
+GUEST_GW=10.0.2.2
+# What the VM's root holds: sshd, LVM and the tools plumb's storage modules use.
+PACKAGES=openssh-server,lvm2,dmsetup,e2fsprogs,xfsprogs,btrfs-progs,util-linux,mount,fdisk,iproute2,procps,kmod,udev,acl,attr,rsync,coreutils,findutils,diffutils,sudo
+# Modules the initrd needs to reach the root disk (deps resolved by modprobe).
+INITRD_MODULES="virtio_pci virtio_blk virtio_net ext4"
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+die() { echo "vm.sh: error: $*" >&2; exit 1; }
+warn() { echo "vm.sh: warning: $*" >&2; }
+note() { echo "vm.sh: $*" >&2; }
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
+
+# ---------------------------------------------------------------- image
+
+# Print "URI SUITE COMPONENTS" for every enabled Debian source of this machine
+# (one-line .list files and deb822 .sources files), keeping only the suites of
+# this release (CODENAME, CODENAME-*), so third-party repos drop out.
+# (Same logic as tests/lab/lab.sh.)
+apt_sources() {
+	local codename=$1 f
+	{
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[ -f "$f" ] || continue
+			sed -e 's/#.*//' "$f" | awk '
+				$1 == "deb" {
+					line = $0
+					sub(/^[ \t]*deb[ \t]+/, "", line)
+					if (line ~ /^\[/) sub(/^\[[^]]*\][ \t]*/, "", line)
+					n = split(line, a, /[ \t]+/)
+					if (n >= 3) { c = a[3]; for (i = 4; i <= n; i++) c = c " " a[i]; print a[1], a[2], c }
+				}'
+		done
+		for f in /etc/apt/sources.list.d/*.sources; do
+			[ -f "$f" ] || continue
+			awk '
+				function flush(   nt, nu, ns, i, j, k, t, u, s) {
+					if (enabled != "no" && types != "" && uris != "" && suites != "") {
+						nt = split(types, t, /[ \t]+/); nu = split(uris, u, /[ \t]+/); ns = split(suites, s, /[ \t]+/)
+						for (i = 1; i <= nt; i++) if (t[i] == "deb")
+							for (j = 1; j <= nu; j++) for (k = 1; k <= ns; k++)
+								if (u[j] != "" && s[k] != "") print u[j], s[k], (comps == "" ? "main" : comps)
+					}
+					types = uris = suites = comps = enabled = ""; last = ""
+				}
+				/^#/ { next }
+				/^[ \t]*$/ { flush(); next }
+				/^[ \t]/ { v = $0; gsub(/^[ \t]+|[ \t]+$/, "", v)
+				           if (last == "types") types = types " " v; else if (last == "uris") uris = uris " " v
+				           else if (last == "suites") suites = suites " " v; else if (last == "components") comps = comps " " v
+				           next }
+				{ key = tolower($0); sub(/:.*/, "", key); v = $0; sub(/^[^:]*:[ \t]*/, "", v); sub(/[ \t]+$/, "", v)
+				  last = key
+				  if (key == "types") types = v; else if (key == "uris") uris = v; else if (key == "suites") suites = v
+				  else if (key == "components") comps = v; else if (key == "enabled") enabled = tolower(v) }
+				END { flush() }' "$f"
+		done
+	} | awk -v cn="$codename" '($2 == cn || index($2, cn "-") == 1) && $1 ~ /^(https?|file|copy):/ { print "deb " $0 }' | awk '!seen[$0]++'
+}
+
+# The concrete kernel package: the one the linux-image-cloud-amd64 metapackage
+# depends on, else the highest versioned linux-image-*-cloud-amd64.
+kernel_package() {
+	if [ -n "${PLUMB_VM_KERNEL_PKG:-}" ]; then echo "$PLUMB_VM_KERNEL_PKG"; return; fi
+	local p
+	p=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-cloud-amd64$/ { print $2; exit }')
+	if [ -z "$p" ]; then
+		p=$(apt-cache pkgnames linux-image- 2>/dev/null | grep -E '^linux-image-[0-9].*-cloud-amd64$' | sort -V | tail -n 1)
+	fi
+	[ -n "$p" ] || return 1
+	echo "$p"
+}
+
+static_busybox() { # prints the path of a statically linked busybox
+	local b
+	for b in /bin/busybox /usr/bin/busybox; do
+		[ -x "$b" ] || continue
+		# ldd fails on a static binary ("not a dynamic executable")
+		if ! LC_ALL=C ldd "$b" >/dev/null 2>&1; then echo "$b"; return 0; fi
+	done
+	return 1
+}
+
+# Why the image cannot be built here (empty if it can).
+image_missing_tools() {
+	local c miss=()
+	for c in apt-get apt-cache dpkg-deb mmdebstrap mkfs.ext4 chroot cpio gzip flock; do
+		command -v "$c" >/dev/null || miss+=("$c")
+	done
+	static_busybox >/dev/null || miss+=("busybox (static: busybox-static)")
+	((${#miss[@]} == 0)) || echo "${miss[*]}"
+}
+
+image_ready() { [ -f "$IMAGE/.plumb-vm-image" ]; }
+
+# Build the cached image once, atomically (temp dir, then rename).
+#   auto:  build if missing, but do not retry a build that failed before
+#   retry: build if missing (`vm.sh image`)
+#   force: rebuild (`vm.sh image --force`); running VMs keep their old backing file
+cmd_image() { # MODE
+	local mode=${1:-auto}
+	need_root
+	mkdir -p "$CACHE"
+	exec 7>"$CACHE/image.lock"
+	flock -w 1800 7 || die "timed out waiting for $CACHE/image.lock"
+	if [ "$mode" != force ] && image_ready; then exec 7>&-; return 0; fi
+	if [ "$mode" = auto ] && [ -e "$IMAGE.failed" ]; then
+		exec 7>&-
+		die "the image build failed before (log: $CACHE/build.log); run 'vm.sh image' to retry"
+	fi
+	local missing
+	missing=$(image_missing_tools)
+	[ -z "$missing" ] || { exec 7>&-; die "cannot build the image, missing: $missing (apt-get install mmdebstrap busybox-static cpio e2fsprogs)"; }
+	rm -rf "$IMAGE".tmp.* "$IMAGE".old.*
+	local tmp t0=$SECONDS
+	tmp=$(mktemp -d "$IMAGE.tmp.XXXXXX")
+	chmod 0755 "$tmp"
+	note "building $IMAGE (log: $CACHE/build.log)"
+	# A separate process: `set -e` does not apply inside a function called
+	# from an `if` condition.
+	if "$VM_SH" _build "$tmp" >"$CACHE/build.log" 2>&1 7>&-; then
+		rm -rf "$tmp/work"
+		touch "$tmp/.plumb-vm-image"
+		[ ! -e "$IMAGE" ] || mv -T "$IMAGE" "$(mktemp -u "$IMAGE.old.XXXXXX")"
+		mv -T "$tmp" "$IMAGE"
+		rm -rf "$IMAGE".old.*
+		rm -f "$IMAGE.failed"
+		exec 7>&-
+		note "image built in $((SECONDS - t0))s: kernel $(cat "$IMAGE/kernel-version"), root.img $(du -sh "$IMAGE/root.img" | cut -f1) used"
+	else
+		rm -rf "$tmp"
+		date >"$IMAGE.failed"
+		exec 7>&-
+		tail -n 15 "$CACHE/build.log" >&2 || true
+		die "image build failed (log: $CACHE/build.log)"
+	fi
+}
+
+build_image() { # OUT
+	local out=$1 work=$1/work codename pkg kver mirrors=() line busybox
+	set -x
+	mkdir -p "$work/kernel" "$work/rootfs" "$work/initrd"
+
+	# --- kernel: the distribution's cloud kernel, unpacked
+	pkg=$(kernel_package) || { echo "no linux-image-*-cloud-amd64 package known to apt (run apt-get update)"; return 1; }
+	(cd "$work" && apt-get download -o APT::Sandbox::User=root "$pkg") ||
+		{ echo "apt-get download $pkg failed (run apt-get update?)"; return 1; }
+	dpkg-deb -x "$work"/"$pkg"_*.deb "$work/kernel"
+	kver=$(ls "$work/kernel/lib/modules")
+	[ -n "$kver" ] && [ -f "$work/kernel/boot/vmlinuz-$kver" ] || { echo "no kernel in $pkg"; return 1; }
+	cp "$work/kernel/boot/vmlinuz-$kver" "$out/vmlinuz"
+	cp "$work/kernel/boot/config-$kver" "$out/kernel-config" 2>/dev/null || true
+	echo "$kver" >"$out/kernel-version"
+	echo "$pkg" >"$out/kernel-package"
+
+	# --- root filesystem: a minbase Debian of this machine's release and mirror
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	if [ -n "$codename" ]; then
+		while IFS= read -r line; do mirrors+=("$line"); done < <(apt_sources "$codename")
+	fi
+	[ -n "$codename" ] || codename=stable
+	timeout 1800 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
+		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		"$codename" "$work/rootfs" "${mirrors[@]}"
+	local r=$work/rootfs
+	mkdir -p "$r/lib/modules"
+	cp -a "$work/kernel/lib/modules/$kver" "$r/lib/modules/"
+	# the root's own kmod (the host needs none)
+	chroot "$r" depmod "$kver"
+	customize_rootfs "$r"
+	mkfs.ext4 -q -F -L plumb-root -d "$r" "$out/root.img" 2G
+
+	# --- initrd: static busybox, the virtio and ext4 modules in dependency order
+	busybox=$(static_busybox)
+	local i=$work/initrd m path n=0
+	mkdir -p "$i/bin" "$i/dev" "$i/proc" "$i/sys" "$i/newroot" "$i/lib/modules"
+	cp "$busybox" "$i/bin/busybox"
+	ln -s busybox "$i/bin/sh"
+	: >"$i/modules.list"
+	# --show-depends prints "insmod PATH" (or "builtin NAME") for each module's
+	# dependencies first, then the module itself; PATH is inside the root.
+	for m in $INITRD_MODULES; do
+		chroot "$r" modprobe -S "$kver" --show-depends "$m"
+	done | awk -v r="$r" '$1 == "insmod" && !seen[$2]++ { print r $2 }' >"$work/initrd-modules"
+	while read -r path; do
+		n=$((n + 1))
+		local base dest
+		base=$(basename "$path")
+		dest=$(printf '%02d-%s' "$n" "${base%%.ko*}.ko")
+		case $path in
+		*.ko) cp "$path" "$i/lib/modules/$dest" ;;
+		*.ko.xz) xz -dc "$path" >"$i/lib/modules/$dest" ;;
+		*.ko.zst) zstd -qdc "$path" >"$i/lib/modules/$dest" ;;
+		*.ko.gz) gzip -dc "$path" >"$i/lib/modules/$dest" ;;
+		*) echo "unknown module format: $path"; return 1 ;;
+		esac
+		echo "$dest" >>"$i/modules.list"
+	done <"$work/initrd-modules"
+	write_initrd_init "$i/init"
+	(cd "$i" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -1 >"$out/initrd.img"
+	cp "$i/modules.list" "$out/initrd-modules"
+	set +x
+	echo "image: kernel $kver, initrd modules: $(tr '\n' ' ' <"$i/modules.list")"
+}
+
+customize_rootfs() { # ROOT
+	local r=$1
+	# Password field '*' (not useradd's locked '!'): with UsePAM no, sshd refuses
+	# public-key logins to accounts whose password starts with '!'.
+	chroot "$r" useradd -m -u 1001 -U -s /bin/bash -p '*' deploy
+	chroot "$r" useradd -m -u 1002 -U -s /bin/bash -p '*' nosudo
+	echo 'deploy ALL=(ALL) NOPASSWD: ALL' >"$r/etc/sudoers.d/deploy"
+	chmod 0440 "$r/etc/sudoers.d/deploy"
+	rm -f "$r"/etc/ssh/ssh_host_*
+	rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*_Packages
+	echo vm >"$r/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n%s\tvm\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$GUEST_IP" >"$r/etc/hosts"
+	printf '# <file system> <mount point> <type> <options> <dump> <pass>\n/dev/vda / ext4 defaults 0 1\n' >"$r/etc/fstab"
+	: >"$r/etc/resolv.conf"
+	mkdir -p "$r/root/.ssh"
+	chmod 0700 "$r/root/.ssh"
+	cat >"$r/etc/ssh/plumb_vm_sshd_config" <<'EOF'
+# plumb tier-2 VM (tests/vm/vm.sh). Keys come from qemu fw_cfg at boot.
+Port 22
+ListenAddress 0.0.0.0
+HostKey /etc/ssh/plumb_vm_host_key
+UsePAM no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/plumb_vm_authorized_keys
+MaxStartups 100:30:200
+UseDNS no
+PidFile none
+AcceptEnv LANG LC_*
+Subsystem sftp internal-sftp
+EOF
+	cat >"$r/sbin/plumb-vm-init" <<EOF
+#!/bin/sh
+# PID 1 of the plumb tier-2 VM (written by tests/vm/vm.sh): mount the API
+# filesystems, load device-mapper, start udev, configure eth0, exec sshd.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+log() { echo "plumb-vm-init: \$*"; }
+mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+mkdir -p /run/lock /run/sshd /run/lvm
+chmod 1777 /run/lock
+mount -o remount,rw /
+hostname vm
+modprobe qemu_fw_cfg
+modprobe dm_mod || log "cannot load dm_mod"
+modprobe -q dm_snapshot || true
+/lib/systemd/systemd-udevd --daemon
+udevadm trigger --type=subsystems --action=add
+udevadm trigger --type=devices --action=add
+udevadm settle --timeout=60 || log "udevadm settle timed out"
+ip link set lo up
+ip addr add $GUEST_IP/24 dev eth0
+ip link set eth0 up
+ip route add default via $GUEST_GW
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/plumb
+if [ -r \$fw/host_key/raw ] && [ -r \$fw/authorized_keys/raw ]; then
+	umask 077
+	cat \$fw/host_key/raw >/etc/ssh/plumb_vm_host_key
+	umask 022
+	cat \$fw/authorized_keys/raw >/etc/ssh/plumb_vm_authorized_keys
+else
+	log "no keys in fw_cfg (\$fw): sshd cannot start"
+fi
+log "starting sshd"
+exec /usr/sbin/sshd -D -e -f /etc/ssh/plumb_vm_sshd_config
+EOF
+	chmod 0755 "$r/sbin/plumb-vm-init"
+}
+
+write_initrd_init() { # PATH
+	cat >"$1" <<'EOF'
+#!/bin/sh
+# initrd of the plumb tier-2 VM: load the virtio and ext4 modules, mount
+# /dev/vda, switch_root into /sbin/plumb-vm-init.
+/bin/busybox --install -s /bin
+fail() { echo "initrd: $*"; poweroff -f; }
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+while read -r m; do
+	insmod "/lib/modules/$m" || echo "initrd: insmod $m failed"
+done </modules.list
+n=0
+while [ ! -b /dev/vda ]; do
+	n=$((n + 1))
+	[ $n -le 300 ] || fail "no /dev/vda"
+	sleep 0.1
+done
+mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
+[ -x /newroot/sbin/plumb-vm-init ] || fail "no /sbin/plumb-vm-init on /dev/vda"
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /sbin/plumb-vm-init
+EOF
+	chmod 0755 "$1"
+}
+
+# ---------------------------------------------------------------- helpers
+
+abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
+
+alive() { # PID: exists and not a zombie
+	local st
+	[[ ${1:-} =~ ^[0-9]+$ ]] || return 1
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" != Z ]
+}
+
+# Only trust a recorded pid whose command line names this VM's root overlay
+# (qemu) or this DIR after "_watch" (the owner watcher).
+is_qemu_pid() { # PID DIR
+	alive "$1" || return 1
+	tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "file=$2/root.qcow2,"
+}
+is_watch_pid() { # PID DIR
+	alive "$1" || return 1
+	local args
+	args=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+	grep -qxF _watch <<<"$args" && grep -qxF -- "$2" <<<"$args"
+}
+
+kill_pid() { # PID CHECK DIR: TERM, then KILL after a bounded wait
+	local pid=$1 check=$2 dir=$3 sig i
+	for sig in TERM KILL; do
+		"$check" "$pid" "$dir" || return 0
+		kill -"$sig" "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			alive "$pid" || return 0
+			sleep 0.05
+		done
+	done
+	alive "$pid" && warn "pid $pid did not exit"
+	return 0
+}
+
+# A path for a unix socket: DIR/NAME if short enough, else under /run/plumb-vm.
+sock_path() { # DIR NAME
+	local p=$1/$2
+	if ((${#p} > 100)); then
+		mkdir -p "$RUNDIR"
+		p=$RUNDIR/$(printf '%s' "$1" | cksum | cut -d' ' -f1)-$2
+	fi
+	echo "$p"
+}
+
+# TCP ports something listens on (IPv4 and IPv6), one per line.
+listening_ports() {
+	local hex
+	cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" { n = split($2, a, ":"); print a[n] }' |
+		while read -r hex; do echo $((16#$hex)); done | sort -un
+}
+
+pick_port() {
+	local used p i
+	used=$(listening_ports)
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + (${SRANDOM:-$((RANDOM * 32768 + RANDOM))} % 40000)))
+		grep -qx "$p" <<<"$used" || { echo "$p"; return 0; }
+	done
+	die "no free TCP port found"
+}
+
+ssh_base() { # DIR -> argv prefix (one shared connection)
+	local dir=$1
+	SSH_ARGS=(ssh -F "$dir/ssh_config" -o ControlMaster=auto -o "ControlPath=$(cat "$dir/control_path")" -o ControlPersist=600)
+}
+
+# Wait for a free slot (at most MAX_RUNNING VMs). The lock is taken on fd 9,
+# which qemu inherits: the slot is held exactly as long as that qemu lives.
+take_slot() {
+	mkdir -p "$RUNDIR"
+	local deadline=$((SECONDS + SLOT_TIMEOUT)) k said=
+	while :; do
+		for ((k = 1; k <= MAX_RUNNING; k++)); do
+			exec 9>"$RUNDIR/slot.$k"
+			if flock -n 9; then return 0; fi
+			exec 9>&-
+		done
+		((SECONDS < deadline)) || die "no VM slot free after ${SLOT_TIMEOUT}s ($MAX_RUNNING running; PLUMB_VM_MAX_RUNNING)"
+		[ -n "$said" ] || { note "$MAX_RUNNING VMs running; waiting for one to stop"; said=1; }
+		sleep 1
+	done
+}
+
+# ---------------------------------------------------------------- up / down
+
+UP_DIR= UP_OK=0
+up_cleanup() {
+	if [ "$UP_OK" = 0 ] && [ -n "$UP_DIR" ]; then
+		note "up failed, tearing down $UP_DIR"
+		cmd_down "$UP_DIR" || true
+	fi
+}
+
+start_qemu() { # DIR PORT -> sets QEMU_PID
+	local dir=$1 port=$2 k args=()
+	args=(-name plumb-vm -nodefaults -no-user-config -no-reboot
+		-machine pc -accel tcg,thread=multi,tb-size=128 -smp "$SMP" -m "$MEM"
+		-display none -vga none -serial "file:$dir/console.log"
+		-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img"
+		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off random.trust_cpu=on"
+		-drive "file=$dir/root.qcow2,format=qcow2,if=virtio,id=root,cache=unsafe,discard=unmap")
+	for ((k = 0; k < DISKS; k++)); do
+		args+=(-drive "file=$dir/data$k.qcow2,format=qcow2,if=none,id=data$k,cache=unsafe,discard=unmap"
+			-device "virtio-blk-pci,drive=data$k,serial=plumb-data$k")
+	done
+	args+=(-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
+		-device virtio-net-pci,netdev=n0,romfile=
+		-device virtio-rng-pci
+		-fw_cfg "name=opt/plumb/host_key,file=$dir/hostkey"
+		-fw_cfg "name=opt/plumb/authorized_keys,file=$dir/id_ed25519.pub"
+		-qmp "unix:$(cat "$dir/qmp_path"),server=on,wait=off")
+	: >"$dir/console.log"
+	# Not a process-group leader here, so setsid execs qemu in place: $! is
+	# qemu's pid. fd 9 (the slot lock) is inherited on purpose; 7 and 8 are not.
+	setsid "$QEMU" "${args[@]}" </dev/null >"$dir/qemu.log" 2>&1 7>&- 8>&- &
+	QEMU_PID=$!
+	echo "$QEMU_PID" >"$dir/pid"
+	echo "$port" >"$dir/port"
+}
+
+write_ssh_files() { # DIR PORT
+	local dir=$1 port=$2
+	echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$dir/hostkey.pub")" >"$dir/known_hosts"
+	cat >"$dir/ssh_config" <<EOF
+Host vm
+  HostName 127.0.0.1
+  Port $port
+Host *
+  User root
+  IdentityFile $dir/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $dir/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  UpdateHostKeys no
+  CheckHostIP no
+  BatchMode yes
+  ConnectTimeout 15
+  ServerAliveInterval 15
+  ServerAliveCountMax 4
+EOF
+}
+
+ssh_banner() { # PORT: is an sshd answering (through slirp) on it?
+	local b
+	b=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && head -c 4 <&3' _ "$1" 2>/dev/null || true)
+	[ "$b" = SSH- ]
+}
+
+console_tail() { # DIR
+	echo "--- tail of $1/console.log:" >&2
+	tail -n 30 "$1/console.log" >&2 2>/dev/null || true
+	if [ -s "$1/qemu.log" ]; then
+		echo "--- $1/qemu.log:" >&2
+		tail -n 10 "$1/qemu.log" >&2 || true
+	fi
+}
+
+cmd_up() {
+	need_root
+	[ $# -ge 1 ] || die "usage: vm.sh up DIR [--disks N] [--disk-size SIZE]"
+	local dir
+	dir=$(abs_dir "$1")
+	shift
+	[[ $dir =~ ^[A-Za-z0-9_./+-]+$ ]] || die "state dir must be a plain path (letters, digits, _ . / + -): $dir"
+	DISKS=2
+	local size=4G
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--disks) DISKS=${2:?--disks N}; shift 2 ;;
+		--disk-size) size=${2:?--disk-size SIZE}; shift 2 ;;
+		*) die "unknown option $1" ;;
+		esac
+	done
+	[[ $DISKS =~ ^[0-9]+$ ]] && ((DISKS <= 20)) || die "--disks must be 0..20"
+	[[ $size =~ ^[0-9]+[KMGT]?$ ]] || die "--disk-size must be a number with an optional K, M, G or T suffix: $size"
+	if [ -f "$dir/pid" ] && is_qemu_pid "$(cat "$dir/pid")" "$dir"; then die "$dir already has a running VM"; fi
+	local c
+	for c in "$QEMU" qemu-img ssh ssh-keygen setsid flock perl timeout; do
+		command -v "$c" >/dev/null || die "$c not found (apt-get install qemu-system-x86 qemu-utils openssh-client)"
+	done
+	image_ready || cmd_image auto
+
+	UP_DIR=$dir
+	trap up_cleanup EXIT
+	local t0=$SECONDS
+	rm -f "$dir"/{root,data*}.qcow2 "$dir"/{pid,port,watch_pid,console.log,qemu.log,known_hosts,ssh_config,disks}
+	rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub" "$dir/hostkey" "$dir/hostkey.pub"
+	ssh-keygen -q -t ed25519 -N '' -C plumb-vm-client -f "$dir/id_ed25519"
+	ssh-keygen -q -t ed25519 -N '' -C plumb-vm -f "$dir/hostkey"
+	sock_path "$dir" qmp >"$dir/qmp_path"
+	sock_path "$dir" mux >"$dir/control_path"
+	rm -f "$(cat "$dir/qmp_path")" "$(cat "$dir/control_path")"
+	qemu-img create -q -f qcow2 -o compat=1.1 -F raw -b "$IMAGE/root.img" "$dir/root.qcow2"
+	local k
+	for ((k = 0; k < DISKS; k++)); do
+		qemu-img create -q -f qcow2 -o compat=1.1 "$dir/data$k.qcow2" "$size"
+	done
+	echo "$DISKS" >"$dir/disks"
+
+	take_slot
+	local attempt port
+	for attempt in 1 2 3; do
+		port=$(pick_port)
+		write_ssh_files "$dir" "$port"
+		start_qemu "$dir" "$port"
+		# hostfwd binds at start-up: qemu is listening, or has died, within seconds
+		local i
+		for ((i = 0; i < 100; i++)); do
+			alive "$QEMU_PID" || break
+			listening_ports | grep -qx "$port" && break
+			sleep 0.05
+		done
+		alive "$QEMU_PID" && break
+		if grep -qi 'forward' "$dir/qemu.log" && ((attempt < 3)); then
+			warn "qemu could not bind 127.0.0.1:$port ($(head -c 300 "$dir/qemu.log")); retrying on another port"
+			continue
+		fi
+		console_tail "$dir"
+		die "qemu exited at start-up"
+	done
+	exec 9>&- # qemu holds the slot now
+
+	# Wait for sshd: first its banner (cheap), then a real login.
+	local deadline=$((t0 + UP_TIMEOUT))
+	while :; do
+		if ! alive "$QEMU_PID"; then
+			console_tail "$dir"
+			die "qemu (pid $QEMU_PID) died while booting"
+		fi
+		if ssh_banner "$port"; then
+			if timeout 30 ssh -F "$dir/ssh_config" vm true </dev/null 2>"$dir/ssh.err"; then break; fi
+		fi
+		if ((SECONDS >= deadline)); then
+			console_tail "$dir"
+			[ -s "$dir/ssh.err" ] && { echo "--- last ssh error:" >&2; cat "$dir/ssh.err" >&2; }
+			die "no SSH login on 127.0.0.1:$port after ${UP_TIMEOUT}s"
+		fi
+		sleep 0.5
+	done
+	rm -f "$dir/ssh.err"
+	UP_OK=1
+	if [[ ${PLUMB_VM_OWNER_PID:-} =~ ^[0-9]+$ ]]; then
+		setsid "$VM_SH" _watch "$dir" "$PLUMB_VM_OWNER_PID" </dev/null >>"$dir/watch.log" 2>&1 7>&- 8>&- 9>&- &
+		echo $! >"$dir/watch_pid"
+	fi
+	note "VM up in $((SECONDS - t0))s: ssh -F $dir/ssh_config vm (127.0.0.1:$port, pid $QEMU_PID)"
+	echo "$port"
+}
+
+# Takes the VM down when its owner (a test process) is gone without `down`.
+cmd_watch() { # DIR OWNER
+	local dir=$1 owner=$2 qpid
+	qpid=$(cat "$dir/pid" 2>/dev/null) || exit 0
+	while is_qemu_pid "$qpid" "$dir"; do
+		if ! alive "$owner"; then
+			echo "$(date): owner pid $owner is gone; taking the VM down"
+			exec "$VM_SH" down "$dir"
+		fi
+		sleep 2
+	done
+}
+
+cmd_down() {
+	need_root
+	[ $# -ge 1 ] || die "usage: vm.sh down DIR"
+	[ -d "$1" ] || return 0
+	local dir pid cp
+	dir=$(cd "$1" && pwd -P)
+	if [ -f "$dir/control_path" ]; then
+		cp=$(cat "$dir/control_path")
+		if [ -S "$cp" ]; then
+			timeout 5 ssh -F "$dir/ssh_config" -o "ControlPath=$cp" -O exit vm >/dev/null 2>&1 || true
+			rm -f "$cp"
+		fi
+	fi
+	if [ -f "$dir/pid" ]; then
+		pid=$(cat "$dir/pid")
+		kill_pid "$pid" is_qemu_pid "$dir"
+	fi
+	if [ -f "$dir/watch_pid" ]; then
+		pid=$(cat "$dir/watch_pid")
+		[ "$pid" = "$$" ] || kill_pid "$pid" is_watch_pid "$dir"
+	fi
+	[ -f "$dir/qmp_path" ] && rm -f "$(cat "$dir/qmp_path")"
+	rm -f "$dir"/root.qcow2 "$dir"/data*.qcow2 "$dir/pid" "$dir/watch_pid"
+}
+
+# ---------------------------------------------------------------- running VM
+
+running_dir() { # DIR -> prints the absolute dir of a running VM
+	[ -d "$1" ] || die "no VM in $1"
+	local dir
+	dir=$(cd "$1" && pwd -P)
+	[ -f "$dir/pid" ] && is_qemu_pid "$(cat "$dir/pid")" "$dir" || die "no running VM in $dir"
+	echo "$dir"
+}
+
+cmd_ssh() {
+	local dir
+	dir=$(running_dir "${1:?usage: vm.sh ssh DIR [CMD...]}")
+	shift
+	ssh_base "$dir"
+	exec "${SSH_ARGS[@]}" vm "$@"
+}
+
+qmp() { # SOCKET JSON-COMMAND...: run QMP commands, fail on an error reply
+	perl -MIO::Socket::UNIX -e '
+		use strict; use warnings;
+		my $path = shift;
+		$SIG{ALRM} = sub { die "QMP: timed out\n" }; alarm 30;
+		my $s = IO::Socket::UNIX->new(Peer => $path, Type => SOCK_STREAM) or die "QMP: cannot connect to $path: $!\n";
+		$s->autoflush(1);
+		sub reply { while (defined(my $l = <$s>)) { next if $l =~ /^\{"event"/ || $l =~ /^\{"timestamp"/; return $l } die "QMP: connection closed\n" }
+		reply() =~ /"QMP"/ or die "QMP: no greeting\n";
+		for my $cmd (q({"execute":"qmp_capabilities"}), @ARGV) {
+			print $s "$cmd\n";
+			my $r = reply();
+			$r =~ /^\{"return"/ or die "QMP: $cmd: $r";
+		}' "$@"
+}
+
+cmd_resize_disk() { # DIR INDEX NEWSIZE
+	[ $# -eq 3 ] || die "usage: vm.sh resize-disk DIR INDEX NEWSIZE"
+	local dir idx=$2 size=$3 disks bytes name want got i
+	dir=$(running_dir "$1")
+	disks=$(cat "$dir/disks")
+	if [[ $idx =~ ^vd[b-z]$ ]]; then
+		idx=$(($(printf '%d' "'${idx:2:1}") - $(printf '%d' "'b")))
+	fi
+	[[ $idx =~ ^[0-9]+$ ]] && ((idx < disks)) || die "no data disk $2 (the VM has $disks: index 0 = /dev/vdb)"
+	[[ $size =~ ^[0-9]+[KMGT]?$ ]] || die "NEWSIZE must be a number with an optional K, M, G or T suffix: $size"
+	bytes=$(numfmt --from=iec "$size")
+	qmp "$(cat "$dir/qmp_path")" "{\"execute\":\"block_resize\",\"arguments\":{\"device\":\"data$idx\",\"size\":$bytes}}" ||
+		die "block_resize data$idx to $size failed"
+	# The guest learns the new capacity asynchronously: wait until it does.
+	name=vd$(printf "\\$(printf '%03o' $((98 + idx)))")
+	want=$((bytes / 512))
+	ssh_base "$dir"
+	for ((i = 0; i < 60; i++)); do
+		got=$("${SSH_ARGS[@]}" vm cat "/sys/block/$name/size" </dev/null 2>/dev/null || true)
+		[ "$got" = "$want" ] && { note "/dev/$name is now $size"; return 0; }
+		sleep 0.5
+	done
+	die "/dev/$name still reports ${got:-?} sectors, want $want"
+}
+
+# ---------------------------------------------------------------- main
+
+case ${1:-} in
+image)
+	shift
+	case ${1:-} in --force) cmd_image force ;; "") cmd_image retry ;; *) die "usage: vm.sh image [--force]" ;; esac
+	echo "$IMAGE"
+	;;
+_build) shift; build_image "$@" ;;
+up) shift; cmd_up "$@" ;;
+down) shift; cmd_down "$@" ;;
+resize-disk) shift; cmd_resize_disk "$@" ;;
+ssh) shift; cmd_ssh "$@" ;;
+_watch) shift; cmd_watch "$@" ;;
+*) sed -n '2,22s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
+esac
