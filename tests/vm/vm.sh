@@ -447,14 +447,19 @@ start_qemu() { # DIR PORT -> sets QEMU_PID
 		-display none -vga none -serial "file:$dir/console.log"
 		-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img"
 		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off random.trust_cpu=on"
-		-drive "file=$dir/root.qcow2,format=qcow2,if=virtio,id=root,cache=unsafe,discard=unmap")
+		-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
+		-device virtio-net-pci,netdev=n0,romfile=,addr=0x2
+		-device virtio-rng-pci,addr=0x3
+		-drive "file=$dir/root.qcow2,format=qcow2,if=none,id=root,cache=unsafe,discard=unmap"
+		-device virtio-blk-pci,drive=root,serial=plumb-root,addr=0x4)
+	# Fixed PCI slots in disk order: the guest names virtio disks in PCI order,
+	# so the root is vda and data disk K is vd(b+K). (`if=virtio` drives are
+	# placed after all -device ones, which made a data disk vda.)
 	for ((k = 0; k < DISKS; k++)); do
 		args+=(-drive "file=$dir/data$k.qcow2,format=qcow2,if=none,id=data$k,cache=unsafe,discard=unmap"
-			-device "virtio-blk-pci,drive=data$k,serial=plumb-data$k")
+			-device "virtio-blk-pci,drive=data$k,serial=plumb-data$k,addr=$(printf '0x%x' $((5 + k)))")
 	done
-	args+=(-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
-		-device virtio-net-pci,netdev=n0,romfile=
-		-device virtio-rng-pci
+	args+=(
 		-fw_cfg "name=opt/plumb/host_key,file=$dir/hostkey"
 		-fw_cfg "name=opt/plumb/authorized_keys,file=$dir/id_ed25519.pub"
 		-qmp "unix:$(cat "$dir/qmp_path"),server=on,wait=off")
