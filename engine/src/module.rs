@@ -499,6 +499,23 @@ pub trait Module: Send + Sync + 'static {
     /// What differs from the desired state.
     fn diff(p: &Self::Params, current: &Self::State) -> Changes;
 
+    /// Preconditions on the observed state (a device that must exist, a
+    /// filesystem that must not be foreign). Checked before apply, and in
+    /// `diff` unless a requirement is pending (which may make them true).
+    ///
+    /// # Errors
+    /// Why the resource cannot be converged, for the user.
+    fn check(_p: &Self::Params, _current: &Self::State) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// In `diff`, when a requirement has pending changes, the probed state
+    /// may be stale: the state to predict from instead. The default keeps the
+    /// probed state (right for a file whose folder is about to be created).
+    fn predict(_p: &Self::Params, _probed: &Self::State) -> Prediction<Self::State> {
+        Prediction::Probed
+    }
+
     /// The steps that make `changes` true.
     fn apply(p: &Self::Params, current: &Self::State, changes: &Changes) -> Vec<Step>;
 
@@ -522,6 +539,28 @@ pub trait Module: Send + Sync + 'static {
     fn reprobe_after_requirements() -> bool {
         false
     }
+}
+
+/// What a module predicts from when a requirement is pending.
+#[derive(Debug)]
+pub enum Prediction<S> {
+    /// The probed state is still the right basis.
+    Probed,
+    /// Predict from this state instead (an absent volume group means an
+    /// absent logical volume).
+    Assume(S),
+    /// Nothing sensible can be said until the requirement is applied; the
+    /// text says what will be known then.
+    Unknown(String),
+}
+
+/// A prediction, type-erased: the changes, or why they are not known yet.
+#[derive(Debug)]
+pub enum Predicted {
+    /// The changes that would be made.
+    Changes(Changes),
+    /// Not known before the pending requirement is applied.
+    Unknown(String),
 }
 
 /// A probed state, type-erased.
@@ -556,6 +595,14 @@ pub trait Resource: Send + Sync {
     fn observe(&self, out: &ProbeOutput) -> Result<Observed, String>;
     /// See [`Module::diff`].
     fn diff(&self, s: &Observed) -> Changes;
+    /// See [`Module::check`].
+    ///
+    /// # Errors
+    /// As [`Module::check`].
+    fn check(&self, s: &Observed) -> Result<(), String>;
+    /// See [`Module::predict`]: the changes predicted while a requirement
+    /// is pending.
+    fn predict(&self, s: &Observed) -> Predicted;
     /// See [`Module::apply`].
     fn apply(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::verify`].
@@ -595,6 +642,16 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn diff(&self, s: &Observed) -> Changes {
         M::diff(&self.params, self.state(s))
+    }
+    fn check(&self, s: &Observed) -> Result<(), String> {
+        M::check(&self.params, self.state(s))
+    }
+    fn predict(&self, s: &Observed) -> Predicted {
+        match M::predict(&self.params, self.state(s)) {
+            Prediction::Probed => Predicted::Changes(M::diff(&self.params, self.state(s))),
+            Prediction::Assume(assumed) => Predicted::Changes(M::diff(&self.params, &assumed)),
+            Prediction::Unknown(why) => Predicted::Unknown(why),
+        }
     }
     fn apply(&self, s: &Observed, c: &Changes) -> Vec<Step> {
         M::apply(&self.params, self.state(s), c)

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::compile::{EdgeKind, HostPlan};
-use crate::module::{Change, Changes, Observed, ProbeOutput, Risk, Step};
+use crate::module::{Change, Changes, Observed, Predicted, ProbeOutput, Risk, Step};
 use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
@@ -401,13 +401,39 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
         match opts.mode {
             Mode::Diff => {
                 let obs = slots[i].observed.as_ref().expect("probed");
-                let mut changes = res.diff(obs);
                 slots[i].after = r
                     .requires
                     .iter()
                     .filter(|(j, kind)| *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending))
                     .map(|(j, _)| hp.resources[*j].id.clone())
                     .collect();
+                let mut changes = if slots[i].after.is_empty() {
+                    if let Err(e) = res.check(obs) {
+                        slots[i].status = Some(Status::Failed);
+                        slots[i].error = Some(e);
+                        continue;
+                    }
+                    res.diff(obs)
+                } else {
+                    match res.predict(obs) {
+                        Predicted::Changes(c) => c,
+                        Predicted::Unknown(why) => {
+                            let list = slots[i]
+                                .after
+                                .iter()
+                                .map(|a| format!("`{a}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            let mut c = Changes::none();
+                            c.push(Change::new(
+                                "state",
+                                None,
+                                Some(format!("known after {list} is applied: {why}")),
+                            ));
+                            c
+                        }
+                    }
+                };
                 if !notifiers.is_empty() {
                     changes.push(refresh_change(&notifiers));
                 }
@@ -442,6 +468,11 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     }
                 }
                 let obs = slots[i].observed.as_ref().expect("probed");
+                if let Err(e) = res.check(obs) {
+                    slots[i].status = Some(Status::Failed);
+                    slots[i].error = Some(e);
+                    continue;
+                }
                 let changes = res.diff(obs);
                 let mut steps = if changes.is_empty() {
                     Vec::new()

@@ -446,7 +446,7 @@ start_qemu() { # DIR PORT -> sets QEMU_PID
 		-machine pc -accel tcg,thread=multi,tb-size=128 -smp "$SMP" -m "$MEM"
 		-display none -vga none -serial "file:$dir/console.log"
 		-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img"
-		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off random.trust_cpu=on"
+		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off tsc=reliable"
 		-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
 		-device virtio-net-pci,netdev=n0,romfile=,addr=0x2
 		-device virtio-rng-pci,addr=0x3
