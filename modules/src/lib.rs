@@ -8,6 +8,7 @@
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod size;
 mod stat;
 
 use plumb_engine::module::Registry;
