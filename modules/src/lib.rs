@@ -5,9 +5,17 @@
 //! differs, and the steps that converge it. Adding a module is one file here
 //! plus one line in [`registry`].
 
+mod blockdev;
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod filesystem;
+mod fstab;
+mod lvm;
+pub mod lvm_lv;
+pub mod lvm_vg;
+mod migrate;
+pub mod mount;
 pub mod size;
 mod stat;
 
@@ -20,6 +28,10 @@ pub fn registry() -> Registry {
         .with::<file::File>()
         .with::<directory::Directory>()
         .with::<command::Command>()
+        .with::<mount::Mount>()
+        .with::<filesystem::Filesystem>()
+        .with::<lvm_vg::VolumeGroup>()
+        .with::<lvm_lv::LogicalVolume>()
 }
 
 #[cfg(test)]

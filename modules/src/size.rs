@@ -173,7 +173,11 @@ fn bytes_of(t: &str) -> Result<u64, String> {
     let shift = match unit_shift(unit) {
         Some(s) => s,
         None if unit.is_empty() => return Err("a size needs a unit (`K`, `M`, `G`, `T`, or `B` for bytes)".into()),
-        None => return Err(format!("unknown unit `{unit}`, expected one of `K`, `M`, `G`, `T`, `P`, `E` or `B`")),
+        None => {
+            return Err(format!(
+                "unknown unit `{unit}`, expected one of `K`, `M`, `G`, `T`, `P`, `E` or `B`"
+            ))
+        }
     };
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
     let too_large = || "too large".to_string();
@@ -181,7 +185,11 @@ fn bytes_of(t: &str) -> Result<u64, String> {
     if frac.len() > 18 {
         return Err("too many decimals".into());
     }
-    let frac_digits: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| too_large())? };
+    let frac_digits: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| too_large())?
+    };
     let scale = 10u128.pow(u32::try_from(frac.len()).expect("at most 18 decimals"));
     let unit_bytes = 1u128 << shift;
     let whole = int.checked_mul(unit_bytes).ok_or_else(too_large)?;
@@ -303,7 +311,10 @@ mod tests {
     #[test]
     fn typos_get_a_suggestion() {
         let e = parse_size("15OG").unwrap_err();
-        assert_eq!(e.message, "invalid size `15OG`: unknown unit `OG`, expected one of `K`, `M`, `G`, `T`, `P`, `E` or `B`");
+        assert_eq!(
+            e.message,
+            "invalid size `15OG`: unknown unit `OG`, expected one of `K`, `M`, `G`, `T`, `P`, `E` or `B`"
+        );
         assert_eq!(e.help.as_deref(), Some("did you mean `150G`?"));
         let e = parse_lv_size("100%FREEE").unwrap_err();
         assert!(e.message.contains("unknown percentage base `FREEE`"), "{}", e.message);
@@ -315,7 +326,10 @@ mod tests {
         for t in ["+20G", "-5G"] {
             let e = parse_lv_size(t).unwrap_err();
             assert!(e.message.contains("relative sizes are not supported"), "{}", e.message);
-            assert!(e.help.unwrap().starts_with("sizes are absolute so that re-runs converge"));
+            assert!(e
+                .help
+                .unwrap()
+                .starts_with("sizes are absolute so that re-runs converge"));
         }
     }
 
@@ -324,7 +338,10 @@ mod tests {
         assert_eq!(parse_lv_size("100%FREE"), Ok(LvSize::AllFree));
         assert_eq!(parse_lv_size("100%free"), Ok(LvSize::AllFree));
         assert_eq!(parse_lv_size("80%VG"), Ok(LvSize::PercentVg(80)));
-        assert!(parse_lv_size("50%FREE").unwrap_err().message.contains("only `100%FREE` converges"));
+        assert!(parse_lv_size("50%FREE")
+            .unwrap_err()
+            .message
+            .contains("only `100%FREE` converges"));
         assert!(parse_lv_size("150%VG").is_err());
         assert!(parse_lv_size("0%VG").is_err());
         assert!(parse_size("100%FREE").is_err());
@@ -332,7 +349,19 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused() {
-        for t in ["", "G", "0G", "1.G", ".5G", "1..5G", "100", "1X", "0.1K", "99999999999E", "1 2G"] {
+        for t in [
+            "",
+            "G",
+            "0G",
+            "1.G",
+            ".5G",
+            "1..5G",
+            "100",
+            "1X",
+            "0.1K",
+            "99999999999E",
+            "1 2G",
+        ] {
             assert!(parse_size(t).is_err(), "{t}");
         }
         assert!(parse_size("100").unwrap_err().message.contains("needs a unit"));
