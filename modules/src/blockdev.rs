@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::size::human;
 
 /// Filesystems plumb creates and grows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FsType {
     /// ext4 (grown online or offline with resize2fs).
@@ -20,6 +20,25 @@ pub(crate) enum FsType {
     Xfs,
     /// Btrfs (grown online; plumb mounts it at a temporary place if needed).
     Btrfs,
+}
+
+impl<'de> serde::Deserialize<'de> for FsType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        match s.as_str() {
+            "ext4" => Ok(FsType::Ext4),
+            "xfs" => Ok(FsType::Xfs),
+            "btrfs" => Ok(FsType::Btrfs),
+            other => {
+                let names = ["ext4", "xfs", "btrfs"];
+                let help = plumb_engine::diag::did_you_mean(other, names)
+                    .unwrap_or_else(|| "plumb creates and grows `ext4`, `xfs` and `btrfs`".into());
+                Err(serde::de::Error::custom(format!(
+                    "unsupported filesystem type `{other}`: expected `ext4`, `xfs` or `btrfs`\nhelp: {help}"
+                )))
+            }
+        }
+    }
 }
 
 impl FsType {

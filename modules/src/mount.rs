@@ -686,7 +686,7 @@ echo "src.real=$real"
 src_mm=
 if [ -n "$real" ] && [ -b "$real" ]; then src_mm=$(mountpoint -x "$real" 2>/dev/null || true); fi
 if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then echo path.kind=other
-elif [ -d "$path" ]; then echo path.kind=dir; echo "path.entries=$(ls -A -- "$path" | grep -cvx 'lost+found')"
+elif [ -d "$path" ]; then echo path.kind=dir; echo "path.entries=$(find "$path" -mindepth 1 -maxdepth 1 ! -name lost+found -printf x | wc -c)"
 else echo path.kind=none; fi
 vis_src=$(findmnt -n -o SOURCE -M "$path" 2>/dev/null | tail -n 1)
 ours=0
