@@ -30,16 +30,29 @@ macro_rules! diagnostic {
     };
 }
 
-diagnostic!(impossible_size, "invalid size `15OG`", "did you mean `150G`?", "impossible_size.yaml:4:47");
+diagnostic!(
+    impossible_size,
+    "invalid size `15OG`",
+    "did you mean `150G`?",
+    "impossible_size.yaml:4:47"
+);
 diagnostic!(
     relative_size,
     "invalid size `+20G`: relative sizes are not supported",
     "sizes are absolute so that re-runs converge",
     "relative_size.yaml:7:13"
 );
-diagnostic!(bad_percent, "unknown percentage base `FREEE`", "did you mean `100%FREE`?");
+diagnostic!(
+    bad_percent,
+    "unknown percentage base `FREEE`",
+    "did you mean `100%FREE`?"
+);
 diagnostic!(unknown_state, "unknown value `mountd`", "did you mean `mounted`?");
-diagnostic!(unsupported_fs, "unsupported filesystem type `zfs`", "unsupported_fs.yaml:6:13");
+diagnostic!(
+    unsupported_fs,
+    "unsupported filesystem type `zfs`",
+    "unsupported_fs.yaml:6:13"
+);
 diagnostic!(
     storage_errors,
     "8 errors in",

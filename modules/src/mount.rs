@@ -553,11 +553,18 @@ impl Module for Mount {
                     } else {
                         Risk::Safe
                     };
+                    // What `check` refuses once the requirements are applied,
+                    // said in the preview too.
+                    let refused = match (s.foreign(), s.holds_data(), &p.migrate) {
+                        (_, _, Some(_)) | (None, false, None) => "",
+                        (Some(_), _, None) => " (refused: another filesystem is mounted there)",
+                        (None, true, None) => " (refused: the directory holds data; add `migrate:`)",
+                    };
                     c.push(
                         Change::new(
                             "mounted",
                             from,
-                            Some(format!("{} on {} ({})", p.src(), p.path, p.opts_text())),
+                            Some(format!("{} on {} ({}){refused}", p.src(), p.path, p.opts_text())),
                         )
                         .risk(risk),
                     );

@@ -49,7 +49,10 @@ pub fn available() -> bool {
         None => true,
         Some(reason) => {
             let required = std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "PLUMB_LAB_REQUIRE is set but the storage tests cannot run: {reason}");
+            assert!(
+                !required,
+                "PLUMB_LAB_REQUIRE is set but the storage tests cannot run: {reason}"
+            );
             eprintln!("skipping: {reason}");
             false
         }
@@ -80,14 +83,20 @@ impl LoopDev {
     pub fn new(dir: &Path, name: &str, size: &str) -> LoopDev {
         let image = dir.join(format!("{name}.img"));
         sh(&format!("truncate -s {size} '{}'", image.display()));
-        let dev = sh(&format!("losetup -f --show '{}'", image.display())).trim().to_string();
+        let dev = sh(&format!("losetup -f --show '{}'", image.display()))
+            .trim()
+            .to_string();
         assert!(dev.starts_with("/dev/loop"), "losetup gave `{dev}`");
         LoopDev { dev, image }
     }
 
     /// Make the device larger (the file, then the loop device's size).
     pub fn grow(&self, size: &str) {
-        sh(&format!("truncate -s {size} '{}' && losetup -c {}", self.image.display(), self.dev));
+        sh(&format!(
+            "truncate -s {size} '{}' && losetup -c {}",
+            self.image.display(),
+            self.dev
+        ));
     }
 }
 
