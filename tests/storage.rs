@@ -136,7 +136,7 @@ impl Rig {
     }
 }
 
-fn resource<'a>(o: &'a Outcome, id: &str) -> serde_json::Value {
+fn resource(o: &Outcome, id: &str) -> serde_json::Value {
     let j = o.json();
     j["hosts"][0]["resources"]
         .as_array()
@@ -343,15 +343,15 @@ fn a_different_device_at_the_mount_point_is_reported_not_mounted_over() {
 #[test]
 fn mounting_a_missing_device_is_refused_before_anything_changes() {
     let Some(rig) = Rig::new() else { return };
-    rig.plan(&format!(
+    rig.plan(
         r#"
 resources:
   - id: m
-    mount: {{path: "{{{{ root }}}}/mnt", src: /dev/plumb-no-such-disk, fstype: ext4, fstab: "{{{{ fstab }}}}"}}
+    mount: {path: "{{ root }}/mnt", src: /dev/plumb-no-such-disk, fstype: ext4, fstab: "{{ fstab }}"}
   - id: m2
-    mount: {{path: "{{{{ root }}}}/mnt2", src: "UUID=00000000-dead-beef-0000-000000000000", fstype: ext4, fstab: "{{{{ fstab }}}}"}}
-"#
-    ));
+    mount: {path: "{{ root }}/mnt2", src: "UUID=00000000-dead-beef-0000-000000000000", fstype: ext4, fstab: "{{ fstab }}"}
+"#,
+    );
     for cmd in ["diff", "apply"] {
         let o = rig.plumb(cmd, &[]);
         expect(&o, 1, "refused");
