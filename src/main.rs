@@ -332,6 +332,22 @@ fn connector(common: &Common) -> Arc<dyn Connector> {
 async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     let mut opts = RunOptions::new(mode);
     opts.forks = common.forks;
+    if c.hosts.iter().any(|h| h.needs_facts) {
+        let plan = Arc::new(c.plan.clone());
+        let inventory = c.inventory.clone();
+        let sources = c.sources.clone();
+        let copts = c.options.clone();
+        let registry = Arc::new(plumb_modules::registry());
+        opts.recompile = Some(Arc::new(move |host, facts| {
+            plumb_engine::compile::compile_with_facts(&plan, host, &inventory, &registry, &sources, &copts, facts)
+                .map_err(|d| {
+                    format!(
+                        "the plan does not compile with this host's facts:\n{}",
+                        plumb_engine::diag::render_plain(&sources, d)
+                    )
+                })
+        }));
+    }
     let cancel = opts.cancel.clone();
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -46,7 +46,13 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     /// Progress events.
     pub events: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+    /// Compiles a host's plan again with its facts (for plans that read
+    /// facts); the error is a rendered diagnostic.
+    pub recompile: Option<Recompile>,
 }
+
+/// See [`RunOptions::recompile`].
+pub type Recompile = Arc<dyn Fn(&crate::inventory::Host, &serde_json::Value) -> Result<HostPlan, String> + Send + Sync>;
 
 impl RunOptions {
     /// Options for `mode` with a fresh run id.
@@ -58,6 +64,7 @@ impl RunOptions {
             run_id: new_run_id(),
             cancel: Arc::new(AtomicBool::new(false)),
             events: None,
+            recompile: None,
         }
     }
 
@@ -294,6 +301,25 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
             return report;
         }
     };
+    let facts_runs = u32::from(hp.needs_facts);
+    let with_facts;
+    let hp = if hp.needs_facts {
+        match gather_facts(t.as_ref(), hp, opts).await {
+            Ok(p) => {
+                with_facts = p;
+                &with_facts
+            }
+            Err(e) => {
+                t.close().await;
+                report.status = HostStatus::Failed;
+                report.error = Some(e);
+                report.remote_executions = 1;
+                return report;
+            }
+        }
+    } else {
+        hp
+    };
     let run = HostRun {
         hp,
         t: t.clone(),
@@ -304,7 +330,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
     let mut slots: Vec<Slot> = hp.resources.iter().map(|_| Slot::default()).collect();
     let lost = converge(&run, &mut slots, opts).await;
     t.close().await;
-    report.remote_executions = run.count.load(Ordering::SeqCst);
+    report.remote_executions = run.count.load(Ordering::SeqCst) + facts_runs;
     if let Some(e) = lost {
         report.error = Some(e.to_string());
     }
@@ -342,6 +368,23 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
         HostStatus::Ok
     };
     report
+}
+
+/// One remote execution for the facts, then the host's plan compiled with them.
+async fn gather_facts(t: &dyn Transport, hp: &HostPlan, opts: &RunOptions) -> Result<HostPlan, String> {
+    let out = t
+        .run(crate::facts::probe().as_str(), None)
+        .await
+        .map_err(|e| format!("cannot gather facts: {e}"))?;
+    if out.status != 0 {
+        return Err(format!("cannot gather facts: {}", out.stderr_tail(4)));
+    }
+    let facts = crate::facts::parse(&out.stdout)?;
+    let recompile = opts
+        .recompile
+        .as_ref()
+        .ok_or("this plan reads facts, but this run cannot compile with them")?;
+    recompile(&hp.host, &facts)
 }
 
 /// Probe, diff, and in apply mode apply and verify. Returns the transport

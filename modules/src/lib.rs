@@ -5,6 +5,7 @@
 //! differs, and the steps that converge it. Adding a module is one file here
 //! plus one line in [`registry`].
 
+pub mod assert;
 pub mod command;
 pub mod directory;
 pub mod file;
@@ -19,6 +20,7 @@ pub fn registry() -> Registry {
         .with::<file::File>()
         .with::<directory::Directory>()
         .with::<command::Command>()
+        .with::<assert::Assert>()
 }
 
 #[cfg(test)]
