@@ -217,16 +217,7 @@ fn compile_for(
         .iter()
         .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
         .collect();
-    compile_host(
-        plan,
-        host,
-        &on_host,
-        &vars,
-        registry,
-        sources,
-        &Templates::new(),
-        facts.is_some(),
-    )
+    compile_host(plan, host, &on_host, &vars, registry, sources, facts.is_some())
 }
 
 /// Whether a resource reads facts anywhere (parameters or `when`).
@@ -263,9 +254,9 @@ fn compile_host(
     vars: &Vars,
     registry: &Registry,
     sources: &Sources,
-    templates: &Templates,
     have_facts: bool,
 ) -> Result<HostPlan, Vec<Diag>> {
+    let templates = &Templates::new();
     let mut diags = Vec::new();
     let mut resources = Vec::new();
     let mut needs_facts = false;
