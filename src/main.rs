@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+mod progress;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use plumb_engine::compile::{compile, to_dot, CompileOptions, Compiled};
 use plumb_engine::diag::{Diag, Report};
@@ -348,6 +350,12 @@ async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
                 })
         }));
     }
+    let display = (std::io::stderr().is_terminal() && common.format == Format::Text)
+        .then(|| progress::Progress::new(c.hosts.len()));
+    if let Some(d) = &display {
+        let d = d.clone();
+        opts.events = Some(Arc::new(move |e| d.on(e)));
+    }
     let cancel = opts.cancel.clone();
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -358,6 +366,9 @@ async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     let hosts = c.hosts.into_iter().map(Arc::new).collect();
     let report = run(&c.plan.name, hosts, connector(common), opts).await;
     watcher.abort();
+    if let Some(d) = display {
+        d.clear();
+    }
     report
 }
 

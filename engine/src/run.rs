@@ -207,11 +207,11 @@ impl HostRun<'_> {
         Ok(out)
     }
 
-    async fn step(&self, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
+    async fn step(&self, id: &str, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
         match step {
             Step::Run(s) => {
                 self.opts
-                    .emit(Event::Step(self.hp.host.name.clone(), String::new(), s.label.clone()));
+                    .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), s.label.clone()));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
                     return Err(StepError::Failed(explain_failure(
@@ -223,11 +223,7 @@ impl HostRun<'_> {
                 Ok(backup_notes(&o))
             }
             Step::Write(w) => {
-                self.opts.emit(Event::Step(
-                    self.hp.host.name.clone(),
-                    String::new(),
-                    format!("write {}", w.path),
-                ));
+                self.opts.emit(Event::Step(self.hp.host.name.clone(), id.to_string(), format!("write {}", w.path)));
                 let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
                 match o.status {
@@ -538,7 +534,7 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                 }
                 let mut failed = None;
                 for step in &steps {
-                    match run.step(step, &r.become_).await {
+                    match run.step(&r.id, step, &r.become_).await {
                         Ok(notes) => slots[i].notes.extend(notes),
                         Err(StepError::Failed(msg)) => {
                             failed = Some(msg);
