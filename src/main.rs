@@ -58,6 +58,12 @@ struct Common {
     /// Accept the host key of hosts never seen before (a changed key is always refused).
     #[arg(long)]
     accept_new_host_keys: bool,
+    /// An OpenSSH client config to use instead of ~/.ssh/config (`ssh -F`).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// Seconds to wait for a host to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    connect_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

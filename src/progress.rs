@@ -22,7 +22,9 @@ impl Progress {
     pub(crate) fn new(hosts: usize) -> Arc<Self> {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let total = multi.add(ProgressBar::new(hosts as u64));
-        total.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} hosts done  {elapsed}").expect("valid template"));
+        total.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} hosts done  {elapsed}").expect("valid template"),
+        );
         Arc::new(Self {
             multi,
             bars: Mutex::new(HashMap::new()),
@@ -37,7 +39,9 @@ impl Progress {
             bars.entry(host.to_string())
                 .or_insert_with(|| {
                     let b = self.multi.insert_before(&self.total, ProgressBar::new_spinner());
-                    b.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").expect("valid template"));
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").expect("valid template"),
+                    );
                     b.set_prefix(host.to_string());
                     b.enable_steady_tick(Duration::from_millis(120));
                     b

@@ -223,7 +223,11 @@ impl HostRun<'_> {
                 Ok(backup_notes(&o))
             }
             Step::Write(w) => {
-                self.opts.emit(Event::Step(self.hp.host.name.clone(), id.to_string(), format!("write {}", w.path)));
+                self.opts.emit(Event::Step(
+                    self.hp.host.name.clone(),
+                    id.to_string(),
+                    format!("write {}", w.path),
+                ));
                 let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
                 match o.status {
