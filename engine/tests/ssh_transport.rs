@@ -54,12 +54,7 @@ async fn connect(h: &Host, o: &SshOptions) -> Arc<dyn Transport> {
         .connect(h)
         .await
         .unwrap_or_else(|e| panic!("connect {}: {e}", h.name));
-    eprintln!(
-        "connected to {} as {:?} in {:?}",
-        h.name,
-        h.user,
-        t0.elapsed()
-    );
+    eprintln!("connected to {} as {:?} in {:?}", h.name, h.user, t0.elapsed());
     t
 }
 
@@ -79,12 +74,20 @@ async fn runs_scripts_and_returns_output_and_status() {
         assert_eq!(t.max_parallel(), 9);
 
         let out = t.run("echo out; echo err >&2; exit 3", None).await.unwrap();
-        assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str(), out.status), ("out\n", "err\n", 3));
+        assert_eq!(
+            (text(&out.stdout).as_str(), text(&out.stderr).as_str(), out.status),
+            ("out\n", "err\n", 3)
+        );
 
         // Quoting survives the remote login shell; the locale is C; stdin is empty.
         let script = "x='it'\\''s \"$HOME\" `a` $(b) \\ *'\nprintf '%s\\n' \"$x\" \"$LC_ALL\" \"$(hostname)\"; cat";
         let out = t.run(script, None).await.unwrap();
-        assert_eq!(text(&out.stdout), "it's \"$HOME\" `a` $(b) \\ *\nC\nnode1\n", "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "it's \"$HOME\" `a` $(b) \\ *\nC\nnode1\n",
+            "{}",
+            text(&out.stderr)
+        );
         assert_eq!(out.status, 0);
 
         // 127 (a command not found inside the script) is a status, not an error.
@@ -100,21 +103,40 @@ async fn runs_scripts_and_returns_output_and_status() {
 
         // Large input and large output at once (no deadlock); stdin is closed at the end.
         let input: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
-        let out = t.run("cat; head -c 3000000 /dev/zero >&2", Some(&Payload::bytes(input.clone()))).await.unwrap();
+        let out = t
+            .run(
+                "cat; head -c 3000000 /dev/zero >&2",
+                Some(&Payload::bytes(input.clone())),
+            )
+            .await
+            .unwrap();
         assert_eq!(out.status, 0);
         assert!(out.stdout == input, "stdout differs ({} bytes)", out.stdout.len());
         assert_eq!(out.stderr.len(), 3_000_000);
 
         // A script that stops reading early just fails by itself.
-        let out = t.run("head -c 10 >/dev/null; exit 4", Some(&Payload::bytes(input.clone()))).await.unwrap();
+        let out = t
+            .run("head -c 10 >/dev/null; exit 4", Some(&Payload::bytes(input.clone())))
+            .await
+            .unwrap();
         assert_eq!(out.status, 4);
 
         // Scripts too long for a command line (128 KiB) are staged, with or without stdin.
         let long = format!("# {}\nwc -c; echo done", "x".repeat(300_000));
         let out = t.run(&long, None).await.unwrap();
-        assert_eq!((text(&out.stdout).as_str(), out.status), ("0\ndone\n", 0), "{}", text(&out.stderr));
+        assert_eq!(
+            (text(&out.stdout).as_str(), out.status),
+            ("0\ndone\n", 0),
+            "{}",
+            text(&out.stderr)
+        );
         let out = t.run(&long, Some(&Payload::bytes(b"12345".to_vec()))).await.unwrap();
-        assert_eq!((text(&out.stdout).as_str(), out.status), ("5\ndone\n", 0), "{}", text(&out.stderr));
+        assert_eq!(
+            (text(&out.stdout).as_str(), out.status),
+            ("5\ndone\n", 0),
+            "{}",
+            text(&out.stderr)
+        );
         let left = t.run("ls /tmp | wc -l", None).await.unwrap();
         assert_eq!(text(&left.stdout).trim(), "0", "staged scripts are removed");
 
@@ -134,21 +156,14 @@ async fn close_stops_the_master_and_removes_the_control_dir() {
     }
     let lab = up(1, None);
     let h = host(&lab.nodes[0], "root", 10);
-    let dir = tempfile::Builder::new()
-        .prefix("pl")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("pl").tempdir_in("/tmp").unwrap();
     bounded(60, async {
         let o = SshOptions {
             control_dir: Some(dir.path().to_path_buf()),
             ..opts(&lab)
         };
         let t = SshTransport::connect(&h, &o).await.unwrap();
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "one session dir"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "one session dir");
         let masters = || {
             let out = std::process::Command::new("pgrep")
                 .arg("-f")
@@ -164,11 +179,7 @@ async fn close_stops_the_master_and_removes_the_control_dir() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(masters(), 0, "the master exited");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "session dir removed"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "session dir removed");
     })
     .await;
 }
@@ -251,10 +262,7 @@ async fn concurrent_runs_stay_below_max_sessions() {
             .into_iter()
             .filter_map(|r| r.err().map(|e| e.to_string()))
             .collect();
-        assert!(
-            !errors.is_empty(),
-            "sshd accepted 9 sessions with MaxSessions 2"
-        );
+        assert!(!errors.is_empty(), "sshd accepted 9 sessions with MaxSessions 2");
         assert!(
             errors[0].contains("MaxSessions") && errors[0].contains("max_sessions = 10"),
             "{}",
@@ -265,9 +273,7 @@ async fn concurrent_runs_stay_below_max_sessions() {
     .await;
 }
 
-async fn futures_join<T: Send + 'static>(
-    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-) -> Vec<T> {
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for t in tasks.collect::<Vec<_>>() {
         out.push(t.await.unwrap());
@@ -361,17 +367,12 @@ async fn unreachable_refused_and_unauthorized_hosts_are_connect_errors() {
             ..opts(&lab)
         };
         let t0 = Instant::now();
-        let r = SshConnector::new(o.clone())
-            .connect(&host(&n1, "root", 10))
-            .await;
+        let r = SshConnector::new(o.clone()).connect(&host(&n1, "root", 10)).await;
         let took = t0.elapsed();
         match r {
             Err(TransportError::Connect(m)) => {
                 assert!(
-                    m.starts_with(&format!(
-                        "node1 ({}): connection timed out; ssh said:",
-                        n1.ip
-                    )),
+                    m.starts_with(&format!("node1 ({}): connection timed out; ssh said:", n1.ip)),
                     "{m}"
                 );
                 eprintln!("unreachable: {took:?}: {m}");
@@ -385,9 +386,7 @@ async fn unreachable_refused_and_unauthorized_hosts_are_connect_errors() {
             Err(TransportError::Connect(m)) => {
                 eprintln!("killed sshd: {m}");
                 assert!(
-                    m.contains("connection refused")
-                        || m.contains("unreachable")
-                        || m.contains("timed out"),
+                    m.contains("connection refused") || m.contains("unreachable") || m.contains("timed out"),
                     "{m}"
                 );
             }
@@ -436,10 +435,7 @@ async fn sudo_works_for_deploy_and_asks_a_password_for_nosudo() {
     let node = &lab.nodes[0];
     bounded(60, async {
         let t = connect(&host(node, "deploy", 10), &opts(&lab)).await;
-        let out = t
-            .run("sudo -n true && id -un && sudo -n id -un", None)
-            .await
-            .unwrap();
+        let out = t.run("sudo -n true && id -un && sudo -n id -un", None).await.unwrap();
         assert_eq!(
             (text(&out.stdout).as_str(), out.status),
             ("deploy\nroot\n", 0),

@@ -137,11 +137,7 @@ impl SshTransport {
                 let d = tempfile::Builder::new()
                     .prefix("plumb-")
                     .tempdir_in("/tmp")
-                    .map_err(|e| {
-                        TransportError::Connect(format!(
-                            "cannot create a control directory in /tmp: {e}"
-                        ))
-                    })?;
+                    .map_err(|e| TransportError::Connect(format!("cannot create a control directory in /tmp: {e}")))?;
                 (d.path().to_path_buf(), Some(d))
             }
         };
@@ -208,18 +204,13 @@ impl SshTransport {
     }
 
     fn closed(&self) -> TransportError {
-        TransportError::Lost(format!(
-            "the connection to {} ({}) was closed",
-            self.name, self.address
-        ))
+        TransportError::Lost(format!("the connection to {} ({}) was closed", self.name, self.address))
     }
 
     /// Why the master connection is gone: its log's last lines.
     fn master_said(session: &Session) -> String {
         let log = session.control_socket().parent().map(|d| d.join("log"));
-        let text = log
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .unwrap_or_default();
+        let text = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
         let t = tail(&text, 3);
         if t.is_empty() {
             String::new()
@@ -244,13 +235,9 @@ impl SshTransport {
         stdin: Option<&Payload>,
     ) -> Result<Output, TransportError> {
         let mut cmd = session.raw_command(command);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = match cmd.spawn().await {
             Ok(c) => c,
             Err(openssh::Error::InvalidCommand) => {
@@ -295,11 +282,7 @@ impl SshTransport {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         // Read both outputs to their end before waiting: `wait` stops them.
-        let (sent, r1, r2) = tokio::join!(
-            send,
-            out.read_to_end(&mut stdout),
-            err.read_to_end(&mut stderr)
-        );
+        let (sent, r1, r2) = tokio::join!(send, out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
         r1?;
         r2?;
         let status = child.wait().await;
@@ -316,20 +299,12 @@ impl SshTransport {
                 if session.check().await.is_err() {
                     return Err(self.lost(session, "the connection dropped while a script ran"));
                 }
-                stderr.extend_from_slice(
-                    b"\nplumb: the remote script was killed (ssh reported no exit status)\n",
-                );
+                stderr.extend_from_slice(b"\nplumb: the remote script was killed (ssh reported no exit status)\n");
                 -1
             }
-            Err(e) => {
-                return Err(self.lost(session, &format!("no exit status ({})", error_chain(&e))))
-            }
+            Err(e) => return Err(self.lost(session, &format!("no exit status ({})", error_chain(&e)))),
         };
-        Ok(Output {
-            stdout,
-            stderr,
-            status,
-        })
+        Ok(Output { stdout, stderr, status })
     }
 }
 
@@ -349,11 +324,7 @@ impl Transport for SshTransport {
         let script = Payload::bytes(text.into_bytes());
         let Some(payload) = stdin else {
             return self
-                .run_in(
-                    session,
-                    &format!("sh -c {}", quote(STAGE_AND_RUN)),
-                    Some(&script),
-                )
+                .run_in(session, &format!("sh -c {}", quote(STAGE_AND_RUN)), Some(&script))
                 .await;
         };
         let staged = self
@@ -387,7 +358,8 @@ const STAGE: &str = "f=$(mktemp) && cat >\"$f\" && printf '%s\\n' \"$f\"";
 /// Run a staged script (`$1`) and remove it.
 const RUN_STAGED: &str = "trap 'rm -f \"$1\"' EXIT; sh \"$1\"";
 /// Stage a long script from stdin, run it with no stdin, remove it.
-const STAGE_AND_RUN: &str = "f=$(mktemp) || exit 125; trap 'rm -f \"$f\"' EXIT; cat >\"$f\" || exit 125; sh \"$f\" </dev/null";
+const STAGE_AND_RUN: &str =
+    "f=$(mktemp) || exit 125; trap 'rm -f \"$f\"' EXIT; cat >\"$f\" || exit 125; sh \"$f\" </dev/null";
 
 /// An error with its sources, for messages.
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -404,6 +376,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Map a failed connection onto a message the user can act on.
 fn connect_error(host: &Host, e: &openssh::Error) -> TransportError {
     let (name, addr) = (host.name.as_str(), host.address.as_str());
+    if let openssh::Error::Connect(io) = e {
+        // The crate maps what ssh prints onto other kinds: this one is ours.
+        if io.kind() == io::ErrorKind::NotFound {
+            return TransportError::Connect(format!(
+                "{name} ({addr}): cannot run `ssh` (is the OpenSSH client installed?): {io}"
+            ));
+        }
+    }
     let said = match e {
         openssh::Error::Connect(io) | openssh::Error::Master(io) => io.to_string(),
         other => error_chain(other),
@@ -431,18 +411,16 @@ fn connect_error(host: &Host, e: &openssh::Error) -> TransportError {
         "connection timed out".to_string()
     } else if lower.contains("no route to host") || lower.contains("network is unreachable") {
         "host unreachable (no route)".to_string()
-    } else if lower.contains("could not resolve hostname")
-        || lower.contains("name or service not known")
-    {
+    } else if lower.contains("could not resolve hostname") || lower.contains("name or service not known") {
         "cannot resolve the host name".to_string()
-    } else if lower.contains("permission denied")
-        || lower.contains("too many authentication failures")
-    {
-        let user = host.user.as_deref().map_or_else(
-            || "the user from ssh_config".to_string(),
-            |u| format!("`{u}`"),
-        );
-        format!("authentication failed as {user} (key-based login only: check `identity` and the host's authorized_keys)")
+    } else if lower.contains("permission denied") || lower.contains("too many authentication failures") {
+        let user = host
+            .user
+            .as_deref()
+            .map_or_else(|| "the user from ssh_config".to_string(), |u| format!("`{u}`"));
+        format!(
+            "authentication failed as {user} (key-based login only: check `identity` and the host's authorized_keys)"
+        )
     } else if lower.contains("connection closed") || lower.contains("connection reset") {
         "the server closed the connection during the handshake".to_string()
     } else {
@@ -492,8 +470,7 @@ mod tests {
         );
         let refused = err("ssh: connect to host 10.0.0.5 port 22: Connection refused");
         assert!(
-            refused.contains("connection refused")
-                && refused.contains("port 22: Connection refused"),
+            refused.contains("connection refused") && refused.contains("port 22: Connection refused"),
             "{refused}"
         );
         let denied = err("root@10.0.0.5: Permission denied (publickey).");
@@ -503,15 +480,8 @@ mod tests {
     #[test]
     fn stage_scripts_are_valid_sh() {
         for s in [STAGE, RUN_STAGED, STAGE_AND_RUN] {
-            let out = std::process::Command::new("sh")
-                .args(["-n", "-c", s])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{s}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = std::process::Command::new("sh").args(["-n", "-c", s]).output().unwrap();
+            assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
 }
