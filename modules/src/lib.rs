@@ -5,6 +5,7 @@
 //! differs, and the steps that converge it. Adding a module is one file here
 //! plus one line in [`registry`].
 
+pub mod assert;
 mod blockdev;
 pub mod command;
 pub mod directory;
@@ -28,6 +29,7 @@ pub fn registry() -> Registry {
         .with::<file::File>()
         .with::<directory::Directory>()
         .with::<command::Command>()
+        .with::<assert::Assert>()
         .with::<mount::Mount>()
         .with::<filesystem::Filesystem>()
         .with::<lvm_vg::VolumeGroup>()

@@ -8,6 +8,7 @@
 #   vm.sh down DIR                                kill it (recorded PID), remove its disks
 #   vm.sh resize-disk DIR INDEX NEWSIZE           grow data disk INDEX (0 = /dev/vdb, or "vdb")
 #   vm.sh ssh DIR [CMD...]                        ssh into it over one shared connection
+#   vm.sh check                                   can a VM run here? (exit 1 and why, if not)
 #
 # Environment:
 #   PLUMB_VM_CACHE        image cache dir                          (/var/cache/plumb-vm)
@@ -18,6 +19,7 @@
 #   PLUMB_VM_MAX_RUNNING  VMs allowed at once; `up` waits for a slot (2)
 #   PLUMB_VM_SLOT_TIMEOUT seconds `up` waits for a slot            (900)
 #   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
+#   PLUMB_VM_KERNEL_ARGS  extra kernel command line arguments
 #   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
 set -euo pipefail
 
@@ -36,7 +38,7 @@ GUEST_GW=10.0.2.2
 # What the VM's root holds: sshd, LVM and the tools plumb's storage modules use.
 PACKAGES=openssh-server,lvm2,dmsetup,e2fsprogs,xfsprogs,btrfs-progs,util-linux,mount,fdisk,iproute2,procps,kmod,udev,acl,attr,rsync,coreutils,findutils,diffutils,sudo
 # Modules the initrd needs to reach the root disk (deps resolved by modprobe).
-INITRD_MODULES="virtio_pci virtio_blk virtio_net ext4"
+INITRD_MODULES="virtio_pci virtio_blk virtio_net virtio_rng ext4"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 die() { echo "vm.sh: error: $*" >&2; exit 1; }
@@ -275,36 +277,43 @@ EOF
 #!/bin/sh
 # PID 1 of the plumb tier-2 VM (written by tests/vm/vm.sh): mount the API
 # filesystems, load device-mapper, start udev, configure eth0, exec sshd.
+# The initrd has usually mounted /proc /sys /dev /run already (its static
+# busybox starts far faster under TCG than util-linux does): only what is
+# missing is mounted here. Shell builtins where possible, for the same reason.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-log() { echo "plumb-vm-init: \$*"; }
-mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mkdir -p /run/lock /run/sshd /run/lvm
-chmod 1777 /run/lock
-mount -o remount,rw /
-hostname vm
-modprobe qemu_fw_cfg
-modprobe dm_mod || log "cannot load dm_mod"
-modprobe -q dm_snapshot || true
+log() { read -r up _ </proc/uptime; echo "plumb-vm-init: [\$up] \$*"; }
+mounted() { while read -r _ m _; do [ "\$m" = "\$1" ] && return 0; done </proc/mounts; return 1; }
+copy() { while IFS= read -r l || [ -n "\$l" ]; do printf '%s\n' "\$l"; done <"\$1" >"\$2"; }
+[ -e /proc/self ] || mount -t proc -o nosuid,nodev,noexec proc /proc
+mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mounted /dev/pts || { mkdir -p /dev/pts; mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts; }
+mounted /dev/shm || { mkdir -p /dev/shm; mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm; }
+mounted /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+[ -d /run/sshd ] || { mkdir -p /run/sshd /run/lvm /run/lock; chmod 1777 /run/lock; }
+echo vm >/proc/sys/kernel/hostname
+log "loading modules"
+modprobe -a -q qemu_fw_cfg dm_mod dm_snapshot
+[ -e /dev/mapper/control ] || log "no /dev/mapper/control: device-mapper (dm_mod) did not load"
+log "starting udevd"
 /lib/systemd/systemd-udevd --daemon
-udevadm trigger --type=subsystems --action=add
-udevadm trigger --type=devices --action=add
+# Coldplug only block devices (vd*, later dm-*): a full trigger also loads
+# drivers for the emulated IDE controller, kvm, input... (about 10 s in TCG).
+udevadm trigger --action=add --subsystem-match=block
 udevadm settle --timeout=60 || log "udevadm settle timed out"
-ip link set lo up
-ip addr add $GUEST_IP/24 dev eth0
-ip link set eth0 up
-ip route add default via $GUEST_GW
+ip -batch - <<IP
+link set lo up
+addr add $GUEST_IP/24 dev eth0
+link set eth0 up
+route add default via $GUEST_GW
+IP
+log "eth0 is $GUEST_IP"
 fw=/sys/firmware/qemu_fw_cfg/by_name/opt/plumb
 if [ -r \$fw/host_key/raw ] && [ -r \$fw/authorized_keys/raw ]; then
 	umask 077
-	cat \$fw/host_key/raw >/etc/ssh/plumb_vm_host_key
+	copy \$fw/host_key/raw /etc/ssh/plumb_vm_host_key
 	umask 022
-	cat \$fw/authorized_keys/raw >/etc/ssh/plumb_vm_authorized_keys
+	copy \$fw/authorized_keys/raw /etc/ssh/plumb_vm_authorized_keys
 else
 	log "no keys in fw_cfg (\$fw): sshd cannot start"
 fi
@@ -322,8 +331,8 @@ write_initrd_init() { # PATH
 /bin/busybox --install -s /bin
 fail() { echo "initrd: $*"; poweroff -f; }
 mount -t devtmpfs devtmpfs /dev
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+mount -t proc -o nosuid,nodev,noexec proc /proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 while read -r m; do
 	insmod "/lib/modules/$m" || echo "initrd: insmod $m failed"
 done </modules.list
@@ -335,9 +344,18 @@ while [ ! -b /dev/vda ]; do
 done
 mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
 [ -x /newroot/sbin/plumb-vm-init ] || fail "no /sbin/plumb-vm-init on /dev/vda"
-mount --move /dev /newroot/dev
-umount /proc /sys
-exec switch_root /newroot /sbin/plumb-vm-init
+# The API filesystems for the real root (cheaper here than with util-linux).
+r=/newroot
+mount --move /dev $r/dev
+mkdir -p $r/dev/pts $r/dev/shm
+mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts $r/dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs $r/dev/shm
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs $r/run
+mkdir -p $r/run/sshd $r/run/lvm
+mkdir -m 1777 $r/run/lock
+mount --move /proc $r/proc
+mount --move /sys $r/sys
+exec switch_root $r /sbin/plumb-vm-init
 EOF
 	chmod 0755 "$1"
 }
@@ -381,10 +399,11 @@ kill_pid() { # PID CHECK DIR: TERM, then KILL after a bounded wait
 	return 0
 }
 
-# A path for a unix socket: DIR/NAME if short enough, else under /run/plumb-vm.
-sock_path() { # DIR NAME
+# A path for a unix socket: DIR/NAME if at most MAX long, else under
+# /run/plumb-vm (sun_path holds 107 bytes).
+sock_path() { # DIR NAME MAX
 	local p=$1/$2
-	if ((${#p} > 100)); then
+	if ((${#p} > $3)); then
 		mkdir -p "$RUNDIR"
 		p=$RUNDIR/$(printf '%s' "$1" | cksum | cut -d' ' -f1)-$2
 	fi
@@ -446,7 +465,7 @@ start_qemu() { # DIR PORT -> sets QEMU_PID
 		-machine pc -accel tcg,thread=multi,tb-size=128 -smp "$SMP" -m "$MEM"
 		-display none -vga none -serial "file:$dir/console.log"
 		-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img"
-		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off tsc=reliable"
+		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off tsc=reliable ${PLUMB_VM_KERNEL_ARGS:-}"
 		-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
 		-device virtio-net-pci,netdev=n0,romfile=,addr=0x2
 		-device virtio-rng-pci,addr=0x3
@@ -542,9 +561,12 @@ cmd_up() {
 	rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub" "$dir/hostkey" "$dir/hostkey.pub"
 	ssh-keygen -q -t ed25519 -N '' -C plumb-vm-client -f "$dir/id_ed25519"
 	ssh-keygen -q -t ed25519 -N '' -C plumb-vm -f "$dir/hostkey"
-	sock_path "$dir" qmp >"$dir/qmp_path"
-	sock_path "$dir" mux >"$dir/control_path"
-	rm -f "$(cat "$dir/qmp_path")" "$(cat "$dir/control_path")"
+	sock_path "$dir" qmp 100 >"$dir/qmp_path"
+	# One shared connection per remote user (%r): a master logged in as root
+	# would otherwise run `ssh -l deploy` commands as root. ssh binds the
+	# socket under a 17-character temporary suffix first, hence the short MAX.
+	sock_path "$dir" 'mux-%r' 72 >"$dir/control_path"
+	rm -f "$(cat "$dir/qmp_path")" "$(sed 's/%r/*/' "$dir/control_path")"
 	qemu-img create -q -f qcow2 -o compat=1.1 -F raw -b "$IMAGE/root.img" "$dir/root.qcow2"
 	local k
 	for ((k = 0; k < DISKS; k++)); do
@@ -575,15 +597,20 @@ cmd_up() {
 	done
 	exec 9>&- # qemu holds the slot now
 
-	# Wait for sshd: first its banner (cheap), then a real login.
+	# Wait for sshd: first its banner (cheap), then a real login. That login
+	# stays open as the shared connection (ControlMaster) that `vm.sh ssh` and
+	# the Rust helper reuse; its stdout must not be ours (a caller reading our
+	# stdout to EOF would wait for the master to exit).
 	local deadline=$((t0 + UP_TIMEOUT))
+	ssh_base "$dir"
 	while :; do
 		if ! alive "$QEMU_PID"; then
 			console_tail "$dir"
 			die "qemu (pid $QEMU_PID) died while booting"
 		fi
-		if ssh_banner "$port"; then
-			if timeout 30 ssh -F "$dir/ssh_config" vm true </dev/null 2>"$dir/ssh.err"; then break; fi
+		# (probing before sshd runs only fills the console with slirp's resets)
+		if grep -q '^plumb-vm-init: .* starting sshd' "$dir/console.log" && ssh_banner "$port"; then
+			if timeout 30 "${SSH_ARGS[@]}" vm true </dev/null >/dev/null 2>"$dir/ssh.err"; then break; fi
 		fi
 		if ((SECONDS >= deadline)); then
 			console_tail "$dir"
@@ -622,11 +649,12 @@ cmd_down() {
 	local dir pid cp
 	dir=$(cd "$1" && pwd -P)
 	if [ -f "$dir/control_path" ]; then
-		cp=$(cat "$dir/control_path")
-		if [ -S "$cp" ]; then
+		# stop the shared connections (one per user): ControlPath=%r template
+		for cp in $(sed 's/%r/*/' "$dir/control_path"); do
+			[ -S "$cp" ] || continue
 			timeout 5 ssh -F "$dir/ssh_config" -o "ControlPath=$cp" -O exit vm >/dev/null 2>&1 || true
 			rm -f "$cp"
-		fi
+		done
 	fi
 	if [ -f "$dir/pid" ]; then
 		pid=$(cat "$dir/pid")
@@ -638,6 +666,22 @@ cmd_down() {
 	fi
 	[ -f "$dir/qmp_path" ] && rm -f "$(cat "$dir/qmp_path")"
 	rm -f "$dir"/root.qcow2 "$dir"/data*.qcow2 "$dir/pid" "$dir/watch_pid"
+}
+
+# Exit 0 if `up` can work here, else print why and exit 1. Cheap: no build.
+cmd_check() {
+	[ "$(id -u)" = 0 ] || die "the VM lab needs root"
+	local c miss=()
+	for c in "$QEMU" qemu-img ssh ssh-keygen setsid flock perl timeout numfmt; do
+		command -v "$c" >/dev/null || miss+=("$c")
+	done
+	((${#miss[@]} == 0)) || die "the VM lab needs ${miss[*]} (apt-get install qemu-system-x86 qemu-utils openssh-client)"
+	image_ready && return 0
+	[ ! -e "$IMAGE.failed" ] || die "the VM image build failed before (log: $CACHE/build.log); run 'tests/vm/vm.sh image' to retry"
+	local missing
+	missing=$(image_missing_tools)
+	[ -z "$missing" ] || die "no cached VM image, and building one needs: $missing (apt-get install mmdebstrap busybox-static cpio e2fsprogs)"
+	kernel_package >/dev/null || die "no cached VM image, and apt knows no linux-image-*-cloud-amd64 package (apt-get update)"
 }
 
 # ---------------------------------------------------------------- running VM
@@ -701,6 +745,9 @@ cmd_resize_disk() { # DIR INDEX NEWSIZE
 
 # ---------------------------------------------------------------- main
 
+# One brace group, ending in exit: bash parses it whole before running it, so
+# a long-running vm.sh (the owner watcher) never reads an edited file's tail.
+{
 case ${1:-} in
 image)
 	shift
@@ -712,6 +759,9 @@ up) shift; cmd_up "$@" ;;
 down) shift; cmd_down "$@" ;;
 resize-disk) shift; cmd_resize_disk "$@" ;;
 ssh) shift; cmd_ssh "$@" ;;
+check) cmd_check ;;
 _watch) shift; cmd_watch "$@" ;;
-*) sed -n '2,22s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
+*) sed -n '2,24s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
 esac
+exit
+}
