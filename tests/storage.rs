@@ -460,7 +460,7 @@ fn tricky_tree(root: &Path) {
     std::os::unix::fs::symlink("../a", root.join("sub/rel-link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
     sh(&format!(
-        "cd '{}' && truncate -s 64M sparse && printf end >> sparse \
+        "cd '{}' && truncate -s 16M sparse && printf end >> sparse \
          && head -c 300000 /dev/urandom > random.bin \
          && printf s > setuid && chmod 4755 setuid \
          && printf g > setgid-dir-file && chmod 2750 setgid-dir-file && chmod 2775 sub/deeper \

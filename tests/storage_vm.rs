@@ -297,7 +297,7 @@ fn the_phase1_storage_plan_previews_the_whole_chain_applies_then_converges() {
          && mkdir -p /var/lib/docker/overlay2/abc /var/lib/rancher/k3s/server \
          && head -c 30000000 /dev/urandom > /var/lib/docker/overlay2/abc/layer.tar \
          && ln /var/lib/docker/overlay2/abc/layer.tar /var/lib/docker/hardlink \
-         && ln -s overlay2/abc /var/lib/docker/current && truncate -s 1G /var/lib/docker/sparse.img \
+         && ln -s overlay2/abc /var/lib/docker/current && truncate -s 256M /var/lib/docker/sparse.img \
          && echo token > /var/lib/rancher/k3s/server/token && chmod 600 /var/lib/rancher/k3s/server/token \
          && setfattr -n user.plumb -v kept /var/lib/rancher/k3s/server/token \
          && (cd /var/lib && find docker rancher -type f -exec sha256sum {} + | sort > /root/before.sum)",

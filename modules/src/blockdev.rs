@@ -153,27 +153,50 @@ pub(crate) fn probe(prefix: &str, dev: &str) -> Sh {
         .val(prefix)
         .raw("; dev=")
         .val(dev)
-        .raw(
-            "\nif [ -b \"$dev\" ]; then\n\
-             real=$(readlink -f -- \"$dev\")\n\
-             echo \"$pfx.real=$real\"\n\
-             echo \"$pfx.size=$(blockdev --getsize64 \"$real\")\"\n\
-             echo \"$pfx.majmin=$(mountpoint -x \"$real\")\"\n\
-             echo \"$pfx.mount=$(findmnt -n -o TARGET --first-only -S \"$real\" 2>/dev/null)\"\n\
-             sig=$(blkid -p -o export -- \"$real\" 2>/dev/null); echo \"$pfx.blkid.rc=$?\"\n\
-             printf '%s\\n' \"$sig\" | sed -n \"s/^\\([A-Z_]*\\)=/$pfx.blkid.\\1=/p\"\n\
-             type=$(printf '%s\\n' \"$sig\" | sed -n 's/^TYPE=//p')\n\
-             case \"$type\" in\n\
-             ext2|ext3|ext4) dumpe2fs -h -- \"$real\" 2>/dev/null | sed -n \
-             \"s/^\\(Block count\\|Block size\\|First block\\|Blocks per group\\|Inode blocks per group\\|Reserved GDT blocks\\|Filesystem features\\): *\\(.*\\)/$pfx.fs.\\1=\\2/p\" ;;\n\
-             xfs) xfs_info \"$real\" 2>/dev/null | sed -n \
-             \"s/^data *= *bsize=\\([0-9]*\\) *blocks=\\([0-9]*\\),.*/$pfx.fs.bsize=\\1\\n$pfx.fs.blocks=\\2/p\" ;;\n\
-             btrfs) btrfs filesystem show --raw \"$real\" 2>/dev/null | awk '$1 == \"devid\" {print $2, $4, $NF}' |\n\
-             while read -r id bytes path; do if [ \"$(readlink -f -- \"$path\")\" = \"$real\" ]; then echo \"$pfx.fs.devid=$id\"; echo \"$pfx.fs.bytes=$bytes\"; fi; done ;;\n\
-             esac\n\
-             fi",
-        )
+        .raw("\n")
+        .raw(PROBE)
 }
+
+/// The probe's shell (`$pfx` and `$dev` set). Few programs run: on a slow
+/// host (or an emulated one) each costs more than everything else, so the
+/// device's numbers, canonical name and size come from stat and sysfs, and
+/// outputs are split with shell builtins.
+const PROBE: &str = r#"if [ -b "$dev" ]; then
+  mm=$(stat -L -c '%t %T' -- "$dev")
+  maj=$((0x${mm% *})); min=$((0x${mm#* }))
+  sys=/sys/dev/block/$maj:$min
+  echo "$pfx.majmin=$maj:$min"
+  real=
+  while IFS== read -r k v; do [ "$k" = DEVNAME ] && real=/dev/$v; done < "$sys/uevent"
+  echo "$pfx.real=${real:-$dev}"
+  read -r sectors < "$sys/size" && echo "$pfx.size=$((sectors * 512))"
+  echo "$pfx.mount=$(findmnt -n -o TARGET --first-only -S "${real:-$dev}" 2>/dev/null)"
+  sig=$(blkid -p -o export -- "$dev" 2>/dev/null); echo "$pfx.blkid.rc=$?"
+  type=
+  saved_ifs=$IFS; IFS='
+'; set -f
+  for line in $sig; do
+    case $line in [A-Z_]*=*) echo "$pfx.blkid.$line" ;; esac
+    case $line in TYPE=*) type=${line#TYPE=} ;; esac
+  done
+  IFS=$saved_ifs; set +f
+  case "$type" in
+  ext2|ext3|ext4) dumpe2fs -h -- "$dev" 2>/dev/null | while IFS=: read -r k v; do
+      case $k in "Block count"|"Block size"|"First block"|"Blocks per group"|"Inode blocks per group"|"Reserved GDT blocks"|"Filesystem features")
+        v=${v#"${v%%[! ]*}"}; echo "$pfx.fs.$k=$v" ;;
+      esac
+    done ;;
+  xfs) xfs_info "${real:-$dev}" 2>/dev/null | while read -r first rest; do
+      [ "$first" = data ] || continue
+      for w in $rest; do case $w in bsize=*) echo "$pfx.fs.bsize=${w#bsize=}" ;; blocks=*) w=${w#blocks=}; echo "$pfx.fs.blocks=${w%,}" ;; esac; done
+      break
+    done ;;
+  btrfs) btrfs filesystem show --raw "${real:-$dev}" 2>/dev/null | while read -r w1 id w3 bytes rest; do
+      [ "$w1" = devid ] || continue
+      if [ "$(stat -L -c '%t %T' -- "${rest##* }" 2>/dev/null)" = "$mm" ]; then echo "$pfx.fs.devid=$id"; echo "$pfx.fs.bytes=$bytes"; fi
+    done ;;
+  esac
+fi"#;
 
 /// Read what [`probe`] printed under `prefix`.
 ///

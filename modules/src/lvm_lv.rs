@@ -233,19 +233,16 @@ impl Module for LogicalVolume {
         let mut s = lvm::env().raw("exec 3>&1\n");
         s.line(&blockdev::probe("lv", &p.path()));
         s.line(&Sh::raw_start("echo --"));
+        // One report for the group and its volumes: `pvs` with volume
+        // columns lists every segment (free ones too), so a group without
+        // volumes still has rows.
         s.line(&lvm::report_section(
-            "vgs",
-            "vgs_status",
+            "pvs",
+            "pvs_status",
             &Sh::raw_start(
-                "vgs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_extent_count,vg_free_count -S",
+                "pvs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_extent_count,vg_free_count,lv_name,lv_size,lv_attr -S",
             )
             .arg(format!("vg_name={}", p.vg)),
-        ));
-        s.line(&lvm::report_section(
-            "lvs",
-            "lvs_status",
-            &Sh::raw_start("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr -S")
-                .arg(format!("vg_name={}&&lv_name={}", p.vg, p.name)),
         ));
         s
     }
@@ -255,9 +252,9 @@ impl Module for LogicalVolume {
         let dev = blockdev::parse("lv", &f)?;
         let sec = sections(out.body().unwrap_or_default(), "");
         let body = |k: &str| String::from_utf8_lossy(sec.get(k).map_or(&[][..], |v| v)).into_owned();
-        lvm::status(sec.get("vgs_status"))?;
-        lvm::status(sec.get("lvs_status"))?;
-        let group = match rows(&body("vgs"), "vg")?.first() {
+        lvm::status(sec.get("pvs_status"))?;
+        let segments = rows(&body("pvs"), "pv")?;
+        let group = match segments.first() {
             Some(r) => Some(GroupSpace {
                 extent: num(r, "vg_extent_size")?.max(1),
                 extents: num(r, "vg_extent_count")?,
@@ -265,17 +262,11 @@ impl Module for LogicalVolume {
             }),
             None => None,
         };
-        let volume = match (rows(&body("lvs"), "lv")?.first(), &group) {
+        let volume = match (segments.iter().find(|r| text(r, "lv_name") == p.name), &group) {
             (Some(r), Some(g)) => Some(VolumeInfo {
                 extents: num(r, "lv_size")? / g.extent,
                 attr: text(r, "lv_attr"),
             }),
-            (Some(_), None) => {
-                return Err(format!(
-                    "`lvs` lists `{}/{}` but `vgs` does not list its group",
-                    p.vg, p.name
-                ))
-            }
             _ => None,
         };
         Ok(State { group, volume, dev })

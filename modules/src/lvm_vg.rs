@@ -32,8 +32,6 @@ pub struct Params {
 /// The group, as `vgs` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupInfo {
-    size: u64,
-    free: u64,
     extent: u64,
     missing_pvs: u64,
 }
@@ -175,20 +173,12 @@ impl Module for VolumeGroup {
             s.line(&blockdev::probe(&format!("pv{i}"), d));
         }
         s.line(&Sh::raw_start("echo --"));
-        let select = format!("vg_name={}", p.name);
-        s.line(&lvm::report_section(
-            "vgs",
-            "vgs_status",
-            &Sh::raw_start(
-                "vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free,vg_extent_size,vg_missing_pv_count -S",
-            )
-            .arg(&select),
-        ));
+        // Every PV, with its group's columns: one report for both.
         s.line(&lvm::report_section(
             "pvs",
             "pvs_status",
             &Sh::raw_start(
-                "pvs --reportformat json --units b --nosuffix -o pv_name,vg_name,pv_major,pv_minor,pv_pe_count,pe_start,dev_size",
+                "pvs --reportformat json --units b --nosuffix -o pv_name,vg_name,pv_major,pv_minor,pv_pe_count,pe_start,dev_size,vg_extent_size,vg_missing_pv_count",
             ),
         ));
         s
@@ -200,12 +190,10 @@ impl Module for VolumeGroup {
             .map(|i| blockdev::parse(&format!("pv{i}"), &f))
             .collect::<Result<Vec<_>, _>>()?;
         let sec = sections(out.body().unwrap_or_default(), "");
-        lvm::status(sec.get("vgs_status"))?;
         lvm::status(sec.get("pvs_status"))?;
-        let group = match rows(&String::from_utf8_lossy(sec.get("vgs").map_or(&[][..], |v| v)), "vg")?.first() {
+        let report = rows(&String::from_utf8_lossy(sec.get("pvs").map_or(&[][..], |v| v)), "pv")?;
+        let group = match report.iter().find(|r| text(r, "vg_name") == p.name) {
             Some(r) => Some(GroupInfo {
-                size: num(r, "vg_size")?,
-                free: num(r, "vg_free")?,
                 extent: num(r, "vg_extent_size")?,
                 missing_pvs: num(r, "vg_missing_pv_count")?,
             }),
@@ -213,7 +201,7 @@ impl Module for VolumeGroup {
         };
         let wanted: Vec<&str> = devices.iter().filter_map(|d| d.majmin.as_deref()).collect();
         let mut pvs = Vec::new();
-        for r in rows(&String::from_utf8_lossy(sec.get("pvs").map_or(&[][..], |v| v)), "pv")? {
+        for r in report {
             let vg = text(&r, "vg_name");
             // A missing PV of another group has no device numbers: skip it.
             let (Ok(major), Ok(minor)) = (num(&r, "pv_major"), num(&r, "pv_minor")) else {

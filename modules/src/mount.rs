@@ -395,9 +395,9 @@ impl Module for Mount {
 
     fn probe(p: &Params) -> Sh {
         let migrate = p.migrate.is_some() && p.state == MountState::Mounted;
-        let mut s = Sh::raw_start("path=$(readlink -m --")
-            .arg(&p.path)
-            .raw(")\nsrc=")
+        let mut s = Sh::raw_start("path=")
+            .val(&p.path)
+            .raw("\nsrc=")
             .val(p.src())
             .raw("\nfstab=")
             .val(&p.fstab)
@@ -406,9 +406,7 @@ impl Module for Mount {
         s.line(&Sh::raw_start(PROBE));
         s.line(&Sh::raw_start("echo --"));
         s.line(&section_marker("findmnt"));
-        s.line(&Sh::raw_start(
-            "findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS -M \"$path\" 2>/dev/null || true",
-        ));
+        s.line(&Sh::raw_start("printf '%s\\n' \"$live\""));
         s.line(&section_marker("fstab"));
         s.line(&Sh::raw_start("if [ -f \"$fstab\" ]; then cat -- \"$fstab\"; fi"));
         s
@@ -681,26 +679,40 @@ impl Module for Mount {
     }
 }
 
-/// The probe's shell: `$path` (canonical), `$src`, `$fstab` and `$migrate`
-/// are set before it.
+/// The probe's shell: `$path`, `$src`, `$fstab` and `$migrate` are set
+/// before it. It runs few programs (each one is the main cost on a slow
+/// host): findmnt once, and the rest with shell builtins where it can.
 const PROBE: &str = r#"if [ -f "$fstab" ]; then echo fstab.exists=1; else echo fstab.exists=0; fi
+if [ -d "$path" ] && [ ! -L "$path" ]; then path=$(cd -P -- "$path" && pwd -P); fi
 case "$src" in
-  UUID=*|LABEL=*|PARTUUID=*|PARTLABEL=*) real=$(blkid -l -o device -t "$src" 2>/dev/null || true) ;;
-  /*) real=$(readlink -e -- "$src" 2>/dev/null || true) ;;
-  *) real= ;;
+  UUID=*|LABEL=*|PARTUUID=*|PARTLABEL=*) dev=$(blkid -l -o device -t "$src" 2>/dev/null) ;;
+  /*) dev=$src ;;
+  *) dev= ;;
 esac
-echo "src.real=$real"
-src_mm=
-if [ -n "$real" ] && [ -b "$real" ]; then src_mm=$(mountpoint -x "$real" 2>/dev/null || true); fi
+src_mm=; src_real=
+if [ -n "$dev" ] && [ -e "$dev" ]; then
+  src_real=$dev
+  if [ -b "$dev" ]; then mm=$(stat -L -c '%t %T' -- "$dev"); src_mm=$((0x${mm% *})):$((0x${mm#* })); fi
+fi
+echo "src.real=$src_real"
 if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then echo path.kind=other
-elif [ -d "$path" ]; then echo path.kind=dir; echo "path.entries=$(find "$path" -mindepth 1 -maxdepth 1 ! -name lost+found -printf x | wc -c)"
+elif [ -d "$path" ]; then
+  n=0
+  for e in "$path"/* "$path"/.[!.]* "$path"/..?*; do
+    if { [ -e "$e" ] || [ -L "$e" ]; } && [ "$e" != "$path/lost+found" ]; then n=$((n + 1)); fi
+  done
+  echo path.kind=dir; echo "path.entries=$n"
 else echo path.kind=none; fi
-vis_src=$(findmnt -n -o SOURCE -M "$path" 2>/dev/null | tail -n 1)
+live=$(findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN -M "$path" 2>/dev/null)
+vis_src=; vis_mm=
+if [ -n "$live" ]; then
+  vis_src=${live##*\"source\": \"}; vis_src=${vis_src%%\"*}
+  vis_mm=${live##*\"maj:min\": \"}; vis_mm=${vis_mm%%\"*}
+fi
 ours=0
 if [ -n "$vis_src" ]; then
-  vis_mm=$(findmnt -n -o MAJ:MIN -M "$path" | tail -n 1)
-  vis_real=$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null || true)
-  if [ "$vis_src" = "$src" ] || { [ -n "$real" ] && [ "$vis_real" = "$real" ]; } || { [ -n "$src_mm" ] && [ "$vis_mm" = "$src_mm" ]; }; then ours=1; fi
+  if [ "$vis_src" = "$src" ] || { [ -n "$src_mm" ] && [ "$vis_mm" = "$src_mm" ]; }; then ours=1
+  elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
 fi
 echo "live.ours=$ours"
 if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi"#;
