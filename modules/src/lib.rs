@@ -6,9 +6,18 @@
 //! plus one line in [`registry`].
 
 pub mod assert;
+mod blockdev;
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod filesystem;
+mod fstab;
+mod lvm;
+pub mod lvm_lv;
+pub mod lvm_vg;
+mod migrate;
+pub mod mount;
+pub mod size;
 mod stat;
 
 use plumb_engine::module::Registry;
@@ -21,6 +30,10 @@ pub fn registry() -> Registry {
         .with::<directory::Directory>()
         .with::<command::Command>()
         .with::<assert::Assert>()
+        .with::<mount::Mount>()
+        .with::<filesystem::Filesystem>()
+        .with::<lvm_vg::VolumeGroup>()
+        .with::<lvm_lv::LogicalVolume>()
 }
 
 #[cfg(test)]
