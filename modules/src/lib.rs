@@ -6,7 +6,9 @@
 //! plus one line in [`registry`].
 
 pub mod command;
+mod config_file;
 pub mod directory;
+pub mod docker_daemon;
 pub mod file;
 mod stat;
 
@@ -19,6 +21,7 @@ pub fn registry() -> Registry {
         .with::<file::File>()
         .with::<directory::Directory>()
         .with::<command::Command>()
+        .with::<docker_daemon::DockerDaemon>()
 }
 
 #[cfg(test)]
