@@ -10,6 +10,7 @@ mod config_file;
 pub mod directory;
 pub mod docker_daemon;
 pub mod file;
+pub mod service;
 mod stat;
 
 use plumb_engine::module::Registry;
@@ -22,6 +23,7 @@ pub fn registry() -> Registry {
         .with::<directory::Directory>()
         .with::<command::Command>()
         .with::<docker_daemon::DockerDaemon>()
+        .with::<service::Service>()
 }
 
 #[cfg(test)]
