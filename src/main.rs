@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+mod progress;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use plumb_engine::compile::{compile, to_dot, CompileOptions, Compiled};
 use plumb_engine::diag::{Diag, Report};
@@ -56,6 +58,12 @@ struct Common {
     /// Accept the host key of hosts never seen before (a changed key is always refused).
     #[arg(long)]
     accept_new_host_keys: bool,
+    /// An OpenSSH client config to use instead of ~/.ssh/config (`ssh -F`).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// Seconds to wait for a host to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    connect_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -332,6 +340,28 @@ fn connector(common: &Common) -> Arc<dyn Connector> {
 async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     let mut opts = RunOptions::new(mode);
     opts.forks = common.forks;
+    if c.hosts.iter().any(|h| h.needs_facts) {
+        let plan = Arc::new(c.plan.clone());
+        let inventory = c.inventory.clone();
+        let sources = c.sources.clone();
+        let copts = c.options.clone();
+        let registry = Arc::new(plumb_modules::registry());
+        opts.recompile = Some(Arc::new(move |host, facts| {
+            plumb_engine::compile::compile_with_facts(&plan, host, &inventory, &registry, &sources, &copts, facts)
+                .map_err(|d| {
+                    format!(
+                        "the plan does not compile with this host's facts:\n{}",
+                        plumb_engine::diag::render_plain(&sources, d)
+                    )
+                })
+        }));
+    }
+    let display = (std::io::stderr().is_terminal() && common.format == Format::Text)
+        .then(|| progress::Progress::new(c.hosts.len()));
+    if let Some(d) = &display {
+        let d = d.clone();
+        opts.events = Some(Arc::new(move |e| d.on(e)));
+    }
     let cancel = opts.cancel.clone();
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -342,6 +372,9 @@ async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     let hosts = c.hosts.into_iter().map(Arc::new).collect();
     let report = run(&c.plan.name, hosts, connector(common), opts).await;
     watcher.abort();
+    if let Some(d) = display {
+        d.clear();
+    }
     report
 }
 

@@ -530,12 +530,7 @@ resources:
         .status()
         .unwrap()
         .success());
-    let out = child.wait_with_output().unwrap();
-    let o = common::Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let o = common::Outcome::from_output(child.wait_with_output().unwrap());
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(o.status_of("slow"), "changed", "the running step finished");
     assert_eq!(o.status_of("after"), "skipped");

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -58,6 +59,8 @@ pub struct HostResource {
     pub become_: Become,
     /// Keep its values out of every output.
     pub sensitive: bool,
+    /// It reads facts, which are known only once connected: compiled then.
+    pub deferred: bool,
 }
 
 /// Everything to do on one host.
@@ -68,6 +71,8 @@ pub struct HostPlan {
     pub resources: Vec<HostResource>,
     /// Indices of `resources` in dependency order.
     pub order: Vec<usize>,
+    /// Some resource reads `facts`: gather them, then compile again.
+    pub needs_facts: bool,
 }
 
 /// Options that come from the command line.
@@ -85,6 +90,12 @@ pub struct Compiled {
     pub plan: RawPlan,
     /// One plan per host, in inventory order.
     pub hosts: Vec<HostPlan>,
+    /// The inventory it was compiled against.
+    pub inventory: Arc<Inventory>,
+    /// Its sources.
+    pub sources: Sources,
+    /// The options it was compiled with.
+    pub options: CompileOptions,
 }
 
 /// Compile `plan` for every host it selects.
@@ -142,18 +153,9 @@ pub fn compile(
     if !diags.is_empty() {
         return Err(diags);
     }
-    let templates = Templates::new();
     let mut hosts = Vec::new();
     for host in selected {
-        let mut vars = plan.vars.clone();
-        vars.extend(host.vars.clone());
-        vars.extend(opts.vars.clone());
-        let on_host: Vec<&RawResource> = plan
-            .resources
-            .iter()
-            .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
-            .collect();
-        match compile_host(&plan, host, &on_host, &vars, registry, sources, &templates) {
+        match compile_for(&plan, host, &narrowed, registry, sources, opts, None) {
             Ok(hp) => hosts.push(hp),
             Err(d) => diags.extend(d),
         }
@@ -161,7 +163,74 @@ pub fn compile(
     if !diags.is_empty() {
         return Err(dedup(diags));
     }
-    Ok(Compiled { plan, hosts })
+    Ok(Compiled {
+        plan,
+        hosts,
+        inventory: Arc::new(inventory.clone()),
+        sources: sources.clone(),
+        options: opts.clone(),
+    })
+}
+
+/// Compile `plan` for one host again, now that its facts are known.
+///
+/// # Errors
+/// Every problem found (e.g. a template reading a fact the host lacks).
+pub fn compile_with_facts(
+    plan: &RawPlan,
+    host: &Host,
+    inventory: &Inventory,
+    registry: &Registry,
+    sources: &Sources,
+    opts: &CompileOptions,
+    facts: &serde_json::Value,
+) -> Result<HostPlan, Vec<Diag>> {
+    let mut narrowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for r in &plan.resources {
+        if let Some(h) = &r.hosts {
+            narrowed.insert(
+                &r.id.value,
+                inventory.select(h)?.iter().map(|h| h.name.clone()).collect(),
+            );
+        }
+    }
+    compile_for(plan, host, &narrowed, registry, sources, opts, Some(facts)).map_err(dedup)
+}
+
+fn compile_for(
+    plan: &RawPlan,
+    host: &Host,
+    narrowed: &BTreeMap<&str, BTreeSet<String>>,
+    registry: &Registry,
+    sources: &Sources,
+    opts: &CompileOptions,
+    facts: Option<&serde_json::Value>,
+) -> Result<HostPlan, Vec<Diag>> {
+    let mut vars = plan.vars.clone();
+    vars.extend(host.vars.clone());
+    vars.extend(opts.vars.clone());
+    if let Some(f) = facts {
+        vars.insert("facts".into(), f.clone());
+    }
+    let on_host: Vec<&RawResource> = plan
+        .resources
+        .iter()
+        .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
+        .collect();
+    compile_host(plan, host, &on_host, &vars, registry, sources, facts.is_some())
+}
+
+/// Whether a resource reads facts anywhere (parameters or `when`).
+fn reads_facts(r: &RawResource) -> bool {
+    fn walk(n: &crate::yaml::Node) -> bool {
+        match &n.value {
+            crate::yaml::Value::Str(s) => crate::facts::mentions_facts(s),
+            crate::yaml::Value::Seq(items) => items.iter().any(walk),
+            crate::yaml::Value::Map(m) => m.iter().any(|e| walk(&e.value)),
+            _ => false,
+        }
+    }
+    walk(&r.params) || r.when.as_ref().is_some_and(walk)
 }
 
 fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
@@ -185,10 +254,12 @@ fn compile_host(
     vars: &Vars,
     registry: &Registry,
     sources: &Sources,
-    templates: &Templates,
+    have_facts: bool,
 ) -> Result<HostPlan, Vec<Diag>> {
+    let templates = &Templates::new();
     let mut diags = Vec::new();
     let mut resources = Vec::new();
+    let mut needs_facts = false;
     let render = |text: &str, id| templates.render_file(text, id, vars);
     for raw in raws {
         let become_ = raw.become_.clone().unwrap_or_else(|| host.become_.clone());
@@ -204,7 +275,15 @@ fn compile_host(
             notified_by: Vec::new(),
             become_,
             sensitive: raw.sensitive,
+            deferred: false,
         };
+        if !have_facts && reads_facts(raw) {
+            // Known once connected; the executor compiles it again then.
+            needs_facts = true;
+            hr.deferred = true;
+            resources.push(hr);
+            continue;
+        }
         if let Some(w) = &raw.when {
             match templates.condition(w, vars, sources) {
                 Ok(false) => {
@@ -231,6 +310,7 @@ fn compile_host(
             sources,
             render: &render,
             sensitive: raw.sensitive,
+            vars,
         };
         match module.compile(&params, raw.module.span, cx) {
             Ok(r) => hr.resource = Some(r),
@@ -278,6 +358,7 @@ fn compile_host(
         host: host.clone(),
         resources,
         order,
+        needs_facts,
     })
 }
 

@@ -211,6 +211,19 @@ impl Diagnostic for Report {
     }
 }
 
+/// Render diagnostics as plain text (no color), e.g. to report a plan
+/// error found on one host inside a run's report.
+#[must_use]
+pub fn render_plain(sources: &Sources, diags: Vec<Diag>) -> String {
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
+    let mut out = String::new();
+    let report = Report::new(sources, diags);
+    for d in report.items() {
+        let _ = handler.render_report(&mut out, d);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

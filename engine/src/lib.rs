@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod diag;
+pub mod facts;
 pub mod introspect;
 pub mod inventory;
 pub mod module;

@@ -376,6 +376,7 @@ pub struct PrepareCx<'a> {
     pub(crate) render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
     pub(crate) diags: RefCell<Vec<Diag>>,
     pub(crate) sensitive: bool,
+    pub(crate) vars: &'a crate::template::Vars,
 }
 
 impl PrepareCx<'_> {
@@ -384,6 +385,29 @@ impl PrepareCx<'_> {
     #[must_use]
     pub fn sensitive(&self) -> bool {
         self.sensitive
+    }
+
+    /// The host's variables (with `facts` once they are known).
+    #[must_use]
+    pub fn vars(&self) -> &crate::template::Vars {
+        self.vars
+    }
+
+    /// Check that `expr` (the parameter at `path`) is a valid expression;
+    /// an error points at it.
+    pub fn check_expression(&self, path: &str, expr: &str) -> bool {
+        match crate::template::check_expression(expr) {
+            Ok(()) => true,
+            Err(e) => {
+                self.error(
+                    path,
+                    "plumb::template::syntax",
+                    format!("invalid expression: {e}"),
+                    None,
+                );
+                false
+            }
+        }
     }
 
     /// Report a problem with the parameter at `path` (dotted; `""` for the
@@ -699,6 +723,8 @@ pub struct CompileCx<'a> {
     pub render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
     /// Whether the resource is `sensitive`.
     pub sensitive: bool,
+    /// The host's variables (facts included once known).
+    pub vars: &'a crate::template::Vars,
 }
 
 struct Entry<M>(PhantomData<fn() -> M>);
@@ -726,6 +752,7 @@ impl<M: Module> ModuleEntry for Entry<M> {
             render: cx.render,
             diags: RefCell::new(Vec::new()),
             sensitive: cx.sensitive,
+            vars: cx.vars,
         };
         M::prepare(&mut p, &pcx);
         let diags = pcx.diags.into_inner();

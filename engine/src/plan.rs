@@ -482,14 +482,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 id.as_ref().map_or(span, |i| i.span),
                 "",
             )
-            .with_help(format!(
-                "add exactly one of {}",
-                registry
-                    .names()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            .with_help("add one module key, such as `file:` or `directory:`; `plumb doc` lists every module"),
         ),
         0 | 1 => {}
         _ => {

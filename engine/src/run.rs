@@ -46,7 +46,13 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     /// Progress events.
     pub events: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+    /// Compiles a host's plan again with its facts (for plans that read
+    /// facts); the error is a rendered diagnostic.
+    pub recompile: Option<Recompile>,
 }
+
+/// See [`RunOptions::recompile`].
+pub type Recompile = Arc<dyn Fn(&crate::inventory::Host, &serde_json::Value) -> Result<HostPlan, String> + Send + Sync>;
 
 impl RunOptions {
     /// Options for `mode` with a fresh run id.
@@ -58,6 +64,7 @@ impl RunOptions {
             run_id: new_run_id(),
             cancel: Arc::new(AtomicBool::new(false)),
             events: None,
+            recompile: None,
         }
     }
 
@@ -200,11 +207,11 @@ impl HostRun<'_> {
         Ok(out)
     }
 
-    async fn step(&self, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
+    async fn step(&self, id: &str, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
         match step {
             Step::Run(s) => {
                 self.opts
-                    .emit(Event::Step(self.hp.host.name.clone(), String::new(), s.label.clone()));
+                    .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), s.label.clone()));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
                     return Err(StepError::Failed(explain_failure_n(
@@ -219,7 +226,7 @@ impl HostRun<'_> {
             Step::Write(w) => {
                 self.opts.emit(Event::Step(
                     self.hp.host.name.clone(),
-                    String::new(),
+                    id.to_string(),
                     format!("write {}", w.path),
                 ));
                 let script = file_write(w);
@@ -303,6 +310,25 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
             return report;
         }
     };
+    let facts_runs = u32::from(hp.needs_facts);
+    let with_facts;
+    let hp = if hp.needs_facts {
+        match gather_facts(t.as_ref(), hp, opts).await {
+            Ok(p) => {
+                with_facts = p;
+                &with_facts
+            }
+            Err(e) => {
+                t.close().await;
+                report.status = HostStatus::Failed;
+                report.error = Some(e);
+                report.remote_executions = 1;
+                return report;
+            }
+        }
+    } else {
+        hp
+    };
     let run = HostRun {
         hp,
         t: t.clone(),
@@ -313,7 +339,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
     let mut slots: Vec<Slot> = hp.resources.iter().map(|_| Slot::default()).collect();
     let lost = converge(&run, &mut slots, opts).await;
     t.close().await;
-    report.remote_executions = run.count.load(Ordering::SeqCst);
+    report.remote_executions = run.count.load(Ordering::SeqCst) + facts_runs;
     if let Some(e) = lost {
         report.error = Some(e.to_string());
     }
@@ -351,6 +377,23 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
         HostStatus::Ok
     };
     report
+}
+
+/// One remote execution for the facts, then the host's plan compiled with them.
+async fn gather_facts(t: &dyn Transport, hp: &HostPlan, opts: &RunOptions) -> Result<HostPlan, String> {
+    let out = t
+        .run(crate::facts::probe().as_str(), None)
+        .await
+        .map_err(|e| format!("cannot gather facts: {e}"))?;
+    if out.status != 0 {
+        return Err(format!("cannot gather facts: {}", out.stderr_tail(4)));
+    }
+    let facts = crate::facts::parse(&out.stdout)?;
+    let recompile = opts
+        .recompile
+        .as_ref()
+        .ok_or("this plan reads facts, but this run cannot compile with them")?;
+    recompile(&hp.host, &facts)
 }
 
 /// Probe, diff, and in apply mode apply and verify. Returns the transport
@@ -512,7 +555,7 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                 }
                 let mut failed = None;
                 for step in &steps {
-                    match run.step(step, &r.become_).await {
+                    match run.step(&r.id, step, &r.become_).await {
                         Ok(notes) => slots[i].notes.extend(notes),
                         Err(StepError::Failed(msg)) => {
                             failed = Some(msg);

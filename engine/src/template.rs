@@ -195,6 +195,40 @@ fn template_diag(e: &minijinja::Error, span: Span) -> Diag {
     }
 }
 
+/// Check the syntax of an expression.
+///
+/// # Errors
+/// The parser's message.
+pub fn check_expression(expr: &str) -> Result<(), String> {
+    let t = Templates::new();
+    let expr = single_expression(expr).unwrap_or(expr);
+    t.env
+        .compile_expression(expr)
+        .map(|_| ())
+        .map_err(|e| e.detail().map_or_else(|| e.to_string(), str::to_string))
+}
+
+/// Evaluate a condition with `vars` (used at run time, e.g. by `assert`
+/// with fresh facts).
+///
+/// # Errors
+/// The expression fails (an undefined name, a type error).
+pub fn eval_condition(expr: &str, vars: &Vars) -> Result<bool, String> {
+    let t = Templates::new();
+    let expr = single_expression(expr).unwrap_or(expr);
+    t.env
+        .compile_expression(expr)
+        .and_then(|e| e.eval(Templates::ctx(vars)))
+        .map(|v| v.is_true())
+        .map_err(|e| {
+            let mut msg = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
+            if e.kind() == ErrorKind::UndefinedError && msg.is_empty() {
+                msg = "undefined value".into();
+            }
+            msg
+        })
+}
+
 /// Whether `s` holds template syntax.
 #[must_use]
 pub fn is_template(s: &str) -> bool {

@@ -5,6 +5,7 @@
 //! differs, and the steps that converge it. Adding a module is one file here
 //! plus one line in [`registry`].
 
+pub mod assert;
 pub mod command;
 mod config_file;
 pub mod directory;
@@ -24,6 +25,7 @@ pub fn registry() -> Registry {
         .with::<command::Command>()
         .with::<docker_daemon::DockerDaemon>()
         .with::<service::Service>()
+        .with::<assert::Assert>()
 }
 
 #[cfg(test)]

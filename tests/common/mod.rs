@@ -13,6 +13,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a spawned `plumb` that has finished.
+    pub fn from_output(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The stdout as JSON (for `--format json`).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)

@@ -8,6 +8,7 @@
 #   vm.sh down DIR                                kill it (recorded PID), remove its disks
 #   vm.sh resize-disk DIR INDEX NEWSIZE           grow data disk INDEX (0 = /dev/vdb, or "vdb")
 #   vm.sh ssh DIR [CMD...]                        ssh into it over one shared connection
+#   vm.sh check                                   can a VM run here? (exit 1 and why, if not)
 #
 # Environment:
 #   PLUMB_VM_CACHE        image cache dir                          (/var/cache/plumb-vm)
@@ -18,6 +19,7 @@
 #   PLUMB_VM_MAX_RUNNING  VMs allowed at once; `up` waits for a slot (2)
 #   PLUMB_VM_SLOT_TIMEOUT seconds `up` waits for a slot            (900)
 #   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
+#   PLUMB_VM_KERNEL_ARGS  extra kernel command line arguments
 #   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
 set -euo pipefail
 
@@ -36,7 +38,7 @@ GUEST_GW=10.0.2.2
 # What the VM's root holds: sshd, LVM and the tools plumb's storage modules use.
 PACKAGES=openssh-server,lvm2,dmsetup,e2fsprogs,xfsprogs,btrfs-progs,util-linux,mount,fdisk,iproute2,procps,kmod,udev,acl,attr,rsync,coreutils,findutils,diffutils,sudo
 # Modules the initrd needs to reach the root disk (deps resolved by modprobe).
-INITRD_MODULES="virtio_pci virtio_blk virtio_net ext4"
+INITRD_MODULES="virtio_pci virtio_blk virtio_net virtio_rng ext4"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 die() { echo "vm.sh: error: $*" >&2; exit 1; }
@@ -276,7 +278,7 @@ EOF
 # PID 1 of the plumb tier-2 VM (written by tests/vm/vm.sh): mount the API
 # filesystems, load device-mapper, start udev, configure eth0, exec sshd.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-log() { echo "plumb-vm-init: \$*"; }
+log() { up=\$(cut -d' ' -f1 /proc/uptime 2>/dev/null); echo "plumb-vm-init: [\${up:-?}] \$*"; }
 mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
 mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
@@ -288,17 +290,21 @@ mkdir -p /run/lock /run/sshd /run/lvm
 chmod 1777 /run/lock
 mount -o remount,rw /
 hostname vm
+log "mounted; loading modules"
 modprobe qemu_fw_cfg
 modprobe dm_mod || log "cannot load dm_mod"
 modprobe -q dm_snapshot || true
+log "starting udevd"
 /lib/systemd/systemd-udevd --daemon
-udevadm trigger --type=subsystems --action=add
-udevadm trigger --type=devices --action=add
+# Coldplug only block devices (vd*, later dm-*): a full trigger also loads
+# drivers for the emulated IDE controller, kvm, input... (about 10 s in TCG).
+udevadm trigger --action=add --subsystem-match=block
 udevadm settle --timeout=60 || log "udevadm settle timed out"
 ip link set lo up
 ip addr add $GUEST_IP/24 dev eth0
 ip link set eth0 up
 ip route add default via $GUEST_GW
+log "eth0 is $GUEST_IP"
 fw=/sys/firmware/qemu_fw_cfg/by_name/opt/plumb
 if [ -r \$fw/host_key/raw ] && [ -r \$fw/authorized_keys/raw ]; then
 	umask 077
@@ -446,7 +452,7 @@ start_qemu() { # DIR PORT -> sets QEMU_PID
 		-machine pc -accel tcg,thread=multi,tb-size=128 -smp "$SMP" -m "$MEM"
 		-display none -vga none -serial "file:$dir/console.log"
 		-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img"
-		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off tsc=reliable"
+		-append "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 mitigations=off tsc=reliable ${PLUMB_VM_KERNEL_ARGS:-}"
 		-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22"
 		-device virtio-net-pci,netdev=n0,romfile=,addr=0x2
 		-device virtio-rng-pci,addr=0x3
@@ -582,7 +588,8 @@ cmd_up() {
 			console_tail "$dir"
 			die "qemu (pid $QEMU_PID) died while booting"
 		fi
-		if ssh_banner "$port"; then
+		# (probing before sshd runs only fills the console with slirp's resets)
+		if grep -q '^plumb-vm-init: .* starting sshd' "$dir/console.log" && ssh_banner "$port"; then
 			if timeout 30 ssh -F "$dir/ssh_config" vm true </dev/null 2>"$dir/ssh.err"; then break; fi
 		fi
 		if ((SECONDS >= deadline)); then
@@ -638,6 +645,22 @@ cmd_down() {
 	fi
 	[ -f "$dir/qmp_path" ] && rm -f "$(cat "$dir/qmp_path")"
 	rm -f "$dir"/root.qcow2 "$dir"/data*.qcow2 "$dir/pid" "$dir/watch_pid"
+}
+
+# Exit 0 if `up` can work here, else print why and exit 1. Cheap: no build.
+cmd_check() {
+	[ "$(id -u)" = 0 ] || die "the VM lab needs root"
+	local c miss=()
+	for c in "$QEMU" qemu-img ssh ssh-keygen setsid flock perl timeout numfmt; do
+		command -v "$c" >/dev/null || miss+=("$c")
+	done
+	((${#miss[@]} == 0)) || die "the VM lab needs ${miss[*]} (apt-get install qemu-system-x86 qemu-utils openssh-client)"
+	image_ready && return 0
+	[ ! -e "$IMAGE.failed" ] || die "the VM image build failed before (log: $CACHE/build.log); run 'tests/vm/vm.sh image' to retry"
+	local missing
+	missing=$(image_missing_tools)
+	[ -z "$missing" ] || die "no cached VM image, and building one needs: $missing (apt-get install mmdebstrap busybox-static cpio e2fsprogs)"
+	kernel_package >/dev/null || die "no cached VM image, and apt knows no linux-image-*-cloud-amd64 package (apt-get update)"
 }
 
 # ---------------------------------------------------------------- running VM
@@ -701,6 +724,9 @@ cmd_resize_disk() { # DIR INDEX NEWSIZE
 
 # ---------------------------------------------------------------- main
 
+# One brace group, ending in exit: bash parses it whole before running it, so
+# a long-running vm.sh (the owner watcher) never reads an edited file's tail.
+{
 case ${1:-} in
 image)
 	shift
@@ -712,6 +738,9 @@ up) shift; cmd_up "$@" ;;
 down) shift; cmd_down "$@" ;;
 resize-disk) shift; cmd_resize_disk "$@" ;;
 ssh) shift; cmd_ssh "$@" ;;
+check) cmd_check ;;
 _watch) shift; cmd_watch "$@" ;;
-*) sed -n '2,22s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
+*) sed -n '2,24s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
 esac
+exit
+}

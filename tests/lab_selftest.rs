@@ -1,8 +1,6 @@
-//! Self-test of the SSH lab and its Rust helper. Not a cargo test target
-//! (cargo only picks up tests/*.rs and tests/*/main.rs); run it standalone:
-//!
-//!   rustc --edition 2021 --test tests/lab/selftest.rs -o /tmp/lab-selftest && /tmp/lab-selftest
-#[path = "../support/lab.rs"]
+//! Self-test of the SSH lab (tests/lab) and its Rust helper: isolation,
+//! users, fault injection, concurrent labs.
+#[path = "support/lab.rs"]
 mod lab;
 use lab::Lab;
 
@@ -13,6 +11,7 @@ fn text(o: &std::process::Output) -> String {
 #[test]
 fn five_nodes_isolation_users_faults() {
     if !Lab::available() {
+        eprintln!("skipped: {}", Lab::unavailable_reason().unwrap_or_default());
         return;
     }
     let lab = Lab::up(5);
@@ -87,6 +86,7 @@ fn five_nodes_isolation_users_faults() {
 #[test]
 fn concurrent_labs_do_not_collide() {
     if !Lab::available() {
+        eprintln!("skipped: {}", Lab::unavailable_reason().unwrap_or_default());
         return;
     }
     let labs: Vec<Lab> = std::thread::scope(|s| {

@@ -1,0 +1,308 @@
+//! Tier-2 test lab: one qemu (TCG) VM with real block devices, device-mapper
+//! and LVM, reachable over SSH on a 127.0.0.1 port. Driven by
+//! `tests/vm/vm.sh`; see `tests/vm/README.md`.
+//!
+//! ```ignore
+//! #[path = "support/vm.rs"]
+//! mod vm;
+//! use vm::Vm;
+//!
+//! #[test]
+//! fn grows_a_logical_volume() {
+//!     if !Vm::available() { return; }
+//!     let vm = Vm::up();                      // data disks /dev/vdb, /dev/vdc (4G each)
+//!     vm.ssh_ok("pvcreate /dev/vdb && vgcreate vg0 /dev/vdb");
+//!     vm.resize_disk(0, "8G");                // /dev/vdb grows while running
+//!     vm.ssh_ok("pvresize /dev/vdb");
+//! } // Drop runs `vm.sh down`, also when the test panics.
+//! ```
+//!
+//! Std only. Requires root, `qemu-system-x86_64`, `qemu-img`, `ssh`, and, until
+//! the image is cached (`vm.sh image`), `mmdebstrap`, `busybox-static` and
+//! the Debian mirror. Booting takes about 20–30 s in TCG, each new SSH
+//! connection about 1 s: [`Vm::ssh`] reuses one connection. Set
+//! `PLUMB_VM_REQUIRE=1` to turn "VM unavailable" into a failure instead of a
+//! skip. `PLUMB_VM_SH` overrides the script's path.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A running VM; taken down (by its recorded qemu PID) when dropped.
+#[derive(Debug)]
+pub struct Vm {
+    /// State dir: `ssh_config`, `id_ed25519`, `known_hosts`, `port`, `pid`,
+    /// `console.log` (the guest's serial console), the disk overlays.
+    pub dir: PathBuf,
+    port: u16,
+    disks: usize,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Path of `tests/vm/vm.sh`.
+pub fn vm_sh() -> PathBuf {
+    if let Some(p) = std::env::var_os("PLUMB_VM_SH") {
+        return PathBuf::from(p);
+    }
+    let mut starts: Vec<PathBuf> = Vec::new();
+    if let Some(d) = option_env!("CARGO_MANIFEST_DIR") {
+        starts.push(PathBuf::from(d));
+    }
+    if let Ok(d) = std::env::current_dir() {
+        starts.push(d);
+    }
+    // this file is tests/support/vm.rs (absolute when included by an absolute #[path])
+    let here = Path::new(file!());
+    if here.is_absolute() {
+        if let Some(root) = here.parent().and_then(Path::parent).and_then(Path::parent) {
+            starts.push(root.to_path_buf());
+        }
+    }
+    for start in starts {
+        let mut dir: Option<&Path> = Some(&start);
+        while let Some(d) = dir {
+            let p = d.join("tests/vm/vm.sh");
+            if p.is_file() {
+                return p;
+            }
+            dir = d.parent();
+        }
+    }
+    PathBuf::from("tests/vm/vm.sh")
+}
+
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn run_vm_sh(args: &[&str]) -> Output {
+    let script = vm_sh();
+    Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .env("PLUMB_VM_OWNER_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+}
+
+fn check(out: &Output, what: &str) {
+    if !out.status.success() {
+        panic!(
+            "vm.sh {what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Name of data disk `i` in the guest: 0 → `vdb`, 1 → `vdc`, ...
+fn disk_name(i: usize) -> String {
+    assert!(i < 24, "data disk index {i} out of range");
+    format!("vd{}", (b'b' + i as u8) as char)
+}
+
+impl Vm {
+    /// Why the VM cannot run here, or `None` if it can (`vm.sh check`: root,
+    /// qemu, ssh, and a cached image or the tools to build one).
+    pub fn unavailable_reason() -> Option<String> {
+        if euid() != Some(0) {
+            return Some("the VM lab needs root".into());
+        }
+        let script = vm_sh();
+        if !script.is_file() {
+            return Some(format!("{} not found", script.display()));
+        }
+        let out = run_vm_sh(&["check"]);
+        if out.status.success() {
+            None
+        } else {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            Some(if why.is_empty() {
+                format!("vm.sh check failed ({})", out.status)
+            } else {
+                why
+            })
+        }
+    }
+
+    /// Whether a VM can run here. Prints the reason when it cannot, and
+    /// panics instead if `PLUMB_VM_REQUIRE` is set (non-empty, not `0`).
+    pub fn available() -> bool {
+        match Self::unavailable_reason() {
+            None => true,
+            Some(reason) => {
+                let required = std::env::var("PLUMB_VM_REQUIRE")
+                    .map(|v| !v.is_empty() && v != "0")
+                    .unwrap_or(false);
+                if required {
+                    panic!("PLUMB_VM_REQUIRE is set but the VM cannot run: {reason}");
+                }
+                eprintln!("skipping: {reason}");
+                false
+            }
+        }
+    }
+
+    /// Boots a VM with two empty 4 GiB data disks (`/dev/vdb`, `/dev/vdc`).
+    /// Builds the image first if it is not cached (a minute or two, once).
+    pub fn up() -> Vm {
+        Self::up_with(2, "4G")
+    }
+
+    /// Boots a VM with `disks` empty data disks of `size` each (`512M`,
+    /// `4G`, ...: binary units), named `/dev/vdb`, `/dev/vdc`, ... in the guest.
+    pub fn up_with(disks: usize, size: &str) -> Vm {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "plumb-vm-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let dir_s = dir.to_str().expect("temp dir is not UTF-8").to_owned();
+        let n_s = disks.to_string();
+        let out = run_vm_sh(&["up", &dir_s, "--disks", &n_s, "--disk-size", size]);
+        check(&out, "up"); // on failure vm.sh has already torn itself down
+        let port = std::fs::read_to_string(dir.join("port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("vm.sh up wrote no port in {}", dir.display()));
+        Vm { dir, port, disks }
+    }
+
+    /// Client config for `ssh -F`: `Host vm` (127.0.0.1, the VM's port),
+    /// `User root`, the key, known_hosts, `StrictHostKeyChecking yes`,
+    /// `BatchMode yes`.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// The host-side port forwarded to the guest's sshd (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1`: where the VM's SSH port is.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// Client private key, authorized for root, deploy (passwordless sudo)
+    /// and nosudo in the guest.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    /// known_hosts with the VM's host key for `[127.0.0.1]:PORT`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// Number of data disks.
+    pub fn disk_count(&self) -> usize {
+        self.disks
+    }
+
+    /// Guest device of data disk `i`: 0 → `/dev/vdb`, 1 → `/dev/vdc`, ...
+    /// (also `/dev/disk/by-id/virtio-plumb-data{i}`).
+    pub fn disk(&self, i: usize) -> String {
+        assert!(i < self.disks, "the VM has {} data disks", self.disks);
+        format!("/dev/{}", disk_name(i))
+    }
+
+    /// The guest's serial console so far (kernel log, init, sshd's log).
+    pub fn console_log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default())
+            .into_owned()
+    }
+
+    fn ssh_command(&self, user: &str, shared: bool) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-F").arg(self.ssh_config());
+        if shared {
+            let cp = std::fs::read_to_string(self.dir.join("control_path"))
+                .expect("vm.sh up wrote no control_path");
+            c.args(["-o", "ControlMaster=auto"])
+                .arg("-o")
+                .arg(format!("ControlPath={}", cp.trim()))
+                .args(["-o", "ControlPersist=600"]);
+        }
+        c.args(["-l", user, "vm"]).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `cmd` (a shell command line) as root over one shared SSH
+    /// connection (ControlMaster; about 0.1 s per command instead of about
+    /// 1 s for a new connection in TCG).
+    pub fn ssh(&self, cmd: &str) -> Output {
+        self.ssh_as("root", cmd)
+    }
+
+    /// [`Vm::ssh`] as `user` (root, deploy, nosudo).
+    pub fn ssh_as(&self, user: &str, cmd: &str) -> Output {
+        self.ssh_command(user, true)
+            .arg(cmd)
+            .output()
+            .expect("cannot run ssh")
+    }
+
+    /// Runs `cmd` over a new SSH connection of its own.
+    pub fn ssh_fresh(&self, cmd: &str) -> Output {
+        self.ssh_command("root", false)
+            .arg(cmd)
+            .output()
+            .expect("cannot run ssh")
+    }
+
+    /// Runs `cmd` as root; panics (with its stderr) unless it succeeds.
+    /// Returns its stdout.
+    pub fn ssh_ok(&self, cmd: &str) -> String {
+        let out = self.ssh(cmd);
+        if !out.status.success() {
+            panic!(
+                "`{cmd}` failed in the VM ({}):\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Grows data disk `i` (0 = `/dev/vdb`) to `size` (`8G`, binary units)
+    /// while the VM runs, and waits until the guest sees the new size, so
+    /// `pvresize` / `resize2fs` can follow at once.
+    pub fn resize_disk(&self, i: usize, size: &str) {
+        assert!(i < self.disks, "the VM has {} data disks", self.disks);
+        let dir = self.dir.to_str().expect("UTF-8 dir");
+        let idx = i.to_string();
+        check(&run_vm_sh(&["resize-disk", dir, &idx, size]), "resize-disk");
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let out = run_vm_sh(&["down", &dir]);
+        if !out.status.success() {
+            eprintln!(
+                "vm.sh down {dir} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if std::thread::panicking() {
+            eprintln!("VM state (console.log) kept in {dir}");
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
