@@ -11,6 +11,7 @@ mod config_file;
 pub mod directory;
 pub mod docker_daemon;
 pub mod file;
+pub mod package;
 pub mod service;
 mod stat;
 
@@ -25,6 +26,7 @@ pub fn registry() -> Registry {
         .with::<command::Command>()
         .with::<docker_daemon::DockerDaemon>()
         .with::<service::Service>()
+        .with::<package::Package>()
         .with::<assert::Assert>()
 }
 
