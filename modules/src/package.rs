@@ -187,7 +187,7 @@ impl Module for Package {
         );
         if p.state == Presence::Absent {
             // A simulation: what apt would remove (read-only, no lock taken).
-            s = s.raw("\nset --").then(&names).raw(
+            s = s.raw("\nset -- ").then(&names).raw(
                 "\nkeep=\nfor n in \"$@\"; do if dpkg-query -W -f='${db:Status-Status}' -- \"$n\" 2>/dev/null | grep -q '^installed'; then keep=\"$keep $n\"; fi; done\n\
                  if [ -n \"$keep\" ]; then apt-get -s -q remove -- $keep 2>/dev/null | sed -n 's/^Remv \\([^ ]*\\) .*/removes=\\1/p'; fi",
             );
