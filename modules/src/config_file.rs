@@ -190,14 +190,6 @@ pub(crate) fn leaf_change(l: &Leaf) -> Change {
     Change::new(field, from, to)
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,9 +244,4 @@ mod tests {
         assert!(compare(Some(&a), Some(&b)).is_empty());
     }
 
-    #[test]
-    fn offsets_become_lines_and_columns() {
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-        assert_eq!(line_col("x", 0), (1, 1));
-    }
 }

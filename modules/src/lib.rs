@@ -11,6 +11,7 @@ mod config_file;
 pub mod directory;
 pub mod docker_daemon;
 pub mod file;
+pub mod k3s_registries;
 pub mod package;
 pub mod service;
 mod stat;
@@ -27,6 +28,7 @@ pub fn registry() -> Registry {
         .with::<docker_daemon::DockerDaemon>()
         .with::<service::Service>()
         .with::<package::Package>()
+        .with::<k3s_registries::K3sRegistries>()
         .with::<assert::Assert>()
 }
 
