@@ -8,6 +8,7 @@
 pub mod assert;
 pub mod command;
 mod config_file;
+pub mod containerd_hosts;
 pub mod directory;
 pub mod docker_daemon;
 pub mod file;
@@ -29,6 +30,7 @@ pub fn registry() -> Registry {
         .with::<service::Service>()
         .with::<package::Package>()
         .with::<k3s_registries::K3sRegistries>()
+        .with::<containerd_hosts::ContainerdHosts>()
         .with::<assert::Assert>()
 }
 
