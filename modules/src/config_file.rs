@@ -182,12 +182,25 @@ pub(crate) fn show_pair(from: Option<&Value>, to: Option<&Value>) -> (Option<Str
 /// A leaf as a change, its field the dotted keys (`log-opts.max-size`).
 pub(crate) fn leaf_change(l: &Leaf) -> Change {
     let (from, to) = show_pair(l.from.as_ref(), l.to.as_ref());
-    let field = if l.path.is_empty() {
-        "content".to_string()
-    } else {
-        l.path.join(".")
-    };
-    Change::new(field, from, to)
+    Change::new(field_name(&l.path), from, to)
+}
+
+/// Dotted keys, a key that holds a dot or a space quoted
+/// (`mirrors."docker.io".endpoint`); `content` for the whole document.
+pub(crate) fn field_name(path: &[String]) -> String {
+    if path.is_empty() {
+        return "content".into();
+    }
+    path.iter()
+        .map(|k| {
+            if k.is_empty() || k.contains(['.', ' ', '"']) {
+                format!("{k:?}")
+            } else {
+                k.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[cfg(test)]
@@ -223,6 +236,13 @@ mod tests {
         assert_eq!(fields(&l), ["m", "t"]);
         let c = leaf_change(&l[0]);
         assert_eq!(c.to.as_deref(), Some(r#"["a","b"]"#));
+    }
+
+    #[test]
+    fn keys_with_dots_are_quoted_in_field_names() {
+        let p = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(field_name(&p(&["log-opts", "max-size"])), "log-opts.max-size");
+        assert_eq!(field_name(&p(&["mirrors", "docker.io", "endpoint"])), "mirrors.\"docker.io\".endpoint");
     }
 
     #[test]

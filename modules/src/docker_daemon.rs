@@ -173,10 +173,11 @@ impl Module for DockerDaemon {
     }
 
     fn probe(p: &Params) -> Sh {
-        let mut s = probe_config(&p.path);
-        s.line(&Sh::raw_start(
+        // Before the file: its content ends the probe's output.
+        let mut s = Sh::raw_start(
             "if command -v dockerd >/dev/null 2>&1 && dockerd --help 2>&1 | grep -q -e '--validate'; then echo dockerd_validate=1; fi",
-        ));
+        );
+        s.line(&probe_config(&p.path));
         s
     }
 

@@ -16,7 +16,7 @@ use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config_file::{compare, leaf_change, parse_config, probe_config, write_steps, ConfigFile, Leaf};
+use crate::config_file::{compare, field_name, leaf_change, parse_config, probe_config, write_steps, ConfigFile, Leaf};
 use crate::stat::{metadata_changes, metadata_script, Kind};
 
 /// The `k3s.registries` module.
@@ -169,7 +169,7 @@ fn read_doc(text: &[u8]) -> Result<Value, String> {
 }
 
 fn secret_change(l: &Leaf) -> Change {
-    let field = l.path.join(".");
+    let field = field_name(&l.path);
     let mask = |v: &Option<Value>| v.as_ref().map(|_| "(secret)".to_string());
     Change::new(field, mask(&l.from), mask(&l.to)).secret()
 }
@@ -343,11 +343,14 @@ mod tests {
         let secret: Vec<String> = leaves
             .iter()
             .filter(|l| secret_path(&l.path))
-            .map(|l| l.path.join("."))
+            .map(|l| field_name(&l.path))
             .collect();
         assert_eq!(
             secret,
-            ["configs.harbor.example.net.auth.username", "configs.harbor.example.net.auth.password"]
+            [
+                "configs.\"harbor.example.net\".auth.username",
+                "configs.\"harbor.example.net\".auth.password"
+            ]
         );
         let c = secret_change(&leaves.iter().find(|l| l.path.last().unwrap() == "password").unwrap());
         assert!(c.sensitive && c.from.as_deref() == Some("(secret)"));
