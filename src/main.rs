@@ -19,6 +19,7 @@ use plumb_engine::run::{run, RunOptions};
 use plumb_engine::saved::{self, SavedPlan};
 use plumb_engine::source::Sources;
 use plumb_engine::template::Vars;
+use plumb_engine::transport::ssh::{SshConnector, SshOptions};
 use plumb_engine::transport::Connector;
 
 #[derive(Parser)]
@@ -333,8 +334,12 @@ fn print_report(r: &RunReport, common: &Common, color: bool, description: Option
 }
 
 fn connector(common: &Common) -> Arc<dyn Connector> {
-    let _ = common.accept_new_host_keys;
-    Arc::new(plumb_engine::transport::LocalOnly)
+    Arc::new(SshConnector::new(SshOptions {
+        accept_new_host_keys: common.accept_new_host_keys,
+        ssh_config: common.ssh_config.clone(),
+        connect_timeout: std::time::Duration::from_secs(common.connect_timeout.max(1)),
+        ..SshOptions::default()
+    }))
 }
 
 async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {

@@ -18,39 +18,20 @@ fn five_nodes_isolation_users_faults() {
     assert_eq!(lab.nodes.len(), 5);
     for n in &lab.nodes {
         let o = lab.ssh(n, "hostname");
-        assert!(
-            o.status.success(),
-            "{}: {}",
-            n.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{}: {}", n.name, String::from_utf8_lossy(&o.stderr));
         assert_eq!(text(&o), n.name);
     }
     let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
     assert!(lab
-        .ssh(
-            a,
-            "echo hi > /root/marker && mkdir -p /srv/x && touch /srv/x/y"
-        )
+        .ssh(a, "echo hi > /root/marker && mkdir -p /srv/x && touch /srv/x/y")
         .status
         .success());
-    assert!(lab
-        .ssh(a, "test -f /root/marker && test -f /srv/x/y")
-        .status
-        .success());
-    assert!(!lab
-        .ssh(b, "test -e /root/marker || test -e /srv/x")
-        .status
-        .success());
+    assert!(lab.ssh(a, "test -f /root/marker && test -f /srv/x/y").status.success());
+    assert!(!lab.ssh(b, "test -e /root/marker || test -e /srv/x").status.success());
     assert!(!std::path::Path::new("/srv/x/y").exists());
 
     let o = lab.ssh_as("deploy", a, "id -u && sudo -n true && echo sudo-ok");
-    assert_eq!(
-        text(&o),
-        "1001\nsudo-ok",
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(text(&o), "1001\nsudo-ok", "{}", String::from_utf8_lossy(&o.stderr));
     let o = lab.ssh_as("nosudo", a, "id -u; sudo -n true");
     assert_eq!(text(&o), "1002");
     assert!(!o.status.success());
@@ -77,10 +58,7 @@ fn five_nodes_isolation_users_faults() {
     let o = lab.ssh(lab.node("node5"), "true");
     assert_eq!(o.status.code(), Some(255));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
-        "{err}"
-    );
+    assert!(err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{err}");
 }
 
 #[test]
@@ -90,9 +68,7 @@ fn concurrent_labs_do_not_collide() {
         return;
     }
     let labs: Vec<Lab> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| Lab::up_with(3, Some(4))))
-            .collect();
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| Lab::up_with(3, Some(4)))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut ips: Vec<&str> = labs
@@ -104,10 +80,7 @@ fn concurrent_labs_do_not_collide() {
     assert_eq!(ips.len(), 9);
     for l in &labs {
         for n in &l.nodes {
-            let o = l.ssh(
-                n,
-                "hostname; grep -i '^maxsessions' /etc/ssh/plumb_lab_sshd_config",
-            );
+            let o = l.ssh(n, "hostname; grep -i '^maxsessions' /etc/ssh/plumb_lab_sshd_config");
             assert_eq!(text(&o), format!("{}\nMaxSessions 4", n.name));
         }
     }

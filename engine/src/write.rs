@@ -95,7 +95,8 @@ pub fn file_write(w: &FileWrite) -> Sh {
             .val(&w.payload.sha256),
     );
     s.line(&Sh::raw_start(
-        "tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ntrap 'rm -f -- \"$tmp\"; exit 1' HUP INT TERM PIPE\ncat > \"$tmp\"\n\
+        "if [ ! -d \"$dir\" ]; then echo \"plumb: the folder $dir does not exist (a directory resource can create it)\" >&2; exit 1; fi\n\
+         tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ntrap 'rm -f -- \"$tmp\"; exit 1' HUP INT TERM PIPE\ncat > \"$tmp\"\n\
          got=$(sha256sum < \"$tmp\"); got=${got%% *}\n\
          if [ \"$got\" != \"$want\" ]; then echo \"plumb: checksum mismatch for $target: sent $want, host has $got\" >&2; exit 97; fi",
     ));

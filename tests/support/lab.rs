@@ -122,17 +122,11 @@ impl Lab {
         if euid() != Some(0) {
             return Some("the SSH lab needs root (network namespaces, mounts)".into());
         }
-        for prog in [
-            "ip",
-            "sshd",
-            "ssh",
-            "ssh-keygen",
-            "unshare",
-            "setsid",
-            "flock",
-        ] {
+        for prog in ["ip", "sshd", "ssh", "ssh-keygen", "unshare", "setsid", "flock"] {
             if find_program(prog).is_none() {
-                return Some(format!("the SSH lab needs `{prog}` (apt-get install openssh-server openssh-client iproute2 util-linux)"));
+                return Some(format!(
+                    "the SSH lab needs `{prog}` (apt-get install openssh-server openssh-client iproute2 util-linux)"
+                ));
             }
         }
         if !lab_sh().is_file() {
@@ -289,10 +283,7 @@ impl Drop for Lab {
         let dir = self.dir.to_string_lossy().into_owned();
         let out = run_lab_sh(&["down", &dir]);
         if !out.status.success() {
-            eprintln!(
-                "lab.sh down {dir} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            eprintln!("lab.sh down {dir} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if std::thread::panicking() {
             eprintln!("lab state (sshd logs) kept in {dir}");

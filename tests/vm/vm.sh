@@ -21,6 +21,7 @@
 #   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
 #   PLUMB_VM_KERNEL_ARGS  extra kernel command line arguments
 #   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
+#   PLUMB_VM_PORT         host port to try first (default: a random free one)
 set -euo pipefail
 
 VM_SH=$(readlink -f "${BASH_SOURCE[0]}")
@@ -277,40 +278,43 @@ EOF
 #!/bin/sh
 # PID 1 of the plumb tier-2 VM (written by tests/vm/vm.sh): mount the API
 # filesystems, load device-mapper, start udev, configure eth0, exec sshd.
+# The initrd has usually mounted /proc /sys /dev /run already (its static
+# busybox starts far faster under TCG than util-linux does): only what is
+# missing is mounted here. Shell builtins where possible, for the same reason.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-log() { up=\$(cut -d' ' -f1 /proc/uptime 2>/dev/null); echo "plumb-vm-init: [\${up:-?}] \$*"; }
-mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mkdir -p /run/lock /run/sshd /run/lvm
-chmod 1777 /run/lock
-mount -o remount,rw /
-hostname vm
-log "mounted; loading modules"
-modprobe qemu_fw_cfg
-modprobe dm_mod || log "cannot load dm_mod"
-modprobe -q dm_snapshot || true
+log() { read -r up _ </proc/uptime; echo "plumb-vm-init: [\$up] \$*"; }
+mounted() { while read -r _ m _; do [ "\$m" = "\$1" ] && return 0; done </proc/mounts; return 1; }
+copy() { while IFS= read -r l || [ -n "\$l" ]; do printf '%s\n' "\$l"; done <"\$1" >"\$2"; }
+[ -e /proc/self ] || mount -t proc -o nosuid,nodev,noexec proc /proc
+mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mounted /dev/pts || { mkdir -p /dev/pts; mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts; }
+mounted /dev/shm || { mkdir -p /dev/shm; mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm; }
+mounted /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+[ -d /run/sshd ] || { mkdir -p /run/sshd /run/lvm /run/lock; chmod 1777 /run/lock; }
+echo vm >/proc/sys/kernel/hostname
+log "loading modules"
+modprobe -a -q qemu_fw_cfg dm_mod dm_snapshot
+[ -e /dev/mapper/control ] || log "no /dev/mapper/control: device-mapper (dm_mod) did not load"
 log "starting udevd"
 /lib/systemd/systemd-udevd --daemon
 # Coldplug only block devices (vd*, later dm-*): a full trigger also loads
 # drivers for the emulated IDE controller, kvm, input... (about 10 s in TCG).
 udevadm trigger --action=add --subsystem-match=block
 udevadm settle --timeout=60 || log "udevadm settle timed out"
-ip link set lo up
-ip addr add $GUEST_IP/24 dev eth0
-ip link set eth0 up
-ip route add default via $GUEST_GW
+ip -batch - <<IP
+link set lo up
+addr add $GUEST_IP/24 dev eth0
+link set eth0 up
+route add default via $GUEST_GW
+IP
 log "eth0 is $GUEST_IP"
 fw=/sys/firmware/qemu_fw_cfg/by_name/opt/plumb
 if [ -r \$fw/host_key/raw ] && [ -r \$fw/authorized_keys/raw ]; then
 	umask 077
-	cat \$fw/host_key/raw >/etc/ssh/plumb_vm_host_key
+	copy \$fw/host_key/raw /etc/ssh/plumb_vm_host_key
 	umask 022
-	cat \$fw/authorized_keys/raw >/etc/ssh/plumb_vm_authorized_keys
+	copy \$fw/authorized_keys/raw /etc/ssh/plumb_vm_authorized_keys
 else
 	log "no keys in fw_cfg (\$fw): sshd cannot start"
 fi
@@ -328,8 +332,8 @@ write_initrd_init() { # PATH
 /bin/busybox --install -s /bin
 fail() { echo "initrd: $*"; poweroff -f; }
 mount -t devtmpfs devtmpfs /dev
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+mount -t proc -o nosuid,nodev,noexec proc /proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 while read -r m; do
 	insmod "/lib/modules/$m" || echo "initrd: insmod $m failed"
 done </modules.list
@@ -341,9 +345,18 @@ while [ ! -b /dev/vda ]; do
 done
 mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
 [ -x /newroot/sbin/plumb-vm-init ] || fail "no /sbin/plumb-vm-init on /dev/vda"
-mount --move /dev /newroot/dev
-umount /proc /sys
-exec switch_root /newroot /sbin/plumb-vm-init
+# The API filesystems for the real root (cheaper here than with util-linux).
+r=/newroot
+mount --move /dev $r/dev
+mkdir -p $r/dev/pts $r/dev/shm
+mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts $r/dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs $r/dev/shm
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs $r/run
+mkdir -p $r/run/sshd $r/run/lvm
+mkdir -m 1777 $r/run/lock
+mount --move /proc $r/proc
+mount --move /sys $r/sys
+exec switch_root $r /sbin/plumb-vm-init
 EOF
 	chmod 0755 "$1"
 }
@@ -387,10 +400,11 @@ kill_pid() { # PID CHECK DIR: TERM, then KILL after a bounded wait
 	return 0
 }
 
-# A path for a unix socket: DIR/NAME if short enough, else under /run/plumb-vm.
-sock_path() { # DIR NAME
+# A path for a unix socket: DIR/NAME if at most MAX long, else under
+# /run/plumb-vm (sun_path holds 107 bytes).
+sock_path() { # DIR NAME MAX
 	local p=$1/$2
-	if ((${#p} > 100)); then
+	if ((${#p} > $3)); then
 		mkdir -p "$RUNDIR"
 		p=$RUNDIR/$(printf '%s' "$1" | cksum | cut -d' ' -f1)-$2
 	fi
@@ -402,6 +416,19 @@ listening_ports() {
 	local hex
 	cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" { n = split($2, a, ":"); print a[n] }' |
 		while read -r hex; do echo $((16#$hex)); done | sort -un
+}
+
+# Does process PID hold a socket listening on TCP PORT?
+pid_listens() { # PID PORT
+	local inodes hexport
+	inodes=$(find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n')
+	[ -n "$inodes" ] || return 1
+	printf -v hexport '%04X' "$2"
+	cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+		awk -v p=":$hexport" -v ino="$inodes" '
+			BEGIN { n = split(ino, a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
+			$4 == "0A" && substr($2, length($2) - 4) == p && ($10 in want) { found = 1 }
+			END { exit !found }'
 }
 
 pick_port() {
@@ -548,9 +575,12 @@ cmd_up() {
 	rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub" "$dir/hostkey" "$dir/hostkey.pub"
 	ssh-keygen -q -t ed25519 -N '' -C plumb-vm-client -f "$dir/id_ed25519"
 	ssh-keygen -q -t ed25519 -N '' -C plumb-vm -f "$dir/hostkey"
-	sock_path "$dir" qmp >"$dir/qmp_path"
-	sock_path "$dir" mux >"$dir/control_path"
-	rm -f "$(cat "$dir/qmp_path")" "$(cat "$dir/control_path")"
+	sock_path "$dir" qmp 100 >"$dir/qmp_path"
+	# One shared connection per remote user (%r): a master logged in as root
+	# would otherwise run `ssh -l deploy` commands as root. ssh binds the
+	# socket under a 17-character temporary suffix first, hence the short MAX.
+	sock_path "$dir" 'mux-%r' 72 >"$dir/control_path"
+	rm -f "$(cat "$dir/qmp_path")" "$(sed 's/%r/*/' "$dir/control_path")"
 	qemu-img create -q -f qcow2 -o compat=1.1 -F raw -b "$IMAGE/root.img" "$dir/root.qcow2"
 	local k
 	for ((k = 0; k < DISKS; k++)); do
@@ -561,18 +591,19 @@ cmd_up() {
 	take_slot
 	local attempt port
 	for attempt in 1 2 3; do
-		port=$(pick_port)
+		if ((attempt == 1)) && [ -n "${PLUMB_VM_PORT:-}" ]; then port=$PLUMB_VM_PORT; else port=$(pick_port); fi
 		write_ssh_files "$dir" "$port"
 		start_qemu "$dir" "$port"
-		# hostfwd binds at start-up: qemu is listening, or has died, within seconds
+		# hostfwd binds at start-up: within seconds qemu itself listens on the
+		# port (not just anyone: that is how a taken port shows), or has died.
 		local i
-		for ((i = 0; i < 100; i++)); do
+		for ((i = 0; i < 400; i++)); do
 			alive "$QEMU_PID" || break
-			listening_ports | grep -qx "$port" && break
+			pid_listens "$QEMU_PID" "$port" && break
 			sleep 0.05
 		done
 		alive "$QEMU_PID" && break
-		if grep -qi 'forward' "$dir/qemu.log" && ((attempt < 3)); then
+		if grep -q 'host forwarding' "$dir/qemu.log" && ((attempt < 3)); then
 			warn "qemu could not bind 127.0.0.1:$port ($(head -c 300 "$dir/qemu.log")); retrying on another port"
 			continue
 		fi
@@ -581,8 +612,12 @@ cmd_up() {
 	done
 	exec 9>&- # qemu holds the slot now
 
-	# Wait for sshd: first its banner (cheap), then a real login.
+	# Wait for sshd: first its banner (cheap), then a real login. That login
+	# stays open as the shared connection (ControlMaster) that `vm.sh ssh` and
+	# the Rust helper reuse; its stdout must not be ours (a caller reading our
+	# stdout to EOF would wait for the master to exit).
 	local deadline=$((t0 + UP_TIMEOUT))
+	ssh_base "$dir"
 	while :; do
 		if ! alive "$QEMU_PID"; then
 			console_tail "$dir"
@@ -590,7 +625,7 @@ cmd_up() {
 		fi
 		# (probing before sshd runs only fills the console with slirp's resets)
 		if grep -q '^plumb-vm-init: .* starting sshd' "$dir/console.log" && ssh_banner "$port"; then
-			if timeout 30 ssh -F "$dir/ssh_config" vm true </dev/null 2>"$dir/ssh.err"; then break; fi
+			if timeout 30 "${SSH_ARGS[@]}" vm true </dev/null >/dev/null 2>"$dir/ssh.err"; then break; fi
 		fi
 		if ((SECONDS >= deadline)); then
 			console_tail "$dir"
@@ -629,11 +664,12 @@ cmd_down() {
 	local dir pid cp
 	dir=$(cd "$1" && pwd -P)
 	if [ -f "$dir/control_path" ]; then
-		cp=$(cat "$dir/control_path")
-		if [ -S "$cp" ]; then
+		# stop the shared connections (one per user): ControlPath=%r template
+		for cp in $(sed 's/%r/*/' "$dir/control_path"); do
+			[ -S "$cp" ] || continue
 			timeout 5 ssh -F "$dir/ssh_config" -o "ControlPath=$cp" -O exit vm >/dev/null 2>&1 || true
 			rm -f "$cp"
-		fi
+		done
 	fi
 	if [ -f "$dir/pid" ]; then
 		pid=$(cat "$dir/pid")
@@ -740,7 +776,7 @@ resize-disk) shift; cmd_resize_disk "$@" ;;
 ssh) shift; cmd_ssh "$@" ;;
 check) cmd_check ;;
 _watch) shift; cmd_watch "$@" ;;
-*) sed -n '2,24s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
+*) sed -n '2,25s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
 esac
 exit
 }
