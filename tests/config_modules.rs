@@ -89,19 +89,38 @@ fn docker_daemon_merges_keeping_other_keys_and_their_order() {
         ["log-opts.max-size", "log-opts.max-file", "debug", "registry-mirrors"]
     );
     let diff = r["diff"].as_str().unwrap();
-    assert!(diff.contains("+    \"max-size\": \"100m\"") && diff.contains("-    \"debug\": false"), "{diff}");
+    assert!(
+        diff.contains("+    \"max-size\": \"100m\"") && diff.contains("-    \"debug\": false"),
+        "{diff}"
+    );
     let text = in_format(&s, "diff", "text", &[]);
-    assert!(text.stdout.contains("log-opts.max-size: (none) → 100m"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("log-opts.max-size: (none) → 100m"),
+        "{}",
+        text.stdout
+    );
     assert!(text.stdout.contains("debug: false → true"), "{}", text.stdout);
-    assert_eq!(fs::read_to_string(s.root().join("daemon.json")).unwrap(), HAND_WRITTEN, "diff changes nothing");
+    assert_eq!(
+        fs::read_to_string(s.root().join("daemon.json")).unwrap(),
+        HAND_WRITTEN,
+        "diff changes nothing"
+    );
 
     let a = s.run("apply", &[]);
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     let doc = daemon_json(&s);
-    assert_eq!(keys(&doc), ["storage-driver", "log-opts", "debug", "zz", "registry-mirrors"]);
-    assert_eq!(doc["log-opts"], json!({"compress": "true", "max-size": "100m", "max-file": "3"}));
+    assert_eq!(
+        keys(&doc),
+        ["storage-driver", "log-opts", "debug", "zz", "registry-mirrors"]
+    );
+    assert_eq!(
+        doc["log-opts"],
+        json!({"compress": "true", "max-size": "100m", "max-file": "3"})
+    );
     assert_eq!(doc["zz"], json!([1, 2]));
-    assert!(resource(&a, "daemon-json")["notes"].to_string().contains("backup of the old file"));
+    assert!(resource(&a, "daemon-json")["notes"]
+        .to_string()
+        .contains("backup of the old file"));
 
     let again = s.run("apply", &[]);
     assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
@@ -116,7 +135,11 @@ fn docker_daemon_merges_keeping_other_keys_and_their_order() {
     let d = s.run("diff", &[]);
     assert_eq!(d.code, 0, "an unmanaged key is not drift: {}", d.stdout);
     assert_eq!(s.run("apply", &[]).summary("changed"), 0);
-    assert_eq!(fs::read_to_string(s.root().join("daemon.json")).unwrap(), compact, "left as it was");
+    assert_eq!(
+        fs::read_to_string(s.root().join("daemon.json")).unwrap(),
+        compact,
+        "left as it was"
+    );
 
     // A managed key edited by hand: drift, and apply restores only it.
     edited["log-opts"]["max-size"] = json!("10m");
@@ -142,7 +165,10 @@ fn docker_daemon_replace_makes_the_file_exactly_the_settings() {
     let d = s.run("diff", &[]);
     assert_eq!(d.code, 2);
     let f = fields(&resource(&d, "daemon-json"));
-    assert!(f.contains(&"storage-driver".to_string()) && f.contains(&"log-opts.compress".to_string()), "{f:?}");
+    assert!(
+        f.contains(&"storage-driver".to_string()) && f.contains(&"log-opts.compress".to_string()),
+        "{f:?}"
+    );
     assert_eq!(s.run("apply", &[]).code, 0);
     assert_eq!(
         daemon_json(&s),
@@ -230,9 +256,17 @@ fn docker_daemon_new_file_is_checked_by_dockerd_validate() {
     let a = run("apply");
     assert_eq!(a.code, 1, "{}", a.stdout);
     let err = resource(&a, "daemon-json")["error"].as_str().unwrap().to_string();
-    assert!(err.contains("unknown key: bad-key") && err.contains("untouched"), "{err}");
-    assert_eq!(fs::read_to_string(s.root().join("daemon.json")).unwrap(), "{\"debug\": false}\n");
-    assert!(fs::read_to_string(&log).unwrap().starts_with("--validate --config-file "));
+    assert!(
+        err.contains("unknown key: bad-key") && err.contains("untouched"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.root().join("daemon.json")).unwrap(),
+        "{\"debug\": false}\n"
+    );
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .starts_with("--validate --config-file "));
     s.plan(DAEMON_PLAN);
     assert_eq!(run("apply").code, 0);
     assert_eq!(daemon_json(&s)["debug"], true);
@@ -308,7 +342,10 @@ fn k3s_registries_render_back_to_the_same_structure_and_hide_credentials() {
         .unwrap_or_else(|| panic!("the password's change is listed: {r}"));
     assert_eq!(pw["to"], "(sensitive)");
     let tls = fields(&r);
-    assert!(tls.contains(&"configs.\"10.0.0.1:5000\".tls.insecure_skip_verify".to_string()), "{tls:?}");
+    assert!(
+        tls.contains(&"configs.\"10.0.0.1:5000\".tls.insecure_skip_verify".to_string()),
+        "{tls:?}"
+    );
 
     let saved = s.path().join("reviewed.json");
     let d = run("diff", PASSWORD, &["--out", saved.to_str().unwrap()]);
@@ -354,7 +391,8 @@ fn k3s_registries_render_back_to_the_same_structure_and_hide_credentials() {
     no_secret(&a, "apply of a new password");
 
     // The same settings in another layout are converged; a mode change is not.
-    let flow = serde_json::to_string(&serde_saphyr::from_str::<Value>(&fs::read_to_string(&file).unwrap()).unwrap()).unwrap();
+    let flow =
+        serde_json::to_string(&serde_saphyr::from_str::<Value>(&fs::read_to_string(&file).unwrap()).unwrap()).unwrap();
     fs::write(&file, flow).unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(run("diff", "Pa55-new", &[]).code, 0, "JSON is YAML: the same settings");
@@ -435,7 +473,10 @@ fn containerd_hosts_render_back_to_the_same_structure() {
         ["host.\"http://10.0.0.1:5000\".skip_verify"]
     );
     let diff = resource(&d, "hub-mirror")["diff"].as_str().unwrap().to_string();
-    assert!(diff.contains("-skip_verify = false") && diff.contains("+skip_verify = true"), "{diff}");
+    assert!(
+        diff.contains("-skip_verify = false") && diff.contains("+skip_verify = true"),
+        "{diff}"
+    );
     assert_eq!(s.run("apply", &[]).code, 0);
     assert_eq!(fs::read_to_string(&file).unwrap(), text);
 }

@@ -137,19 +137,30 @@ fn a_unit_is_started_enabled_and_restarted_once_after_all_its_notifiers() {
     let h = Host::new(Lab::up_systemd(1));
     assert_eq!(h.sh("systemctl is-system-running --wait || true"), "running");
     h.plan(DEMO);
-    let starts = || h.sh("cat /var/log/plumb-demo.starts 2>/dev/null | wc -l").parse::<u32>().unwrap();
+    let starts = || {
+        h.sh("cat /var/log/plumb-demo.starts 2>/dev/null | wc -l")
+            .parse::<u32>()
+            .unwrap()
+    };
 
     let d = h.plumb("diff", &[]);
     assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
     let demo = resource(&d.json(), "demo").to_string();
-    assert!(demo.contains("known after `unit`"), "the unit does not exist yet: {demo}");
+    assert!(
+        demo.contains("known after `unit`"),
+        "the unit does not exist yet: {demo}"
+    );
 
     let a = h.plumb("apply", &[]);
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(resource(&a.json(), "demo")["status"], "changed");
     assert_eq!(h.sh("systemctl is-active plumb-demo"), "active");
     assert_eq!(h.sh("systemctl is-enabled plumb-demo"), "enabled");
-    assert_eq!(starts(), 1, "started once: a unit this run starts is not restarted on top");
+    assert_eq!(
+        starts(),
+        1,
+        "started once: a unit this run starts is not restarted on top"
+    );
 
     let again = h.plumb("apply", &[]);
     assert_eq!(again.code, 0, "{}", again.stdout);
@@ -241,7 +252,10 @@ resources:
     assert_eq!(bad["status"], "failed");
     let err = bad["error"].as_str().unwrap();
     assert!(err.contains("start plumb-bad.service"), "{err}");
-    assert!(err.contains("the-bad-unit-says-no"), "the journal's tail is in the error: {err}");
+    assert!(
+        err.contains("the-bad-unit-says-no"),
+        "the journal's tail is in the error: {err}"
+    );
     assert_eq!(resource(&j, "after-bad")["status"], "skipped");
     let missing = resource(&j, "missing")["error"].as_str().unwrap().to_string();
     assert!(missing.contains("`plumb-no-such-unit.service` not found"), "{missing}");
@@ -275,7 +289,8 @@ fn a_package_is_installed_with_one_apt_get_and_removed_with_its_dependents() {
     assert_eq!(d.code, 1, "{}", d.stdout);
     let err = resource(&d.json(), "hello")["error"].as_str().unwrap().to_string();
     assert!(
-        err.contains("no installation candidate for `plumb-hello`, `plumb-hello-extra`") && err.contains("update_cache"),
+        err.contains("no installation candidate for `plumb-hello`, `plumb-hello-extra`")
+            && err.contains("update_cache"),
         "{err}"
     );
 
@@ -293,7 +308,11 @@ fn a_package_is_installed_with_one_apt_get_and_removed_with_its_dependents() {
     );
     let again = h.plumb("apply", &[]);
     assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
-    assert_eq!(again.json()["hosts"][0]["remote_executions"], 1, "no apt-get update when nothing is missing");
+    assert_eq!(
+        again.json()["hosts"][0]["remote_executions"],
+        1,
+        "no apt-get update when nothing is missing"
+    );
 
     // The plan now has the apt lists: a name apt has never heard of is refused.
     h.plan("resources:\n  - id: typo\n    package: {name: plumb-helo}\n");
@@ -331,11 +350,19 @@ fn hosts_without_systemd_or_apt_are_refused_clearly() {
     let j = d.json();
     let svc = resource(&j, "svc")["error"].as_str().unwrap().to_string();
     assert!(svc.contains("systemd"), "{svc}");
-    assert_eq!(resource(&j, "pkg")["status"], "ok", "coreutils is installed: {}", d.stdout);
+    assert_eq!(
+        resource(&j, "pkg")["status"],
+        "ok",
+        "coreutils is installed: {}",
+        d.stdout
+    );
 
     // The same host with apt taken away.
     h.sh("rm -f /usr/bin/apt-get /usr/bin/dpkg-query");
     let d = h.plumb("diff", &[]);
-    let pkg = resource(&d.json(), "pkg")["error"].as_str().unwrap_or_default().to_string();
+    let pkg = resource(&d.json(), "pkg")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(pkg.contains("no supported package manager"), "{pkg}");
 }

@@ -88,7 +88,13 @@ pub(crate) fn parse_config(path: &str, out: &ProbeOutput) -> Result<ConfigFile, 
 
 /// Steps that write `content` to `path` atomically (with a backup of the old
 /// file), creating the folder first when it is missing.
-pub(crate) fn write_steps(file: &ConfigFile, path: &str, content: String, mode: Option<u32>, validate: Option<String>) -> Vec<Step> {
+pub(crate) fn write_steps(
+    file: &ConfigFile,
+    path: &str,
+    content: String,
+    mode: Option<u32>,
+    validate: Option<String>,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     if !file.dir_exists {
         let dir = parent(path);
@@ -232,7 +238,10 @@ mod tests {
 
     #[test]
     fn lists_and_type_changes_compare_whole() {
-        let l = compare(Some(&json!({"m": ["a"], "t": {"x": 1}})), Some(&json!({"m": ["a", "b"], "t": 5})));
+        let l = compare(
+            Some(&json!({"m": ["a"], "t": {"x": 1}})),
+            Some(&json!({"m": ["a", "b"], "t": 5})),
+        );
         assert_eq!(fields(&l), ["m", "t"]);
         let c = leaf_change(&l[0]);
         assert_eq!(c.to.as_deref(), Some(r#"["a","b"]"#));
@@ -242,7 +251,10 @@ mod tests {
     fn keys_with_dots_are_quoted_in_field_names() {
         let p = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
         assert_eq!(field_name(&p(&["log-opts", "max-size"])), "log-opts.max-size");
-        assert_eq!(field_name(&p(&["mirrors", "docker.io", "endpoint"])), "mirrors.\"docker.io\".endpoint");
+        assert_eq!(
+            field_name(&p(&["mirrors", "docker.io", "endpoint"])),
+            "mirrors.\"docker.io\".endpoint"
+        );
     }
 
     #[test]
@@ -263,5 +275,4 @@ mod tests {
         let b = json!({"y": {"q": 2, "p": 1}, "x": 1});
         assert!(compare(Some(&a), Some(&b)).is_empty());
     }
-
 }

@@ -6,7 +6,9 @@
 //! converged. Rendered as TOML, host entries in the plan's order.
 
 use indexmap::IndexMap;
-use plumb_engine::module::{text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Step};
+use plumb_engine::module::{
+    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -184,7 +186,9 @@ impl Module for ContainerdHosts {
                 "registry",
                 "plumb::plan::invalid_value",
                 format!("`{r}` is not a registry host"),
-                Some("a registry is a host name with an optional port (`harbor.example.net:5000`), or `_default`".into()),
+                Some(
+                    "a registry is a host name with an optional port (`harbor.example.net:5000`), or `_default`".into(),
+                ),
             );
         }
         if let Some(s) = &p.server {
@@ -286,8 +290,14 @@ mod tests {
             }
         });
         let text = render_toml(&doc);
-        assert!(text.starts_with("server = \"https://registry-1.docker.io\"\n"), "{text}");
-        assert!(text.contains("[host.\"https://harbor.example.net/v2/dockerhub\"]"), "{text}");
+        assert!(
+            text.starts_with("server = \"https://registry-1.docker.io\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[host.\"https://harbor.example.net/v2/dockerhub\"]"),
+            "{text}"
+        );
         let first = text.find("harbor.example.net").unwrap();
         let second = text.find("10.0.0.1").unwrap();
         assert!(first < second, "hosts keep their order: {text}");

@@ -11,7 +11,9 @@
 //! `dockerd` that knows `--validate`, the new file is checked by it before
 //! it replaces the old one.
 
-use plumb_engine::module::{text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, Prediction, ProbeOutput, Step};
+use plumb_engine::module::{
+    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -274,7 +276,10 @@ mod tests {
 
     #[test]
     fn merge_keeps_other_keys_in_their_place_and_appends_new_ones() {
-        let p = params(json!({"log-opts": {"max-size": "100m"}, "debug": true, "new": 1}), false);
+        let p = params(
+            json!({"log-opts": {"max-size": "100m"}, "debug": true, "new": 1}),
+            false,
+        );
         let cur = map(json!({"debug": false, "z": 1, "log-opts": {"max-file": "3"}, "a": 2}));
         let got = render(&p.desired(Some(&cur)));
         assert_eq!(

@@ -261,7 +261,11 @@ impl Module for K3sRegistries {
             c.push(Change::new("state", Some("absent".into()), Some("file".into())));
         }
         match &s.doc {
-            Err(e) => c.push(Change::new("content", Some(e.clone()), Some("the plan's registries".into()))),
+            Err(e) => c.push(Change::new(
+                "content",
+                Some(e.clone()),
+                Some("the plan's registries".into()),
+            )),
             Ok(old) => {
                 for leaf in compare(old.as_ref(), Some(&p.doc)) {
                     c.push(if secret_path(&leaf.path) {
@@ -352,7 +356,7 @@ mod tests {
                 "configs.\"harbor.example.net\".auth.password"
             ]
         );
-        let c = secret_change(&leaves.iter().find(|l| l.path.last().unwrap() == "password").unwrap());
+        let c = secret_change(leaves.iter().find(|l| l.path.last().unwrap() == "password").unwrap());
         assert!(c.sensitive && c.from.as_deref() == Some("(secret)"));
     }
 

@@ -9,7 +9,9 @@
 //! Removal is `disruptive`: apt also removes what depends on a removed
 //! package; the probe simulates the removal and the diff names them.
 
-use plumb_engine::module::{Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step};
+use plumb_engine::module::{
+    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -277,7 +279,9 @@ impl Module for Package {
                     .filter(|r| !named.contains(r))
                     .collect();
                 if !c.is_empty() && !others.is_empty() {
-                    c.push(Change::new("also removed (dependents)", Some(others.join(", ")), None).risk(Risk::Disruptive));
+                    c.push(
+                        Change::new("also removed (dependents)", Some(others.join(", ")), None).risk(Risk::Disruptive),
+                    );
                 }
             }
         }
@@ -361,6 +365,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.present().count(), 1);
-        assert_eq!(s.missing().map(|m| m.candidate.as_deref()).collect::<Vec<_>>(), [Some("1.6-2.1"), None]);
+        assert_eq!(
+            s.missing().map(|m| m.candidate.as_deref()).collect::<Vec<_>>(),
+            [Some("1.6-2.1"), None]
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, Prediction, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,16 @@ pub struct State {
 /// The unit name as systemd spells it: `docker` is `docker.service`.
 fn unit_name(name: &str) -> String {
     const TYPES: [&str; 11] = [
-        ".service", ".socket", ".timer", ".target", ".mount", ".automount", ".path", ".slice", ".scope", ".swap",
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".mount",
+        ".automount",
+        ".path",
+        ".slice",
+        ".scope",
+        ".swap",
         ".device",
     ];
     if TYPES.iter().any(|t| name.ends_with(t)) {
@@ -94,7 +103,10 @@ fn valid_unit(name: &str) -> bool {
 /// `is-enabled` states that count as enabled (systemctl's exit 0, less
 /// `enabled-runtime`, which is gone at the next boot).
 fn counts_as_enabled(s: &str) -> bool {
-    matches!(s, "enabled" | "alias" | "static" | "indirect" | "generated" | "transient")
+    matches!(
+        s,
+        "enabled" | "alias" | "static" | "indirect" | "generated" | "transient"
+    )
 }
 
 /// `is-enabled` states that `systemctl disable` changes.
@@ -279,7 +291,11 @@ impl Module for Service {
             if !ok {
                 c.push(Change::new(
                     "enabled",
-                    Some(if s.enabled.is_empty() { "unknown".into() } else { s.enabled.clone() }),
+                    Some(if s.enabled.is_empty() {
+                        "unknown".into()
+                    } else {
+                        s.enabled.clone()
+                    }),
                     Some(if e { "enabled" } else { "disabled" }.into()),
                 ));
             }
@@ -300,7 +316,10 @@ impl Module for Service {
         let u = &p.unit;
         let mut steps = Vec::new();
         if changes.has("daemon-reload") {
-            steps.push(step("systemctl daemon-reload".into(), Sh::raw_start("systemctl daemon-reload")));
+            steps.push(step(
+                "systemctl daemon-reload".into(),
+                Sh::raw_start("systemctl daemon-reload"),
+            ));
         }
         if changes.has("enabled") {
             let (verb, label) = if p.enabled == Some(true) {
@@ -313,10 +332,9 @@ impl Module for Service {
         if changes.has("state") {
             match p.state {
                 Some(Running::Running) => steps.push(step(format!("start {u}"), start_like(u, "start"))),
-                Some(Running::Stopped) => steps.push(step(
-                    format!("stop {u}"),
-                    Sh::raw_start("systemctl stop --").arg(u),
-                )),
+                Some(Running::Stopped) => {
+                    steps.push(step(format!("stop {u}"), Sh::raw_start("systemctl stop --").arg(u)))
+                }
                 None => {}
             }
         }
@@ -389,8 +407,14 @@ mod tests {
 
     #[test]
     fn starting_is_a_restart_risk_and_stopping_is_disruptive() {
-        let c = Service::diff(&params(Some(Running::Running), Some(true)), &state("inactive", "disabled"));
-        assert_eq!(c.items.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["enabled", "state"]);
+        let c = Service::diff(
+            &params(Some(Running::Running), Some(true)),
+            &state("inactive", "disabled"),
+        );
+        assert_eq!(
+            c.items.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
+            ["enabled", "state"]
+        );
         assert_eq!(c.risk(), Some(Risk::Restart));
         let c = Service::diff(&params(Some(Running::Stopped), None), &state("active", "enabled"));
         assert_eq!(c.risk(), Some(Risk::Disruptive));
@@ -400,22 +424,32 @@ mod tests {
     #[test]
     fn a_notify_restarts_only_what_runs_and_was_not_just_started() {
         let running = params(Some(Running::Running), None);
-        assert_eq!(Service::refresh(&running, &state("active", "enabled"), &Changes::none()).len(), 1);
+        assert_eq!(
+            Service::refresh(&running, &state("active", "enabled"), &Changes::none()).len(),
+            1
+        );
         let starting = Service::diff(&running, &state("inactive", "enabled"));
         assert!(Service::refresh(&running, &state("inactive", "enabled"), &starting).is_empty());
         let stopped = params(Some(Running::Stopped), None);
         assert!(Service::refresh(&stopped, &state("inactive", "enabled"), &Changes::none()).is_empty());
         let unmanaged = params(None, Some(true));
         assert!(Service::refresh(&unmanaged, &state("inactive", "enabled"), &Changes::none()).is_empty());
-        assert_eq!(Service::refresh(&unmanaged, &state("active", "enabled"), &Changes::none()).len(), 1);
+        assert_eq!(
+            Service::refresh(&unmanaged, &state("active", "enabled"), &Changes::none()).len(),
+            1
+        );
     }
 
     #[test]
     fn hosts_without_systemd_are_refused_clearly() {
         let mut s = state("", "");
         s.systemd = Systemd::Absent;
-        assert!(Service::check(&params(None, None), &s).unwrap_err().contains("no systemd"));
+        assert!(Service::check(&params(None, None), &s)
+            .unwrap_err()
+            .contains("no systemd"));
         s.systemd = Systemd::Offline;
-        assert!(Service::check(&params(None, None), &s).unwrap_err().contains("not this host's init"));
+        assert!(Service::check(&params(None, None), &s)
+            .unwrap_err()
+            .contains("not this host's init"));
     }
 }

@@ -111,7 +111,11 @@ impl Repo {
     /// Copy the repository to `/srv/plumb-repo` on a lab node and make it
     /// the node's apt source (`ssh` runs `sh -c CMD` there).
     pub fn install_on(&self, ssh: impl Fn(&str, Option<&[u8]>) -> std::process::Output) {
-        let tar = run(Command::new("tar").arg("-C").arg(&self.dir).args(["-cf", "-", "."]).stdin(Stdio::null()));
+        let tar = run(Command::new("tar")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-cf", "-", "."])
+            .stdin(Stdio::null()));
         let out = ssh(
             "mkdir -p /srv/plumb-repo && tar -C /srv/plumb-repo -xf - && \
              echo 'deb [trusted=yes] file:/srv/plumb-repo ./' > /etc/apt/sources.list.d/plumb-tests.list",
