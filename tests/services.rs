@@ -165,6 +165,11 @@ fn a_unit_is_started_enabled_and_restarted_once_after_all_its_notifiers() {
     let again = h.plumb("apply", &[]);
     assert_eq!(again.code, 0, "{}", again.stdout);
     assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
+    assert_eq!(
+        again.json()["hosts"][0]["remote_executions"],
+        1,
+        "a converged host costs one round trip"
+    );
     assert_eq!(starts(), 1, "nothing changed: no restart");
     assert_eq!(h.plumb("diff", &[]).code, 0);
 

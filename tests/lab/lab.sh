@@ -236,6 +236,7 @@ reclaim() { # K (under the global lock)
 	read_lock "$1"
 	warn "reclaiming $NET.$1 from $LDIR (owner pid $LOWNER is gone)"
 	[ -n "$LPID" ] && [ -n "$LDIR" ] && kill_node "$LPID" "$LDIR"
+	[ -n "$LDIR" ] && remove_cgroups "$LDIR" "$1"
 	free_net "$1"
 	rm -f "$IPDIR/$1"
 }
@@ -274,7 +275,9 @@ start_node() { # DIR NAME K -> prints pid
 		echo "$cg" >"$dir/$name.cgroup"
 		(
 			echo "$BASHPID" >"$cg/cgroup.procs"
-			exec setsid ip netns exec "pln$k" unshare --mount --uts --pid --cgroup --fork --propagation private \
+			# --kill-child: whoever kills the node's top process (down, rekey,
+			# a reclaim) takes systemd and its whole PID namespace with it.
+			exec setsid ip netns exec "pln$k" unshare --mount --uts --pid --cgroup --fork --kill-child --propagation private \
 				"$LAB_SH" _node-init "$dir" "$name" "$k"
 		) </dev/null >>"$dir/$name.log" 2>&1 7>&- 8>&- &
 		echo $!
@@ -467,12 +470,13 @@ cmd_down() {
 }
 
 # Remove the nodes' cgroups (systemd leaves its slices behind), deepest first.
-remove_cgroups() { # DIR
+remove_cgroups() { # DIR [K]: every node's, or address K's only
 	local f cg i
 	for f in "$1"/*.cgroup; do
 		[ -f "$f" ] || continue
 		cg=$(cat "$f")
 		case $cg in */plumb-lab/pl[0-9]*) ;; *) continue ;; esac
+		[ -z "${2:-}" ] || [ "${cg##*/}" = "pl$2" ] || continue
 		for ((i = 0; i < 40; i++)); do
 			[ -d "$cg" ] || break
 			find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
@@ -589,10 +593,17 @@ node_init_systemd() { # DIR NAME ROOT MAX_SESSIONS
 	sshd_config "$max_sessions" >"$r/etc/ssh/sshd_config"
 	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
 	echo >>"$r/etc/machine-id"
-	# /dev is the host's: no getty may take its consoles.
-	ln -sf /dev/null "$r/etc/systemd/system/getty@.service"
-	ln -sf /dev/null "$r/etc/systemd/system/serial-getty@.service"
-	ln -sf /dev/null "$r/etc/systemd/system/console-getty.service"
+	# /dev is the host's, and kernel settings that are not namespaced are
+	# the host's too: no getty takes its consoles, no unit loads modules,
+	# sets sysctls, creates device nodes or mounts kernel filesystems.
+	local unit
+	for unit in getty@.service serial-getty@.service console-getty.service \
+		systemd-sysctl.service systemd-modules-load.service systemd-binfmt.service \
+		systemd-tmpfiles-setup-dev.service systemd-udevd.service systemd-journald-audit.socket \
+		dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+		sys-kernel-config.mount sys-fs-fuse-connections.mount; do
+		ln -sf /dev/null "$r/etc/systemd/system/$unit"
+	done
 	# Offline nodes: apt sees only what a test adds under sources.list.d.
 	: >"$r/etc/apt/sources.list"
 	rm -f "$r"/etc/apt/sources.list.d/debian.sources
