@@ -522,6 +522,7 @@ run_pyinfra() {
 
 # ------------------------------------------------------------ main
 
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "plumb benchmark: $HOSTS hosts x $FILES files, $RUNS runs per no-op measurement"
 ((SKIP_PLUMB)) || build_plumb
 if ((!SKIP_ANSIBLE || !SKIP_PYINFRA)); then ensure_venv; fi
@@ -550,6 +551,7 @@ gen_expected
 ((SKIP_PYINFRA)) || gen_pyinfra
 
 floor_once || warn "warm-up: some ssh to the lab failed"
+LOAD_START=$(loadavg)
 measure_floor
 ((SKIP_PLUMB)) || run_plumb
 ((SKIP_PYINFRA)) || run_pyinfra
@@ -562,6 +564,7 @@ versions() {
 	((SKIP_ANSIBLE)) || echo "  ansible-core $("$VENV/bin/python" -c 'import ansible.release as r; print(r.__version__)' 2>/dev/null || echo '?')"
 	((SKIP_PYINFRA)) || echo "  pyinfra      $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("pyinfra"))' 2>/dev/null || echo '?')"
 	echo "  OpenSSH      $(ssh -V 2>&1)"
+	echo "  machine      $(nproc) CPUs; load average $LOAD_START before the measurements, $(loadavg) after"
 }
 
 cell() { [ -n "${RES[$1]:-}" ] && printf '%.2f' "${RES[$1]}" || printf -- '-'; }

@@ -346,8 +346,12 @@ fn compile_host(
             graph.add_edge(nodes[*from], nodes[*to], kind.clone());
         }
         let r = &mut resources[*to];
-        if !r.requires.iter().any(|(j, _)| j == from) {
-            r.requires.push((*from, kind.clone()));
+        match r.requires.iter_mut().find(|(j, _)| j == from) {
+            None => r.requires.push((*from, kind.clone())),
+            // Notified *and* required: a requirement (a failure skips it,
+            // a pending change makes its diff a prediction).
+            Some(existing) if existing.1 == EdgeKind::Notify && *kind != EdgeKind::Notify => existing.1 = kind.clone(),
+            Some(_) => {}
         }
     }
     if toposort(&graph, None).is_err() {

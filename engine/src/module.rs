@@ -553,8 +553,11 @@ pub trait Module: Send + Sync + 'static {
     /// says what a refresh does).
     const REFRESHABLE: bool = false;
 
-    /// What to do when notified (only called when [`Module::REFRESHABLE`]).
-    fn refresh(_p: &Self::Params) -> Vec<Step> {
+    /// What to do when notified (only called when [`Module::REFRESHABLE`]),
+    /// given the observed state and the changes `apply` makes in the same run
+    /// (a service that `apply` starts needs no restart on top). No steps:
+    /// the notification needs nothing done, and none is reported.
+    fn refresh(_p: &Self::Params, _current: &Self::State, _changes: &Changes) -> Vec<Step> {
         Vec::new()
     }
 
@@ -632,7 +635,7 @@ pub trait Resource: Send + Sync {
     /// See [`Module::verify`].
     fn verify(&self, s: &Observed) -> Changes;
     /// See [`Module::refresh`].
-    fn refresh(&self) -> Vec<Step>;
+    fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
 }
@@ -683,8 +686,8 @@ impl<M: Module> Resource for Typed<M> {
     fn verify(&self, s: &Observed) -> Changes {
         M::verify(&self.params, self.state(s))
     }
-    fn refresh(&self) -> Vec<Step> {
-        M::refresh(&self.params)
+    fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step> {
+        M::refresh(&self.params, self.state(s), c)
     }
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()

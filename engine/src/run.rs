@@ -214,10 +214,11 @@ impl HostRun<'_> {
                     .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), s.label.clone()));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
-                    return Err(StepError::Failed(explain_failure(
+                    return Err(StepError::Failed(explain_failure_n(
                         &o,
                         become_,
                         &format!("`{}` failed (exit {})", s.label, o.status),
+                        STEP_ERROR_LINES,
                     )));
                 }
                 Ok(backup_notes(&o))
@@ -280,12 +281,20 @@ impl From<TransportError> for StepError {
     }
 }
 
+/// Lines of stderr kept in the error of a failed step: enough for a
+/// command's own tail of a log (a unit's `journalctl -n 20`).
+const STEP_ERROR_LINES: usize = 24;
+
 fn explain_failure(o: &Output, become_: &Become, what: &str) -> String {
+    explain_failure_n(o, become_, what, 6)
+}
+
+fn explain_failure_n(o: &Output, become_: &Become, what: &str, lines: usize) -> String {
     let err = String::from_utf8_lossy(&o.stderr);
     if *become_ != Become::No && (err.contains("a password is required") || err.contains("a terminal is required")) {
         return "sudo asks for a password: `become` needs passwordless sudo (NOPASSWD) for this user, or connect as root".into();
     }
-    let t = tail(&err, 6);
+    let t = tail(&err, lines);
     if t.is_empty() {
         what.to_string()
     } else {
@@ -486,7 +495,10 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     }
                 };
                 if !notifiers.is_empty() {
-                    changes.push(refresh_change(&notifiers));
+                    let refresh = res.refresh(obs, &changes);
+                    if !refresh.is_empty() {
+                        changes.push(refresh_change(&notifiers, &refresh));
+                    }
                 }
                 slots[i].status = Some(if changes.is_empty() {
                     Status::Ok
@@ -531,9 +543,15 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     res.apply(obs, &changes)
                 };
                 let changed = !changes.is_empty();
+                let refresh = if notifiers.is_empty() {
+                    Vec::new()
+                } else {
+                    res.refresh(obs, &changes)
+                };
                 slots[i].changes = changes;
-                if !notifiers.is_empty() {
-                    steps.extend(res.refresh());
+                if !refresh.is_empty() {
+                    slots[i].changes.push(refresh_change(&notifiers, &refresh));
+                    steps.extend(refresh);
                     slots[i].notes.push(format!(
                         "refreshed (notified by {})",
                         notifiers
@@ -542,7 +560,6 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));
-                    slots[i].changes.push(refresh_change(&notifiers));
                 }
                 let mut failed = None;
                 for step in &steps {
@@ -615,12 +632,21 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
     }
 }
 
-fn refresh_change(notifiers: &[&str]) -> Change {
+/// The change a notification makes: what its steps do, and who notified.
+fn refresh_change(notifiers: &[&str], steps: &[Step]) -> Change {
+    let what = steps
+        .iter()
+        .map(|s| match s {
+            Step::Run(s) => s.label.clone(),
+            Step::Write(w) => format!("write {}", w.path),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     Change::new(
         "refresh",
         None,
         Some(format!(
-            "refresh (notified by {})",
+            "{what} (notified by {})",
             notifiers
                 .iter()
                 .map(|n| format!("`{n}`"))

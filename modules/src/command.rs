@@ -130,8 +130,8 @@ impl Module for Command {
         c
     }
 
-    fn apply(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
-        Self::refresh(p)
+    fn apply(p: &Params, s: &State, c: &Changes) -> Vec<Step> {
+        Self::refresh(p, s, c)
     }
 
     fn verify(p: &Params, after: &State) -> Changes {
@@ -143,7 +143,7 @@ impl Module for Command {
         Self::diff(p, after)
     }
 
-    fn refresh(p: &Params) -> Vec<Step> {
+    fn refresh(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
         vec![Step::Run(Script {
             label: p.run.clone(),
             sh: Sh::user_command(&p.run, &[]),

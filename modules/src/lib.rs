@@ -8,15 +8,21 @@
 pub mod assert;
 mod blockdev;
 pub mod command;
+mod config_file;
+pub mod containerd_hosts;
 pub mod directory;
+pub mod docker_daemon;
 pub mod file;
 pub mod filesystem;
 mod fstab;
+pub mod k3s_registries;
 mod lvm;
 pub mod lvm_lv;
 pub mod lvm_vg;
 mod migrate;
 pub mod mount;
+pub mod package;
+pub mod service;
 pub mod size;
 mod stat;
 
@@ -29,6 +35,11 @@ pub fn registry() -> Registry {
         .with::<file::File>()
         .with::<directory::Directory>()
         .with::<command::Command>()
+        .with::<docker_daemon::DockerDaemon>()
+        .with::<service::Service>()
+        .with::<package::Package>()
+        .with::<k3s_registries::K3sRegistries>()
+        .with::<containerd_hosts::ContainerdHosts>()
         .with::<assert::Assert>()
         .with::<mount::Mount>()
         .with::<filesystem::Filesystem>()

@@ -3,8 +3,8 @@
 # mount/uts/pid namespace whose PID 1 is sshd, on an overlay over a cached
 # Debian root. See tests/lab/README.md. Must run as root.
 #
-#   lab.sh rootfs
-#   lab.sh up DIR N [--max-sessions M] [--first-ip K]
+#   lab.sh rootfs [--systemd]
+#   lab.sh up DIR N [--max-sessions M] [--first-ip K] [--systemd]
 #   lab.sh down DIR
 #   lab.sh cut DIR NAME | heal DIR NAME | kill-sshd DIR NAME | rekey DIR NAME
 #
@@ -28,6 +28,13 @@ NET=10.77.0
 HOST_IP=$NET.254
 PACKAGES=openssh-server,coreutils,procps,iproute2,sudo,acl,attr,e2fsprogs,util-linux,mount,findutils,diffutils
 UP_TIMEOUT=${PLUMB_LAB_UP_TIMEOUT:-30}
+# Tier 1b (--systemd): nodes whose PID 1 is systemd, in their own cgroup
+# namespace; sshd runs as ssh.service. A root of its own, with systemd and dbus.
+SYSTEMD_ROOTFS=$CACHE/rootfs-systemd-v1
+SYSTEMD_PACKAGES=$PACKAGES,systemd-sysv,dbus
+INIT=sshd
+MMLOG=$CACHE/mmdebstrap.log
+use_systemd() { ROOTFS=$SYSTEMD_ROOTFS; PACKAGES=$SYSTEMD_PACKAGES; INIT=systemd; MMLOG=$CACHE/mmdebstrap-systemd.log; }
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 die() { echo "lab.sh: error: $*" >&2; exit 1; }
@@ -92,6 +99,7 @@ cmd_rootfs() {
 	if [ -f "$ROOTFS/.plumb-lab-rootfs" ]; then exec 7>&-; echo "$ROOTFS"; return; fi
 	if [ -z "$force" ] && [ -e "$ROOTFS.failed" ]; then
 		exec 7>&-
+		[ "$INIT" = sshd ] || die "the systemd rootfs build failed before ($ROOTFS.failed); run 'lab.sh rootfs --systemd' to retry"
 		warn "rootfs build failed before ($ROOTFS.failed); using / as lower dir (run 'lab.sh rootfs' to retry)"
 		echo /; return
 	fi
@@ -108,8 +116,8 @@ cmd_rootfs() {
 	local t0=$SECONDS
 	if command -v mmdebstrap >/dev/null &&
 		timeout 1200 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
-			"$codename" "$tmp" "${mirrors[@]}" >"$CACHE/mmdebstrap.log" 2>&1 &&
-		customize_rootfs "$tmp" >>"$CACHE/mmdebstrap.log" 2>&1; then
+			"$codename" "$tmp" "${mirrors[@]}" >"$MMLOG" 2>&1 &&
+		customize_rootfs "$tmp" >>"$MMLOG" 2>&1; then
 		touch "$tmp/.plumb-lab-rootfs"
 		mv -T "$tmp" "$ROOTFS"
 		rm -f "$ROOTFS.failed"
@@ -120,7 +128,8 @@ cmd_rootfs() {
 		rm -rf "$tmp"
 		date >"$ROOTFS.failed"
 		exec 7>&-
-		warn "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$CACHE/mmdebstrap.log" 2>/dev/null | tr '\n' ' ')); using / as lower dir"
+		[ "$INIT" = sshd ] || die "mmdebstrap failed for the systemd rootfs (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' '))"
+		warn "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' ')); using / as lower dir"
 		echo /
 	fi
 }
@@ -227,6 +236,7 @@ reclaim() { # K (under the global lock)
 	read_lock "$1"
 	warn "reclaiming $NET.$1 from $LDIR (owner pid $LOWNER is gone)"
 	[ -n "$LPID" ] && [ -n "$LDIR" ] && kill_node "$LPID" "$LDIR"
+	[ -n "$LDIR" ] && remove_cgroups "$LDIR" "$1"
 	free_net "$1"
 	rm -f "$IPDIR/$1"
 }
@@ -242,9 +252,37 @@ node_field() { # DIR NAME -> "ip pid" of NAME
 	die "no node $2 in $1/nodes"
 }
 
+# The cgroup2 hierarchy: /sys/fs/cgroup, or the unified part of a hybrid setup.
+cgroup_root() {
+	local m
+	for m in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+		[ "$(stat -f -c %T "$m" 2>/dev/null)" = cgroup2fs ] && { echo "$m"; return 0; }
+	done
+	return 1
+}
+
+init_of() { cat "$1/init" 2>/dev/null || echo sshd; } # DIR
+
 start_node() { # DIR NAME K -> prints pid
 	local dir=$1 name=$2 k=$3
 	mkdir -p "$dir/$name.root"
+	if [ "$(init_of "$dir")" = systemd ]; then
+		# A cgroup of the node's own becomes the root of its cgroup namespace
+		# (chosen out here: `ip netns exec` remounts /sys).
+		local cg
+		cg=$(cgroup_root)/plumb-lab/pl$k
+		mkdir -p "$cg"
+		echo "$cg" >"$dir/$name.cgroup"
+		(
+			echo "$BASHPID" >"$cg/cgroup.procs"
+			# --kill-child: whoever kills the node's top process (down, rekey,
+			# a reclaim) takes systemd and its whole PID namespace with it.
+			exec setsid ip netns exec "pln$k" unshare --mount --uts --pid --cgroup --fork --kill-child --propagation private \
+				"$LAB_SH" _node-init "$dir" "$name" "$k"
+		) </dev/null >>"$dir/$name.log" 2>&1 7>&- 8>&- &
+		echo $!
+		return
+	fi
 	# Not a process-group leader here (no job control), so setsid does not
 	# fork and $! is the session leader. Lock fds 7/8 must not leak into it.
 	setsid ip netns exec "pln$k" unshare --mount --uts --pid --fork --propagation private \
@@ -288,7 +326,7 @@ up_cleanup() { if [ "$UP_OK" = 0 ] && [ -n "$UP_DIR" ]; then echo "lab.sh: up fa
 
 cmd_up() {
 	need_root
-	[ $# -ge 2 ] || die "usage: lab.sh up DIR N [--max-sessions M] [--first-ip K]"
+	[ $# -ge 2 ] || die "usage: lab.sh up DIR N [--max-sessions M] [--first-ip K] [--systemd]"
 	local dir n=$2 max_sessions=10 first=1 lower
 	dir=$(abs_dir "$1")
 	[[ $dir =~ ^[^[:space:]]+$ ]] || die "state dir must not contain whitespace: $dir"
@@ -297,6 +335,7 @@ cmd_up() {
 		case $1 in
 		--max-sessions) max_sessions=${2:?}; shift 2 ;;
 		--first-ip) first=${2:?}; shift 2 ;;
+		--systemd) use_systemd; shift ;;
 		*) die "unknown option $1" ;;
 		esac
 	done
@@ -313,12 +352,19 @@ cmd_up() {
 	local l ok=
 	for l in ${lower//:/ }; do [ -x "$l/usr/sbin/sshd" ] && ok=1; done
 	[ -n "$ok" ] || die "no /usr/sbin/sshd in lower dir $lower"
+	if [ "$INIT" = systemd ]; then
+		ok=
+		for l in ${lower//:/ }; do [ -x "$l/lib/systemd/systemd" ] && ok=1; done
+		[ -n "$ok" ] || die "no /lib/systemd/systemd in lower dir $lower (build it: lab.sh rootfs --systemd)"
+		cgroup_root >/dev/null || die "no cgroup2 hierarchy on this machine (needed by --systemd)"
+	fi
 	[ "$lower" != / ] || [ -x /usr/bin/sudo ] || warn "lower dir is / and it has no sudo: 'deploy' cannot sudo"
 
 	UP_DIR=$dir
 	trap up_cleanup EXIT
 	rm -f "$dir/nodes" "$dir/known_hosts" "$dir/ips" "$dir"/node*.log
 	echo "$lower" >"$dir/lowerdir"
+	echo "$INIT" >"$dir/init"
 	echo "$max_sessions" >"$dir/max_sessions"
 	: >"$dir/nodes"
 	: >"$dir/known_hosts"
@@ -396,7 +442,17 @@ cmd_down() {
 	if [ -f "$dir/nodes" ]; then
 		while read -r n ip pid; do pids+=("$pid"); done <"$dir/nodes"
 	fi
+	if [ "$(init_of "$dir")" = systemd ]; then
+		# systemd as PID 1 re-executes itself on SIGTERM; SIGKILL of a
+		# namespace's PID 1 ends every process in it.
+		local inner
+		for pid in "${pids[@]+"${pids[@]}"}"; do
+			is_node_pid "$pid" "$dir" || continue
+			inner=$(inner_pid "$pid") && kill -KILL "$inner" 2>/dev/null || true
+		done
+	fi
 	kill_nodes "$dir" "${pids[@]+"${pids[@]}"}"
+	remove_cgroups "$dir"
 	lock_global
 	for f in "$IPDIR"/*; do
 		[ -f "$f" ] || continue
@@ -411,6 +467,26 @@ cmd_down() {
 		ip link del "$BRIDGE" 2>/dev/null || true
 	fi
 	unlock_global
+}
+
+# Remove the nodes' cgroups (systemd leaves its slices behind), deepest first.
+remove_cgroups() { # DIR [K]: every node's, or address K's only
+	local f cg i
+	for f in "$1"/*.cgroup; do
+		[ -f "$f" ] || continue
+		cg=$(cat "$f")
+		case $cg in */plumb-lab/pl[0-9]*) ;; *) continue ;; esac
+		[ -z "${2:-}" ] || [ "${cg##*/}" = "pl$2" ] || continue
+		for ((i = 0; i < 40; i++)); do
+			[ -d "$cg" ] || break
+			find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+			[ -d "$cg" ] || break
+			sleep 0.05
+		done
+		[ -d "$cg" ] && warn "cgroup $cg could not be removed"
+		rmdir "${cg%/*}" 2>/dev/null || true
+		rm -f "$f"
+	done
 }
 
 cmd_cut() { # DIR NAME [up|down]
@@ -472,9 +548,23 @@ node_init() { # DIR NAME K
 	mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
 	mkdir -p -m 0755 "$r/run/sshd"
 	ensure_users "$r"
+	if [ "$(init_of "$dir")" = systemd ]; then
+		node_init_systemd "$dir" "$name" "$r" "$max_sessions"
+	fi
 	install -m 0600 "$dir/$name.hostkey" "$r/etc/ssh/plumb_lab_host_key"
 	install -m 0644 "$dir/id_ed25519.pub" "$r/etc/ssh/plumb_lab_authorized_keys"
-	cat >"$r/etc/ssh/plumb_lab_sshd_config" <<EOF
+	sshd_config "$max_sessions" >"$r/etc/ssh/plumb_lab_sshd_config"
+	cd "$r"
+	# pivot_root(".", "."): the old root ends up stacked on "/" and is detached.
+	pivot_root . .
+	umount -l .
+	cd /
+	exec /usr/sbin/sshd -D -e -f /etc/ssh/plumb_lab_sshd_config
+}
+
+sshd_config() { # MAX_SESSIONS
+	local max_sessions=$1
+	cat <<EOF
 Port 22
 ListenAddress 0.0.0.0
 HostKey /etc/ssh/plumb_lab_host_key
@@ -492,12 +582,37 @@ PidFile none
 AcceptEnv LANG LC_*
 Subsystem sftp internal-sftp
 EOF
+}
+
+# The rest of a tier-1b node: sshd becomes ssh.service, systemd PID 1.
+node_init_systemd() { # DIR NAME ROOT MAX_SESSIONS
+	local dir=$1 name=$2 r=$3 max_sessions=$4
+	mount -t cgroup2 cgroup2 "$r/sys/fs/cgroup"
+	install -m 0600 "$dir/$name.hostkey" "$r/etc/ssh/plumb_lab_host_key"
+	install -m 0644 "$dir/id_ed25519.pub" "$r/etc/ssh/plumb_lab_authorized_keys"
+	sshd_config "$max_sessions" >"$r/etc/ssh/sshd_config"
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+	echo >>"$r/etc/machine-id"
+	# /dev is the host's, and kernel settings that are not namespaced are
+	# the host's too: no getty takes its consoles, no unit loads modules,
+	# sets sysctls, creates device nodes or mounts kernel filesystems.
+	local unit
+	for unit in getty@.service serial-getty@.service console-getty.service \
+		systemd-sysctl.service systemd-modules-load.service systemd-binfmt.service \
+		systemd-tmpfiles-setup-dev.service systemd-udevd.service systemd-journald-audit.socket \
+		dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+		sys-kernel-config.mount sys-fs-fuse-connections.mount; do
+		ln -sf /dev/null "$r/etc/systemd/system/$unit"
+	done
+	# Offline nodes: apt sees only what a test adds under sources.list.d.
+	: >"$r/etc/apt/sources.list"
+	rm -f "$r"/etc/apt/sources.list.d/debian.sources
 	cd "$r"
-	# pivot_root(".", "."): the old root ends up stacked on "/" and is detached.
 	pivot_root . .
 	umount -l .
 	cd /
-	exec /usr/sbin/sshd -D -e -f /etc/ssh/plumb_lab_sshd_config
+	export container=other
+	exec /lib/systemd/systemd --system
 }
 
 # Adds deploy/nosudo when the lower dir lacks them (the "/" fallback).
@@ -521,7 +636,11 @@ ensure_users() { # ROOT
 # ---------------------------------------------------------------- main
 
 case ${1:-} in
-rootfs) shift; cmd_rootfs force ;;
+rootfs)
+	shift
+	case ${1:-} in --systemd) use_systemd ;; "") ;; *) die "usage: lab.sh rootfs [--systemd]" ;; esac
+	cmd_rootfs force
+	;;
 up) shift; cmd_up "$@" ;;
 down) shift; cmd_down "$@" ;;
 cut) [ $# -eq 3 ] || die "usage: lab.sh cut DIR NAME"; cmd_cut "$2" "$3" down ;;

@@ -160,6 +160,19 @@ impl Lab {
 
     /// Brings up `n` nodes; `max_sessions` sets sshd's `MaxSessions`.
     pub fn up_with(n: usize, max_sessions: Option<u32>) -> Lab {
+        Self::start(n, max_sessions, false)
+    }
+
+    /// Brings up `n` tier-1b nodes: systemd is PID 1 and sshd runs as
+    /// `ssh.service`, so units can be started, enabled and restarted for
+    /// real. Their apt sees no Debian mirror, only sources a test adds.
+    /// About 1 s per node; the first call builds the systemd root (about 2
+    /// minutes, needs the Debian mirror).
+    pub fn up_systemd(n: usize) -> Lab {
+        Self::start(n, None, true)
+    }
+
+    fn start(n: usize, max_sessions: Option<u32>, systemd: bool) -> Lab {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -175,6 +188,9 @@ impl Lab {
         let mut args = vec!["up", dir_s.as_str(), n_s.as_str()];
         if let Some(m) = &ms_s {
             args.extend(["--max-sessions", m.as_str()]);
+        }
+        if systemd {
+            args.push("--systemd");
         }
         let out = run_lab_sh(&args);
         check(&out, "up"); // on failure lab.sh has already torn itself down

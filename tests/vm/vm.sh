@@ -21,6 +21,7 @@
 #   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
 #   PLUMB_VM_KERNEL_ARGS  extra kernel command line arguments
 #   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
+#   PLUMB_VM_PORT         host port to try first (default: a random free one)
 set -euo pipefail
 
 VM_SH=$(readlink -f "${BASH_SOURCE[0]}")
@@ -174,6 +175,7 @@ cmd_image() { # MODE
 
 build_image() { # OUT
 	local out=$1 work=$1/work codename pkg kver mirrors=() line busybox
+	PS4='+ [${SECONDS}s] '
 	set -x
 	mkdir -p "$work/kernel" "$work/rootfs" "$work/initrd"
 
@@ -196,6 +198,7 @@ build_image() { # OUT
 	fi
 	[ -n "$codename" ] || codename=stable
 	timeout 1800 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
+		--dpkgopt=force-unsafe-io --aptopt='Acquire::Languages "none"' \
 		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
 		"$codename" "$work/rootfs" "${mirrors[@]}"
@@ -417,6 +420,19 @@ listening_ports() {
 		while read -r hex; do echo $((16#$hex)); done | sort -un
 }
 
+# Does process PID hold a socket listening on TCP PORT?
+pid_listens() { # PID PORT
+	local inodes hexport
+	inodes=$(find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n')
+	[ -n "$inodes" ] || return 1
+	printf -v hexport '%04X' "$2"
+	cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+		awk -v p=":$hexport" -v ino="$inodes" '
+			BEGIN { n = split(ino, a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
+			$4 == "0A" && substr($2, length($2) - 4) == p && ($10 in want) { found = 1 }
+			END { exit !found }'
+}
+
 pick_port() {
 	local used p i
 	used=$(listening_ports)
@@ -575,20 +591,21 @@ cmd_up() {
 	echo "$DISKS" >"$dir/disks"
 
 	take_slot
-	local attempt port
+	local attempt port t_boot=$SECONDS
 	for attempt in 1 2 3; do
-		port=$(pick_port)
+		if ((attempt == 1)) && [ -n "${PLUMB_VM_PORT:-}" ]; then port=$PLUMB_VM_PORT; else port=$(pick_port); fi
 		write_ssh_files "$dir" "$port"
 		start_qemu "$dir" "$port"
-		# hostfwd binds at start-up: qemu is listening, or has died, within seconds
+		# hostfwd binds at start-up: within seconds qemu itself listens on the
+		# port (not just anyone: that is how a taken port shows), or has died.
 		local i
-		for ((i = 0; i < 100; i++)); do
+		for ((i = 0; i < 400; i++)); do
 			alive "$QEMU_PID" || break
-			listening_ports | grep -qx "$port" && break
+			pid_listens "$QEMU_PID" "$port" && break
 			sleep 0.05
 		done
 		alive "$QEMU_PID" && break
-		if grep -qi 'forward' "$dir/qemu.log" && ((attempt < 3)); then
+		if grep -q 'host forwarding' "$dir/qemu.log" && ((attempt < 3)); then
 			warn "qemu could not bind 127.0.0.1:$port ($(head -c 300 "$dir/qemu.log")); retrying on another port"
 			continue
 		fi
@@ -601,7 +618,7 @@ cmd_up() {
 	# stays open as the shared connection (ControlMaster) that `vm.sh ssh` and
 	# the Rust helper reuse; its stdout must not be ours (a caller reading our
 	# stdout to EOF would wait for the master to exit).
-	local deadline=$((t0 + UP_TIMEOUT))
+	local deadline=$((t_boot + UP_TIMEOUT))
 	ssh_base "$dir"
 	while :; do
 		if ! alive "$QEMU_PID"; then
@@ -625,7 +642,7 @@ cmd_up() {
 		setsid "$VM_SH" _watch "$dir" "$PLUMB_VM_OWNER_PID" </dev/null >>"$dir/watch.log" 2>&1 7>&- 8>&- 9>&- &
 		echo $! >"$dir/watch_pid"
 	fi
-	note "VM up in $((SECONDS - t0))s: ssh -F $dir/ssh_config vm (127.0.0.1:$port, pid $QEMU_PID)"
+	note "VM up in $((SECONDS - t0))s ($((SECONDS - t_boot))s from qemu start): ssh -F $dir/ssh_config vm (127.0.0.1:$port, pid $QEMU_PID)"
 	echo "$port"
 }
 
@@ -761,7 +778,7 @@ resize-disk) shift; cmd_resize_disk "$@" ;;
 ssh) shift; cmd_ssh "$@" ;;
 check) cmd_check ;;
 _watch) shift; cmd_watch "$@" ;;
-*) sed -n '2,24s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
+*) sed -n '2,25s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
 esac
 exit
 }

@@ -9,6 +9,9 @@ use tokio::process::Command;
 use super::{send_payload, Output, Transport, TransportError};
 use crate::module::Payload;
 
+/// Scripts longer than this run from a temp file instead of `sh -c`.
+const LARGE_SCRIPT: usize = 64 * 1024;
+
 /// Runs scripts here, with `sh -c`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
@@ -16,9 +19,21 @@ pub struct Local;
 #[async_trait]
 impl Transport for Local {
     async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
+        // One argument to execve is limited to 128 KiB on Linux: a large
+        // script (the batched probe of many resources) runs from a file.
+        let staged = if script.len() > LARGE_SCRIPT {
+            let f = tempfile::Builder::new().prefix("plumb-script-").suffix(".sh").tempfile()?;
+            std::fs::write(f.path(), script)?;
+            Some(f)
+        } else {
+            None
+        };
+        let mut cmd = Command::new("sh");
+        match &staged {
+            Some(f) => cmd.arg(f.path()),
+            None => cmd.arg("-c").arg(script),
+        };
+        let mut child = cmd
             .env("LC_ALL", "C")
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -69,5 +84,17 @@ mod tests {
         assert_eq!(out.stdout, b"hello\n");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status, 3);
+    }
+
+    #[tokio::test]
+    async fn a_script_larger_than_one_argument_can_hold_still_runs() {
+        let mut script = String::new();
+        for i in 0..20_000 {
+            script.push_str(&format!("x{i}=\"value number {i}\"\n"));
+        }
+        script.push_str("echo \"$x19999\"\n");
+        assert!(script.len() > 256 * 1024);
+        let out = Local.run(&script, None).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "value number 19999\n");
     }
 }
