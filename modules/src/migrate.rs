@@ -71,8 +71,18 @@ work=
 tmp=
 tmp_mounted=0
 say() { echo "plumb: $*" >&2; }
+# A copy that failed may leave a process of it exiting with files open on
+# the temporary mount for a moment: wait for it, and detach the mount (it
+# holds nothing of the old data) if it stays busy.
+release() {
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    umount "$1" 2>/dev/null && return 0
+    sleep 0.25
+  done
+  umount -l "$1"
+}
 restore() {
-  if [ "$tmp_mounted" = 1 ]; then umount "$tmp" || say "could not unmount the temporary mount $tmp"; fi
+  if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
   for svc in $active; do systemctl start "$svc" || say "could not start $svc again"; done
@@ -144,7 +154,7 @@ bytes=$(du -sxB1 "$path" | cut -f 1)
 command -v getfattr >/dev/null 2>&1 || echo "plumb-note=xattrs and ACLs were copied but not compared: getfattr (package attr) is missing"
 
 # The switch.
-umount "$tmp" || fail "cannot unmount the temporary mount"
+release "$tmp" || fail "cannot unmount the temporary mount"
 tmp_mounted=0
 if [ -n "$old_src" ]; then
   umount "$path" || fail "cannot unmount the old filesystem $old_src from $path"
