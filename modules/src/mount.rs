@@ -516,14 +516,14 @@ impl Module for Mount {
                 } else {
                     let migrating = p.migrate.is_some() && (s.foreign().is_some() || s.holds_data());
                     if migrating {
-                        let from = match s.foreign() {
-                            Some(f) => format!("data of `{}` (mounted from {})", p.path, f.source),
-                            None => format!("{} entries in `{}`", s.path_entries, p.path),
-                        };
                         let size = s
                             .data_bytes
                             .map(|b| format!("{} ({b} bytes)", human(b)))
-                            .unwrap_or_default();
+                            .unwrap_or_else(|| "the data".into());
+                        let from = match s.foreign() {
+                            Some(f) => format!("{size} in `{}` (mounted from {})", p.path, f.source),
+                            None => format!("{size} in `{}` ({} entries)", p.path, s.path_entries),
+                        };
                         let kept = match (s.foreign(), p.migrate.as_ref().is_some_and(|m| m.keep_old)) {
                             (Some(f), _) => format!("old data stays on {}, unmounted", f.source),
                             (None, true) => format!("old data kept as {}", migrate::old_name_hint(&p.path)),
@@ -539,7 +539,7 @@ impl Module for Mount {
                         c.push(
                             Change::new(
                                 "migrate",
-                                Some(format!("{size} {from}").trim().to_string()),
+                                Some(from),
                                 Some(format!("copied onto {}, verified by checksums; {kept}{stop}", p.src())),
                             )
                             .risk(Risk::Disruptive),
