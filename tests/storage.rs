@@ -686,10 +686,11 @@ struct VgGuard(String, Vec<String>);
 
 impl Drop for VgGuard {
     fn drop(&mut self) {
+        // `pvremove -ff` also clears a PV of a group that lost another PV.
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -q -f {} >/dev/null 2>&1; pvremove -q -f {} >/dev/null 2>&1",
+                "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -q -f {} >/dev/null 2>&1; pvremove -q -ff -y {} >/dev/null 2>&1",
                 self.0,
                 self.1.join(" ")
             ))
@@ -709,6 +710,25 @@ fn a_volume_group_from_two_disks_grows_and_never_loses_a_pv() {
     let c = rig.disk("pv-c", "64M");
     let name = format!("plumbtest{}", std::process::id());
     let _guard = VgGuard(name.clone(), vec![a.dev.clone(), b.dev.clone(), c.dev.clone()]);
+    // Another group on the host has lost a disk: it must not disturb this one.
+    let broken_name = format!("plumbbroken{}", std::process::id());
+    let broken = rig.disk("broken-a", "64M");
+    let _broken_guard = VgGuard(broken_name.clone(), vec![broken.dev.clone()]);
+    {
+        let lost = rig.disk("broken-b", "64M");
+        sh(&format!(
+            "LVM_SUPPRESS_FD_WARNINGS=1 vgcreate -q {broken_name} {} {} >/dev/null 2>&1",
+            broken.dev, lost.dev
+        ));
+    }
+    assert!(
+        sh(&format!(
+            "LVM_SUPPRESS_FD_WARNINGS=1 vgs --noheadings -o vg_missing_pv_count {broken_name} 2>/dev/null"
+        ))
+        .trim()
+            == "1",
+        "a group with a missing PV is on the host"
+    );
     let plan =
         |pvs: &str| format!("resources:\n  - id: vg\n    lvm.vg: {{name: {name}, pvs: [{pvs}], pvresize: true}}\n");
     rig.plan(&plan(&format!("{}, {}", a.dev, b.dev)));

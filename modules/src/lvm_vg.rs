@@ -136,6 +136,14 @@ impl Module for VolumeGroup {
         }
         for (i, d) in p.pvs.iter().enumerate() {
             cx.require_absolute(&format!("pvs.{i}"), d);
+            if d.contains([',', ' ', '\n']) {
+                cx.error(
+                    &format!("pvs.{i}"),
+                    "plumb::plan::invalid_value",
+                    format!("invalid device path `{d}`"),
+                    None,
+                );
+            }
             if p.pvs[..i].contains(d) {
                 cx.error(
                     &format!("pvs.{i}"),
@@ -272,6 +280,16 @@ impl Module for VolumeGroup {
     }
 
     fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+        // Every command sees only this group's devices (`--devices`): LVM
+        // refuses to change anything while *any* group it sees has lost a
+        // PV, and another group on the host is none of this plan's business.
+        let mut seen: Vec<String> = p.pvs.clone();
+        for pv in s.pvs.iter().filter(|pv| pv.vg == p.name) {
+            if !seen.contains(&pv.name) {
+                seen.push(pv.name.clone());
+            }
+        }
+        let devices = seen.join(",");
         let mut sh = lvm::env().raw("set -e\n");
         let mut label = Vec::new();
         let fresh: Vec<&String> = p
@@ -282,11 +300,11 @@ impl Module for VolumeGroup {
             .map(|(n, _)| n)
             .collect();
         for d in &fresh {
-            sh.line(&Sh::raw_start("pvcreate -q").arg(d));
+            sh.line(&Sh::raw_start("pvcreate -q --devices").arg(&devices).arg(d));
         }
         match &s.group {
             None => {
-                let mut cmd = Sh::raw_start("vgcreate -q");
+                let mut cmd = Sh::raw_start("vgcreate -q --devices").arg(&devices);
                 if let Some(Size(b)) = p.pe_size {
                     cmd = cmd.raw(" -s").arg(format!("{b}b"));
                 }
@@ -306,7 +324,7 @@ impl Module for VolumeGroup {
                     .map(|(n, _)| n)
                     .collect();
                 if !adding.is_empty() {
-                    let mut cmd = Sh::raw_start("vgextend -q").arg(&p.name);
+                    let mut cmd = Sh::raw_start("vgextend -q --devices").arg(&devices).arg(&p.name);
                     for d in &adding {
                         cmd = cmd.arg(d);
                     }
@@ -316,7 +334,7 @@ impl Module for VolumeGroup {
                 if p.pvresize {
                     for (name, d) in p.pvs.iter().zip(&s.devices) {
                         if s.pv_of(d).is_some_and(|pv| pv.vg == p.name && pv.growth(g.extent) > 0) {
-                            sh.line(&Sh::raw_start("pvresize -q").arg(name));
+                            sh.line(&Sh::raw_start("pvresize -q --devices").arg(&devices).arg(name));
                             label.push(format!("pvresize {name}"));
                         }
                     }
