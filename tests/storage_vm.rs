@@ -1,8 +1,9 @@
 //! Tier 2: the storage modules against real LVM, in a qemu VM reached over
 //! SSH (tests/vm). A volume group from two disks; a logical volume grown
 //! from 1 GiB to 2 GiB with its mounted ext4 and its data intact; XFS
-//! grown; `100%FREE` that converges and grows again when a disk grows;
-//! shrinking refused; a mounted volume never removed; and the TwisterLab
+//! grown, mounted and not; `100%FREE` that converges and grows again when a
+//! disk grows or is added; shrinking refused (and, when allowed, done to an
+//! unmounted ext4 without loss); a mounted volume never removed; and the TwisterLab
 //! phase-1 storage plan previewed on a fresh VM (the whole chain), applied,
 //! then re-applied with nothing to do.
 //!
@@ -41,9 +42,9 @@ struct VmRig {
 }
 
 impl VmRig {
-    fn up() -> VmRig {
+    fn up(disks: usize) -> VmRig {
         let t = Instant::now();
-        let vm = Vm::up();
+        let vm = Vm::up_with(disks, "4G");
         eprintln!("VM up in {:.1?}", t.elapsed());
         let dir = tempfile::Builder::new().prefix("plumb-storage-vm-").tempdir().unwrap();
         std::fs::write(
@@ -156,7 +157,7 @@ resources:
 #[test]
 fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     need_vm!();
-    let rig = VmRig::up();
+    let rig = VmRig::up(3);
 
     // A volume group from two disks, two volumes with their filesystems.
     let plan = rig.write_plan(&volumes_plan("1G", "1G", ""));
@@ -256,8 +257,26 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     let again = rig.run("apply", &plan, &[]);
     assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
 
+    // A third disk added to the group: 100%FREE takes it too.
+    let three = |plan: String| plan.replace("pvs: [/dev/vdb, /dev/vdc]", "pvs: [/dev/vdb, /dev/vdc, /dev/vdd]");
+    let plan = rig.write_plan(&three(volumes_plan("2G", "1792M", rest)));
+    let d = rig.run("diff", &plan, &[]);
+    expect(&d, 2, "a disk to add");
+    assert!(
+        resource(&d, "vg")["changes"].to_string().contains("pv /dev/vdd"),
+        "{}",
+        d.stdout
+    );
+    expect(&rig.run("apply", &plan, &[]), 0, "vgextend, then rest grows");
+    let grown = rig.lv_bytes("vg0/rest");
+    assert!(
+        grown >= after + 4 * GIB - (8 << 20),
+        "rest took the new disk: {after} → {grown}"
+    );
+    assert_eq!(rig.run("apply", &plan, &[]).summary("changed"), 0);
+
     // Shrinking is refused unless allowed, and always for XFS.
-    let plan = rig.write_plan(&volumes_plan("1G", "1792M", rest));
+    let plan = rig.write_plan(&three(volumes_plan("1G", "1792M", rest)));
     let o = rig.run("apply", &plan, &[]);
     expect(&o, 1, "shrink refused");
     let err = resource(&o, "data-lv")["error"].to_string();
@@ -267,7 +286,8 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     );
     assert_eq!(rig.lv_bytes("vg0/data"), 2 * GIB, "untouched");
     let plan = rig.write_plan(
-        &volumes_plan("2G", "1G", rest).replace("name: logs, size: 1G}", "name: logs, size: 1G, allow_shrink: true}"),
+        &three(volumes_plan("2G", "1G", rest))
+            .replace("name: logs, size: 1G}", "name: logs, size: 1G, allow_shrink: true}"),
     );
     let o = rig.run("apply", &plan, &[]);
     expect(&o, 1, "xfs never shrinks");
@@ -282,7 +302,7 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
          && head -c 100000000 /dev/urandom > /mnt/s/f && sha256sum /mnt/s/f > /root/s.sum && umount /mnt/s",
     );
     let shrink = "  - id: scratch\n    lvm.lv: {vg: vg0, name: scratch, size: 512M, allow_shrink: true}\n";
-    let plan = rig.write_plan(&volumes_plan("2G", "1792M", shrink));
+    let plan = rig.write_plan(&three(volumes_plan("2G", "1792M", shrink)));
     let d = rig.run("diff", &plan, &[]);
     let s = resource(&d, "scratch");
     assert_eq!(s["risk"], "destructive", "{s}");
@@ -312,7 +332,7 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
 #[test]
 fn the_phase1_storage_plan_previews_the_whole_chain_applies_then_converges() {
     need_vm!();
-    let rig = VmRig::up();
+    let rig = VmRig::up(2);
     // The server as phase 1 finds it: an existing data volume group with a
     // 1 GiB ext4 volume, and Docker's and Rancher's data on the root disk.
     rig.sh(
