@@ -26,10 +26,24 @@ fn plans() -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The inventory of a plan folder, `inventory/FOLDER.yaml`, when there is
+/// one (`plans/twisterlab/*.yaml` → `inventory/twisterlab.yaml`).
+fn folder_inventory(plan: &std::path::Path) -> Option<std::path::PathBuf> {
+    let folder = plan.parent()?.file_name()?;
+    let inv = common::repo()
+        .join("inventory")
+        .join(format!("{}.yaml", folder.to_string_lossy()));
+    inv.is_file().then_some(inv)
+}
+
 #[test]
 fn every_plan_validates() {
     for p in plans() {
-        let out = Plumb::new().arg("validate").arg(&p).run();
+        let mut cmd = Plumb::new().arg("validate").arg(&p);
+        if let Some(inv) = folder_inventory(&p) {
+            cmd = cmd.arg("-i").arg(inv);
+        }
+        let out = cmd.run();
         assert_eq!(out.code, 0, "{}:\n{}", p.display(), out.stderr);
     }
 }

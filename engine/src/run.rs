@@ -254,11 +254,19 @@ impl HostRun<'_> {
     }
 }
 
+/// What a step printed for the report: `plumb-backup=PATH` lines (a file
+/// backed up) and `plumb-note=TEXT` lines (anything else the user must read,
+/// such as where old data was kept).
 fn backup_notes(o: &Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .filter_map(|l| l.strip_prefix("plumb-backup="))
-        .map(|p| format!("backup of the old file: {p}"))
+        .filter_map(|l| {
+            if let Some(p) = l.strip_prefix("plumb-backup=") {
+                Some(format!("backup of the old file: {p}"))
+            } else {
+                l.strip_prefix("plumb-note=").map(str::to_string)
+            }
+        })
         .collect()
 }
 

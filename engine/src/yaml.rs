@@ -471,12 +471,20 @@ impl fmt::Display for DeError {
 impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
+    /// A parameter type's own error. By convention a line `help: …` after
+    /// the message becomes the diagnostic's help (a `Deserialize` impl has
+    /// no other way to pass one).
     fn custom<T: fmt::Display>(msg: T) -> Self {
+        let msg = msg.to_string();
+        let (message, help) = match msg.split_once("\nhelp: ") {
+            Some((m, h)) => (m.to_string(), Some(h.to_string())),
+            None => (msg, None),
+        };
         Self {
-            message: msg.to_string(),
+            message,
             span: None,
             code: "plumb::plan::invalid_value",
-            help: None,
+            help,
         }
     }
 
@@ -809,6 +817,33 @@ mod tests {
         assert_eq!(errs[0].labels[0].0.offset, text.find("absnt").unwrap());
         assert_eq!(errs[0].code, "plumb::plan::unknown_value");
         assert_eq!(errs[0].help.as_deref(), Some("did you mean `absent`?"));
+    }
+
+    #[test]
+    fn a_custom_error_carries_its_help_line_as_help() {
+        #[derive(Debug)]
+        struct Even;
+        impl<'de> Deserialize<'de> for Even {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let n = i64::deserialize(d)?;
+                if n % 2 == 0 {
+                    Ok(Even)
+                } else {
+                    Err(de::Error::custom(format!("`{n}` is odd\nhelp: add one")))
+                }
+            }
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Q {
+            n: Even,
+        }
+        let text = "n: 3\n";
+        let (_, node) = load(text);
+        let errs = from_node::<Q>(&node, node.span).unwrap_err();
+        assert_eq!(errs[0].message, "`3` is odd");
+        assert_eq!(errs[0].help.as_deref(), Some("add one"));
+        assert_eq!(errs[0].labels[0].0.offset, text.find('3').unwrap());
     }
 
     #[test]

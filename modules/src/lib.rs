@@ -6,15 +6,24 @@
 //! plus one line in [`registry`].
 
 pub mod assert;
+mod blockdev;
 pub mod command;
 mod config_file;
 pub mod containerd_hosts;
 pub mod directory;
 pub mod docker_daemon;
 pub mod file;
+pub mod filesystem;
+mod fstab;
 pub mod k3s_registries;
+mod lvm;
+pub mod lvm_lv;
+pub mod lvm_vg;
+mod migrate;
+pub mod mount;
 pub mod package;
 pub mod service;
+pub mod size;
 mod stat;
 
 use plumb_engine::module::Registry;
@@ -32,6 +41,10 @@ pub fn registry() -> Registry {
         .with::<k3s_registries::K3sRegistries>()
         .with::<containerd_hosts::ContainerdHosts>()
         .with::<assert::Assert>()
+        .with::<mount::Mount>()
+        .with::<filesystem::Filesystem>()
+        .with::<lvm_vg::VolumeGroup>()
+        .with::<lvm_lv::LogicalVolume>()
 }
 
 #[cfg(test)]

@@ -124,3 +124,72 @@ pub(crate) fn metadata_changes(
         out.push(Change::new("group", info.group.clone(), Some(g.to_string())));
     }
 }
+
+/// The line that starts section `name` of a probe's body (see [`sections`]).
+pub(crate) fn section_marker(name: &'static str) -> Sh {
+    Sh::raw_start("printf '\\n::%s::\\n'").arg(name)
+}
+
+/// Split a probe's body into the sections that [`section_marker`] started.
+/// Everything after the marker of `last` belongs to it, whatever it holds:
+/// put content the host controls (a file) there, so that it cannot forge a
+/// marker.
+pub(crate) fn sections(body: &[u8], last: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = body;
+    let mut current: Option<String> = None;
+    loop {
+        let next = find_marker(rest);
+        let (chunk, after) = match next {
+            Some((start, name, end)) => {
+                let chunk = &rest[..start];
+                if current.as_deref() == Some(last) {
+                    out.insert(last.to_string(), rest.to_vec());
+                    return out;
+                }
+                if let Some(c) = current.take() {
+                    out.insert(c, chunk.to_vec());
+                }
+                current = Some(name);
+                (None, &rest[end..])
+            }
+            None => (Some(rest), &rest[rest.len()..]),
+        };
+        if let Some(chunk) = chunk {
+            if let Some(c) = current.take() {
+                out.insert(c, chunk.to_vec());
+            }
+            return out;
+        }
+        rest = after;
+    }
+}
+
+/// The next `\n::name::\n` in `hay`: (start, name, end).
+fn find_marker(hay: &[u8]) -> Option<(usize, String, usize)> {
+    let mut from = 0;
+    while let Some(i) = hay[from..].windows(3).position(|w| w == b"\n::").map(|i| i + from) {
+        let tail = &hay[i + 3..];
+        if let Some(j) = tail.windows(3).position(|w| w == b"::\n") {
+            let name = &tail[..j];
+            if !name.is_empty() && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_') {
+                return Some((i, String::from_utf8_lossy(name).into_owned(), i + 3 + j + 3));
+            }
+        }
+        from = i + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_split_and_the_last_one_takes_the_rest() {
+        let body = b"\n::a::\n{\"x\":1}\n\n::file::\nline\n::a::\nforged\n";
+        let s = sections(body, "file");
+        assert_eq!(s["a"], b"{\"x\":1}\n");
+        assert_eq!(s["file"], b"line\n::a::\nforged\n");
+    }
+}

@@ -221,16 +221,14 @@ impl Vm {
 
     /// The guest's serial console so far (kernel log, init, sshd's log).
     pub fn console_log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default())
-            .into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default()).into_owned()
     }
 
     fn ssh_command(&self, user: &str, shared: bool) -> Command {
         let mut c = Command::new("ssh");
         c.arg("-F").arg(self.ssh_config());
         if shared {
-            let cp = std::fs::read_to_string(self.dir.join("control_path"))
-                .expect("vm.sh up wrote no control_path");
+            let cp = std::fs::read_to_string(self.dir.join("control_path")).expect("vm.sh up wrote no control_path");
             c.args(["-o", "ControlMaster=auto"])
                 .arg("-o")
                 .arg(format!("ControlPath={}", cp.trim()))
@@ -249,10 +247,7 @@ impl Vm {
 
     /// [`Vm::ssh`] as `user` (root, deploy, nosudo).
     pub fn ssh_as(&self, user: &str, cmd: &str) -> Output {
-        self.ssh_command(user, true)
-            .arg(cmd)
-            .output()
-            .expect("cannot run ssh")
+        self.ssh_command(user, true).arg(cmd).output().expect("cannot run ssh")
     }
 
     /// Runs `cmd` over a new SSH connection of its own.
@@ -294,10 +289,7 @@ impl Drop for Vm {
         let dir = self.dir.to_string_lossy().into_owned();
         let out = run_vm_sh(&["down", &dir]);
         if !out.status.success() {
-            eprintln!(
-                "vm.sh down {dir} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            eprintln!("vm.sh down {dir} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if std::thread::panicking() {
             eprintln!("VM state (console.log) kept in {dir}");

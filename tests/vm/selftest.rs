@@ -78,7 +78,10 @@ fn lvm_filesystems_resize_and_teardown() {
     let vgs = step("vgs json", "vgs --reportformat json --units b --nosuffix");
     assert!(vgs.contains("\"vg_name\":\"vg0\""), "{vgs}");
     assert!(vgs.contains("\"vg_size\":\"8581545984\""), "{vgs}"); // 2 x (4G - 1 MiB metadata)
-    let lvs = step("lvs json", "lvs --reportformat json --units b --nosuffix -o lv_name,lv_size");
+    let lvs = step(
+        "lvs json",
+        "lvs --reportformat json --units b --nosuffix -o lv_name,lv_size",
+    );
     assert!(lvs.contains("\"lv_size\":\"2147483648\""), "{lvs}");
 
     let fm = step("findmnt --json", "findmnt --json /mnt");
@@ -90,7 +93,10 @@ fn lvm_filesystems_resize_and_teardown() {
 
     // xfs: create, grow with the LV
     step("lvcreate 512M", "lvcreate -q -L 512M -n x vg0");
-    step("mkfs.xfs", "mkfs.xfs -q /dev/vg0/x && mkdir -p /srv/x && mount /dev/vg0/x /srv/x");
+    step(
+        "mkfs.xfs",
+        "mkfs.xfs -q /dev/vg0/x && mkdir -p /srv/x && mount /dev/vg0/x /srv/x",
+    );
     step("lvextend 1G", "lvextend -q -L 1G vg0/x");
     step("xfs_growfs", "xfs_growfs /srv/x >/dev/null");
     let x: u64 = vm

@@ -175,6 +175,7 @@ cmd_image() { # MODE
 
 build_image() { # OUT
 	local out=$1 work=$1/work codename pkg kver mirrors=() line busybox
+	PS4='+ [${SECONDS}s] '
 	set -x
 	mkdir -p "$work/kernel" "$work/rootfs" "$work/initrd"
 
@@ -197,6 +198,7 @@ build_image() { # OUT
 	fi
 	[ -n "$codename" ] || codename=stable
 	timeout 1800 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
+		--dpkgopt=force-unsafe-io --aptopt='Acquire::Languages "none"' \
 		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
 		"$codename" "$work/rootfs" "${mirrors[@]}"
@@ -589,7 +591,7 @@ cmd_up() {
 	echo "$DISKS" >"$dir/disks"
 
 	take_slot
-	local attempt port
+	local attempt port t_boot=$SECONDS
 	for attempt in 1 2 3; do
 		if ((attempt == 1)) && [ -n "${PLUMB_VM_PORT:-}" ]; then port=$PLUMB_VM_PORT; else port=$(pick_port); fi
 		write_ssh_files "$dir" "$port"
@@ -616,7 +618,7 @@ cmd_up() {
 	# stays open as the shared connection (ControlMaster) that `vm.sh ssh` and
 	# the Rust helper reuse; its stdout must not be ours (a caller reading our
 	# stdout to EOF would wait for the master to exit).
-	local deadline=$((t0 + UP_TIMEOUT))
+	local deadline=$((t_boot + UP_TIMEOUT))
 	ssh_base "$dir"
 	while :; do
 		if ! alive "$QEMU_PID"; then
@@ -640,7 +642,7 @@ cmd_up() {
 		setsid "$VM_SH" _watch "$dir" "$PLUMB_VM_OWNER_PID" </dev/null >>"$dir/watch.log" 2>&1 7>&- 8>&- 9>&- &
 		echo $! >"$dir/watch_pid"
 	fi
-	note "VM up in $((SECONDS - t0))s: ssh -F $dir/ssh_config vm (127.0.0.1:$port, pid $QEMU_PID)"
+	note "VM up in $((SECONDS - t0))s ($((SECONDS - t_boot))s from qemu start): ssh -F $dir/ssh_config vm (127.0.0.1:$port, pid $QEMU_PID)"
 	echo "$port"
 }
 

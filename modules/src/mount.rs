@@ -1,0 +1,718 @@
+//! `mount`: a mount point, both in fstab and live. The two are probed and
+//! diffed apart (a `fstab` change and a `mounted`/`options` change), so a
+//! review says which of them differs. A different filesystem mounted at the
+//! path is reported, never silently mounted over; mounting over a directory
+//! that holds data is refused unless `migrate:` moves the data across
+//! (see [`crate::migrate`]). fstab is rewritten atomically with a backup,
+//! and only its line for this mount point changes.
+
+use plumb_engine::module::{
+    sha256_hex, Change, Changes, Claim, Claims, FileWrite, Module, ModuleDoc, ParamDoc, Payload, PrepareCx,
+    ProbeOutput, Risk, Script, Step,
+};
+use plumb_engine::shell::Sh;
+use serde::{Deserialize, Serialize};
+
+use crate::fstab::{entries_for, normalize, rewrite, FstabEntry};
+use crate::migrate::{self, Migration};
+use crate::size::human;
+use crate::stat::{fields, section_marker, sections};
+
+/// The `mount` module.
+pub struct Mount;
+
+/// The state of a mount point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountState {
+    /// In fstab and mounted.
+    #[default]
+    Mounted,
+    /// In fstab; mounted or not, as it is.
+    Present,
+    /// In fstab, and not mounted.
+    Unmounted,
+    /// Neither in fstab nor mounted.
+    Absent,
+}
+
+/// `migrate:`: move what the mount point holds onto the new filesystem.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default = "yes")]
+    keep_old: bool,
+}
+
+/// Parameters of `mount`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    path: String,
+    src: Option<String>,
+    fstype: Option<String>,
+    #[serde(default = "defaults")]
+    opts: Vec<String>,
+    #[serde(default)]
+    dump: u32,
+    #[serde(default)]
+    passno: u32,
+    #[serde(default)]
+    state: MountState,
+    #[serde(default = "etc_fstab")]
+    fstab: String,
+    migrate: Option<Migrate>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn defaults() -> Vec<String> {
+    vec!["defaults".into()]
+}
+
+fn etc_fstab() -> String {
+    "/etc/fstab".into()
+}
+
+impl Params {
+    fn src(&self) -> &str {
+        self.src.as_deref().unwrap_or_default()
+    }
+
+    fn entry(&self) -> FstabEntry {
+        FstabEntry {
+            src: self.src().to_string(),
+            path: self.path.clone(),
+            fstype: self.fstype.clone().unwrap_or_else(|| "auto".into()),
+            opts: self.opts.clone(),
+            dump: self.dump,
+            passno: self.passno,
+        }
+    }
+
+    /// Whether `src` names a device or a file (so it must exist), rather
+    /// than a pseudo filesystem (`tmpfs`) or a network share.
+    fn src_is_device(&self) -> bool {
+        let s = self.src();
+        s.starts_with('/')
+            || ["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL="]
+                .iter()
+                .any(|t| s.starts_with(t))
+    }
+
+    fn opts_text(&self) -> String {
+        self.opts.join(",")
+    }
+}
+
+/// The mount at the path, as findmnt shows it (the top one if several are stacked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveMount {
+    source: String,
+    fstype: String,
+    options: String,
+    /// It is the plan's `src`.
+    ours: bool,
+}
+
+/// What the probe saw.
+#[derive(Debug, Serialize)]
+pub struct State {
+    fstab_exists: bool,
+    fstab_sha256: String,
+    #[serde(skip)]
+    fstab: Vec<u8>,
+    /// The fstab entries for this mount point: (line number, entry, line as written).
+    entries: Vec<(usize, FstabEntry, String)>,
+    live: Option<LiveMount>,
+    /// The source resolved to a path on the host (`None`: it does not exist).
+    src_real: Option<String>,
+    /// What is at the path: `none`, `dir` or `other`.
+    path_kind: String,
+    /// Entries in the directory (but `lost+found`).
+    path_entries: u64,
+    /// Bytes a migration would move (measured only when one would happen).
+    data_bytes: Option<u64>,
+}
+
+impl State {
+    fn mounted_ours(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.ours)
+    }
+
+    fn foreign(&self) -> Option<&LiveMount> {
+        self.live.as_ref().filter(|l| !l.ours)
+    }
+
+    fn holds_data(&self) -> bool {
+        self.path_kind == "dir" && self.path_entries > 0
+    }
+}
+
+/// Options that only mount(8) or the boot reads; the kernel never shows them.
+fn userspace_option(o: &str) -> bool {
+    matches!(
+        o,
+        "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser" | "users" | "owner" | "group" | "_netdev"
+    ) || o.starts_with("x-")
+        || o.starts_with("X-")
+        || o.starts_with("comment=")
+}
+
+/// The per-mount flags the kernel always shows, as `opts` set them (later
+/// options override earlier ones, as mount(8) reads them).
+#[derive(Debug, PartialEq, Eq)]
+struct Flags {
+    ro: bool,
+    nosuid: bool,
+    nodev: bool,
+    noexec: bool,
+    sync: bool,
+    atime: &'static str,
+}
+
+impl Flags {
+    fn wanted(opts: &[String]) -> Self {
+        let mut f = Flags {
+            ro: false,
+            nosuid: false,
+            nodev: false,
+            noexec: false,
+            sync: false,
+            atime: "relatime",
+        };
+        for o in opts {
+            match o.as_str() {
+                "ro" => f.ro = true,
+                "rw" => f.ro = false,
+                "nosuid" => f.nosuid = true,
+                "suid" => f.nosuid = false,
+                "nodev" => f.nodev = true,
+                "dev" => f.nodev = false,
+                "noexec" => f.noexec = true,
+                "exec" => f.noexec = false,
+                "sync" => f.sync = true,
+                "async" => f.sync = false,
+                "user" | "users" | "owner" | "group" => {
+                    f.noexec = true;
+                    f.nosuid = true;
+                    f.nodev = true;
+                }
+                "noatime" => f.atime = "noatime",
+                "relatime" => f.atime = "relatime",
+                "strictatime" => f.atime = "strictatime",
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn live(options: &str) -> Self {
+        let has = |o: &str| options.split(',').any(|x| x == o);
+        Flags {
+            ro: has("ro"),
+            nosuid: has("nosuid"),
+            nodev: has("nodev"),
+            noexec: has("noexec"),
+            sync: has("sync"),
+            atime: if has("noatime") {
+                "noatime"
+            } else if has("relatime") {
+                "relatime"
+            } else {
+                "strictatime"
+            },
+        }
+    }
+
+    /// The flags spelled out in full, so a remount sets exactly them.
+    fn spelled(&self) -> Vec<&'static str> {
+        vec![
+            if self.ro { "ro" } else { "rw" },
+            if self.nosuid { "nosuid" } else { "suid" },
+            if self.nodev { "nodev" } else { "dev" },
+            if self.noexec { "noexec" } else { "exec" },
+            if self.sync { "sync" } else { "async" },
+            self.atime,
+        ]
+    }
+}
+
+/// Options for `mount -o remount,…`: every flag spelled out, then the
+/// filesystem's own options from `opts`.
+fn remount_options(opts: &[String]) -> String {
+    let flags = [
+        "ro",
+        "rw",
+        "nosuid",
+        "suid",
+        "nodev",
+        "dev",
+        "noexec",
+        "exec",
+        "sync",
+        "async",
+        "noatime",
+        "relatime",
+        "strictatime",
+    ];
+    let mut out: Vec<String> = vec!["remount".into()];
+    out.extend(Flags::wanted(opts).spelled().into_iter().map(str::to_string));
+    out.extend(
+        opts.iter()
+            .filter(|o| !userspace_option(o) && !flags.contains(&o.as_str()))
+            .cloned(),
+    );
+    out.join(",")
+}
+
+impl Module for Mount {
+    const NAME: &'static str = "mount";
+    type Params = Params;
+    type State = State;
+
+    fn doc() -> ModuleDoc {
+        ModuleDoc {
+            summary: "A mount point, in fstab and live. `mounted`: the fstab line is there and the filesystem \
+                      is mounted with its options (a change of options remounts it); `present`: the fstab \
+                      line only; `unmounted`: the fstab line, and not mounted; `absent`: neither. fstab is \
+                      rewritten atomically with a backup and only this mount point's line changes. A \
+                      different filesystem mounted at the path is reported, never mounted over, and so is a \
+                      directory that holds data — unless `migrate:` is set: then the listed services are \
+                      stopped, the data is copied onto the new filesystem (owners, modes, hard links, \
+                      symlinks, sparse files, ACLs, xattrs), both trees are compared by sha256 and metadata, \
+                      the old data is kept aside as `PATH.plumb-old-<run id>` (printed in the report), the \
+                      new filesystem is mounted at the path and the services are started again; a failure \
+                      before the switch leaves everything as it was. A mount requires the `filesystem` and \
+                      `lvm.lv` of its `src`, and files under the path require the mount.",
+            params: &[
+                ParamDoc { name: "path", ty: "absolute path", default: "required", doc: "The mount point." },
+                ParamDoc { name: "src", ty: "device, UUID=…, LABEL=…", default: "required unless absent", doc: "What to mount." },
+                ParamDoc { name: "fstype", ty: "string", default: "required unless absent", doc: "The filesystem type (`ext4`, `xfs`, `tmpfs`, …)." },
+                ParamDoc { name: "opts", ty: "list of strings", default: "[defaults]", doc: "Mount options." },
+                ParamDoc { name: "dump", ty: "integer", default: "0", doc: "fstab's fifth field." },
+                ParamDoc { name: "passno", ty: "integer", default: "0", doc: "fstab's sixth field (fsck order)." },
+                ParamDoc { name: "state", ty: "mounted | present | unmounted | absent", default: "mounted", doc: "See above." },
+                ParamDoc { name: "fstab", ty: "absolute path", default: "/etc/fstab", doc: "The fstab file to manage." },
+                ParamDoc { name: "migrate", ty: "{stop: [services], keep_old: bool}", default: "none", doc: "Move what the mount point holds onto the new filesystem, verified; `stop` lists systemd services to stop meanwhile (only those running are stopped and started again); `keep_old` (default true) keeps the old data aside, false deletes it after the verified switch." },
+            ],
+            example: "- id: docker-mount\n  mount:\n    path: /var/lib/docker\n    src: /dev/vg_fast/docker\n    fstype: ext4\n    opts: [defaults, noatime]\n    migrate: {stop: [docker]}\n",
+        }
+    }
+
+    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+        cx.require_absolute("path", &p.path);
+        cx.require_absolute("fstab", &p.fstab);
+        if p.path.chars().any(char::is_control) {
+            cx.error(
+                "path",
+                "plumb::plan::invalid_value",
+                "a mount point must not contain control characters",
+                None,
+            );
+        }
+        p.path = normalize(&p.path).to_string();
+        if p.path == "/" && p.state != MountState::Present {
+            cx.error(
+                "path",
+                "plumb::plan::invalid_value",
+                "plumb manages `/` only with `state: present`",
+                None,
+            );
+        }
+        if p.state != MountState::Absent {
+            for (k, v) in [("src", &p.src), ("fstype", &p.fstype)] {
+                match v {
+                    None => cx.error(
+                        "",
+                        "plumb::plan::missing_param",
+                        format!("missing parameter `{k}`"),
+                        Some(format!("`{k}` is needed unless `state: absent`")),
+                    ),
+                    Some(s) if s.is_empty() || s.chars().any(char::is_whitespace) => cx.error(
+                        k,
+                        "plumb::plan::invalid_value",
+                        format!("`{k}` must be one word, found `{s}`"),
+                        None,
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        for (i, o) in p.opts.iter().enumerate() {
+            if o.is_empty() || o.contains([',', ' ', '\t', '\n']) {
+                cx.error(
+                    &format!("opts.{i}"),
+                    "plumb::plan::invalid_value",
+                    format!("invalid mount option `{o}`"),
+                    Some("give one option per list item: `opts: [defaults, noatime]`".into()),
+                );
+            }
+        }
+        if p.opts.is_empty() {
+            p.opts = defaults();
+        }
+        if let Some(m) = &p.migrate {
+            if p.state != MountState::Mounted {
+                cx.error(
+                    "migrate",
+                    "plumb::plan::conflicting_params",
+                    "`migrate` needs `state: mounted`",
+                    None,
+                );
+            }
+            for (i, s) in m.stop.iter().enumerate() {
+                let ok = !s.is_empty()
+                    && !s.starts_with('-')
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || "@._:-\\".contains(c));
+                if !ok {
+                    cx.error(
+                        &format!("migrate.stop.{i}"),
+                        "plumb::plan::invalid_value",
+                        format!("`{s}` is not a systemd unit name"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn claims(p: &Params) -> Claims {
+        let mut needs = vec![Claim::Path(p.path.clone())];
+        if let Some(s) = &p.src {
+            needs.push(Claim::Key("fs", s.clone()));
+            needs.push(Claim::Key("blockdev", s.clone()));
+        }
+        Claims {
+            provides: vec![Claim::Path(p.path.clone())],
+            needs,
+        }
+    }
+
+    fn probe(p: &Params) -> Sh {
+        let migrate = p.migrate.is_some() && p.state == MountState::Mounted;
+        let mut s = Sh::raw_start("path=")
+            .val(&p.path)
+            .raw("\nsrc=")
+            .val(p.src())
+            .raw("\nfstab=")
+            .val(&p.fstab)
+            .raw("\nmigrate=")
+            .val(if migrate { "1" } else { "0" });
+        s.line(&Sh::raw_start(PROBE));
+        s.line(&Sh::raw_start("echo --"));
+        s.line(&section_marker("findmnt"));
+        s.line(&Sh::raw_start("printf '%s\\n' \"$live\""));
+        s.line(&section_marker("fstab"));
+        s.line(&Sh::raw_start("if [ -f \"$fstab\" ]; then cat -- \"$fstab\"; fi"));
+        s
+    }
+
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+        let f = fields(out)?;
+        let sec = sections(out.body().unwrap_or_default(), "fstab");
+        let fstab = sec.get("fstab").cloned().unwrap_or_default();
+        let findmnt = String::from_utf8_lossy(sec.get("findmnt").map_or(&[][..], |v| v)).into_owned();
+        let live = if findmnt.trim().is_empty() {
+            None
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&findmnt).map_err(|e| format!("cannot read findmnt's output ({e})"))?;
+            v["filesystems"].as_array().and_then(|a| a.last()).map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                LiveMount {
+                    source: s("source"),
+                    fstype: s("fstype"),
+                    options: s("options"),
+                    ours: f.get("live.ours") == Some("1"),
+                }
+            })
+        };
+        let nonempty = |k: &str| f.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+        let path_kind = f.get("path.kind").unwrap_or("none").to_string();
+        if path_kind == "other" {
+            return Err(format!("`{}` exists and is not a directory", p.path));
+        }
+        Ok(State {
+            fstab_exists: f.get("fstab.exists") == Some("1"),
+            fstab_sha256: sha256_hex(&fstab),
+            entries: entries_for(&fstab, &p.path),
+            fstab,
+            live,
+            src_real: nonempty("src.real"),
+            path_kind,
+            path_entries: f.get("path.entries").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
+            data_bytes: f.get("data.bytes").and_then(|v| v.trim().parse().ok()),
+        })
+    }
+
+    fn check(p: &Params, s: &State) -> Result<(), String> {
+        if p.state != MountState::Absent && s.entries.len() > 1 {
+            let lines: Vec<String> = s.entries.iter().map(|(n, _, _)| n.to_string()).collect();
+            return Err(format!(
+                "`{}` has {} entries for `{}` (lines {}): remove all but one by hand first",
+                p.fstab,
+                s.entries.len(),
+                p.path,
+                lines.join(", ")
+            ));
+        }
+        if p.state != MountState::Mounted || s.mounted_ours() {
+            return Ok(());
+        }
+        if p.src_is_device() && s.src_real.is_none() {
+            return Err(format!(
+                "`{}` does not exist: nothing to mount at `{}`",
+                p.src(),
+                p.path
+            ));
+        }
+        if let (Some(other), None) = (s.foreign(), &p.migrate) {
+            return Err(format!(
+                "`{}` is mounted from `{}` ({}), not from `{}`: plumb does not mount over another filesystem; \
+                 unmount it, or add `migrate:` to move its data onto `{}`",
+                p.path,
+                other.source,
+                other.fstype,
+                p.src(),
+                p.src()
+            ));
+        }
+        if s.foreign().is_none() && s.holds_data() && p.migrate.is_none() {
+            return Err(format!(
+                "`{}` holds {} entries that mounting over it would hide: add `migrate:` to move them onto `{}`, \
+                 or empty it first",
+                p.path,
+                s.path_entries,
+                p.src()
+            ));
+        }
+        Ok(())
+    }
+
+    fn diff(p: &Params, s: &State) -> Changes {
+        let mut c = Changes::none();
+        let want = p.entry();
+        let fstab_old = s.entries.first();
+        // The live side.
+        match p.state {
+            MountState::Mounted => {
+                if let Some(l) = s.live.as_ref().filter(|l| l.ours) {
+                    let options_changed = fstab_old.is_some_and(|(_, e, _)| !e.same_as(&want) && e.opts != want.opts);
+                    if Flags::live(&l.options) != Flags::wanted(&p.opts) || options_changed {
+                        c.push(
+                            Change::new(
+                                "options",
+                                Some(l.options.clone()),
+                                Some(format!("{} (remount)", p.opts_text())),
+                            )
+                            .risk(Risk::Disruptive),
+                        );
+                    }
+                } else {
+                    let migrating = p.migrate.is_some() && (s.foreign().is_some() || s.holds_data());
+                    if migrating {
+                        let from = match s.foreign() {
+                            Some(f) => format!("data of `{}` (mounted from {})", p.path, f.source),
+                            None => format!("{} entries in `{}`", s.path_entries, p.path),
+                        };
+                        let size = s
+                            .data_bytes
+                            .map(|b| format!("{} ({b} bytes)", human(b)))
+                            .unwrap_or_default();
+                        let kept = match (s.foreign(), p.migrate.as_ref().is_some_and(|m| m.keep_old)) {
+                            (Some(f), _) => format!("old data stays on {}, unmounted", f.source),
+                            (None, true) => format!("old data kept as {}", migrate::old_name_hint(&p.path)),
+                            (None, false) => "old data deleted after the verified switch".into(),
+                        };
+                        let stop = p
+                            .migrate
+                            .as_ref()
+                            .map(|m| m.stop.join(", "))
+                            .filter(|x| !x.is_empty())
+                            .map(|x| format!("; services stopped meanwhile: {x}"))
+                            .unwrap_or_default();
+                        c.push(
+                            Change::new(
+                                "migrate",
+                                Some(format!("{size} {from}").trim().to_string()),
+                                Some(format!("copied onto {}, verified by checksums; {kept}{stop}", p.src())),
+                            )
+                            .risk(Risk::Disruptive),
+                        );
+                    }
+                    let from = s.foreign().map(|f| format!("{} ({})", f.source, f.fstype));
+                    let risk = if s.foreign().is_some() {
+                        Risk::Disruptive
+                    } else {
+                        Risk::Safe
+                    };
+                    // What `check` refuses once the requirements are applied,
+                    // said in the preview too.
+                    let refused = match (s.foreign(), s.holds_data(), &p.migrate) {
+                        (_, _, Some(_)) | (None, false, None) => "",
+                        (Some(_), _, None) => " (refused: another filesystem is mounted there)",
+                        (None, true, None) => " (refused: the directory holds data; add `migrate:`)",
+                    };
+                    c.push(
+                        Change::new(
+                            "mounted",
+                            from,
+                            Some(format!("{} on {} ({}){refused}", p.src(), p.path, p.opts_text())),
+                        )
+                        .risk(risk),
+                    );
+                }
+            }
+            MountState::Unmounted | MountState::Absent => {
+                if let Some(l) = s.live.as_ref().filter(|l| l.ours || p.src.is_none()) {
+                    c.push(
+                        Change::new("mounted", Some(format!("{} on {}", l.source, p.path)), None)
+                            .risk(Risk::Disruptive),
+                    );
+                }
+            }
+            MountState::Present => {}
+        }
+        // The fstab side.
+        if p.state == MountState::Absent {
+            for (n, _, line) in &s.entries {
+                c.push(Change::new(format!("fstab line {n}"), Some(line.clone()), None));
+            }
+        } else {
+            match fstab_old {
+                Some((_, e, _)) if e.same_as(&want) => {}
+                Some((n, _, line)) => c.push(Change::new(
+                    format!("fstab line {n}"),
+                    Some(line.clone()),
+                    Some(want.line()),
+                )),
+                None => c.push(Change::new("fstab", None, Some(want.line()))),
+            }
+        }
+        c
+    }
+
+    fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let src = p.src();
+        let fstype = p.fstype.as_deref().unwrap_or("auto");
+        if changes.has("migrate") {
+            let m = p.migrate.as_ref().expect("a migrate change comes from `migrate:`");
+            steps.push(Step::Run(Script {
+                label: format!("migrate {} onto {src}", p.path),
+                sh: migrate::script(&Migration {
+                    path: &p.path,
+                    src,
+                    fstype,
+                    opts: &p.opts_text(),
+                    stop: &m.stop,
+                    keep_old: m.keep_old,
+                }),
+                stdin: None,
+            }));
+        } else if changes.has("mounted") && p.state == MountState::Mounted {
+            let mut sh = Sh::raw_start("set -e\n");
+            if s.path_kind == "none" {
+                sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+            }
+            sh.line(
+                &Sh::raw_start("mount -t")
+                    .arg(fstype)
+                    .raw(" -o")
+                    .arg(p.opts_text())
+                    .arg(src)
+                    .arg(&p.path),
+            );
+            steps.push(Step::Run(Script {
+                label: format!("mount {src} on {}", p.path),
+                sh,
+                stdin: None,
+            }));
+        } else if changes.has("mounted") {
+            steps.push(Step::Run(Script {
+                label: format!("umount {}", p.path),
+                sh: Sh::raw_start("umount --").arg(&p.path),
+                stdin: None,
+            }));
+        }
+        if changes.has("options") {
+            steps.push(Step::Run(Script {
+                label: format!("remount {}", p.path),
+                sh: Sh::raw_start("mount -o").arg(remount_options(&p.opts)).arg(&p.path),
+                stdin: None,
+            }));
+        }
+        if changes.items.iter().any(|c| c.field.starts_with("fstab")) {
+            let new = if p.state == MountState::Absent {
+                rewrite(&s.fstab, &p.path, None)
+            } else {
+                rewrite(&s.fstab, &p.path, Some(&p.entry().line()))
+            };
+            // The staged file must hold the new line as util-linux reads it.
+            let validate = (p.state != MountState::Absent && !p.path.contains('%')).then(|| {
+                Sh::raw_start("findmnt -n -o TARGET --tab-file %s -M")
+                    .arg(&p.path)
+                    .raw(" >/dev/null")
+                    .as_str()
+                    .to_string()
+            });
+            steps.push(Step::Write(FileWrite {
+                path: p.fstab.clone(),
+                payload: Payload::bytes(new),
+                mode: None,
+                owner: None,
+                group: None,
+                validate,
+                backup: s.fstab_exists,
+            }));
+        }
+        steps
+    }
+
+    fn reprobe_after_requirements() -> bool {
+        true
+    }
+}
+
+/// The probe's shell: `$path`, `$src`, `$fstab` and `$migrate` are set
+/// before it. It runs few programs (each one is the main cost on a slow
+/// host): findmnt once, and the rest with shell builtins where it can.
+const PROBE: &str = r#"if [ -f "$fstab" ]; then echo fstab.exists=1; else echo fstab.exists=0; fi
+if [ -d "$path" ] && [ ! -L "$path" ]; then path=$(cd -P -- "$path" && pwd -P); fi
+case "$src" in
+  UUID=*|LABEL=*|PARTUUID=*|PARTLABEL=*) dev=$(blkid -l -o device -t "$src" 2>/dev/null) ;;
+  /*) dev=$src ;;
+  *) dev= ;;
+esac
+src_mm=; src_real=
+if [ -n "$dev" ] && [ -e "$dev" ]; then
+  src_real=$dev
+  if [ -b "$dev" ]; then mm=$(stat -L -c '%t %T' -- "$dev"); src_mm=$((0x${mm% *})):$((0x${mm#* })); fi
+fi
+echo "src.real=$src_real"
+if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then echo path.kind=other
+elif [ -d "$path" ]; then
+  n=0
+  for e in "$path"/* "$path"/.[!.]* "$path"/..?*; do
+    if { [ -e "$e" ] || [ -L "$e" ]; } && [ "$e" != "$path/lost+found" ]; then n=$((n + 1)); fi
+  done
+  echo path.kind=dir; echo "path.entries=$n"
+else echo path.kind=none; fi
+live=$(findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN -M "$path" 2>/dev/null)
+vis_src=; vis_mm=
+if [ -n "$live" ]; then
+  vis_src=${live##*\"source\": \"}; vis_src=${vis_src%%\"*}
+  vis_mm=${live##*\"maj:min\": \"}; vis_mm=${vis_mm%%\"*}
+fi
+ours=0
+if [ -n "$vis_src" ]; then
+  if [ "$vis_src" = "$src" ] || { [ -n "$src_mm" ] && [ "$vis_mm" = "$src_mm" ]; }; then ours=1
+  elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
+fi
+echo "live.ours=$ours"
+if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi"#;

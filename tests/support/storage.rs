@@ -1,0 +1,196 @@
+//! Real block devices and mounts for the storage tests on this machine:
+//! loop devices backed by sparse files (always detached again, by the
+//! device each test made), and a private mount namespace in which `plumb`
+//! runs, so that no mount ever leaks to the machine.
+//!
+//! The namespace is held by a `sleep` started with `unshare --mount
+//! --propagation private`; `plumb` runs inside it through `nsenter`, and the
+//! test reads what is mounted there through `/proc/PID/root`, which walks
+//! paths in that namespace. Dropping [`MountNs`] kills the holder (by its
+//! PID), which tears its mounts down.
+//!
+//! Needs root, `losetup`, `unshare`, `nsenter` and `mkfs.ext4`. Without them
+//! the tests skip, or fail when `PLUMB_LAB_REQUIRE` is set (CI sets it).
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Why the storage tests cannot run here, if they cannot.
+fn unavailable_reason() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("the storage tests need root (loop devices, mounts)".into());
+    }
+    for tool in ["losetup", "unshare", "nsenter", "mkfs.ext4", "findmnt", "blkid"] {
+        if !has(tool) {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no loop device support (/dev/loop-control)".into());
+    }
+    None
+}
+
+/// Whether `tool` is on the PATH.
+pub fn has(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the storage tests can run (prints why they skip otherwise;
+/// panics when `PLUMB_LAB_REQUIRE` asks for them).
+pub fn available() -> bool {
+    match unavailable_reason() {
+        None => true,
+        Some(reason) => {
+            let required = std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "PLUMB_LAB_REQUIRE is set but the storage tests cannot run: {reason}"
+            );
+            eprintln!("skipping: {reason}");
+            false
+        }
+    }
+}
+
+/// Run a command, panicking with its output when it fails.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over a sparse file; detached (this device only) on drop.
+#[derive(Debug)]
+pub struct LoopDev {
+    pub dev: String,
+    pub image: PathBuf,
+}
+
+impl LoopDev {
+    /// A new loop device of `size` (`64M`, `1G`) backed by a file in `dir`.
+    pub fn new(dir: &Path, name: &str, size: &str) -> LoopDev {
+        let image = dir.join(format!("{name}.img"));
+        sh(&format!("truncate -s {size} '{}'", image.display()));
+        let dev = sh(&format!("losetup -f --show '{}'", image.display()))
+            .trim()
+            .to_string();
+        assert!(dev.starts_with("/dev/loop"), "losetup gave `{dev}`");
+        LoopDev { dev, image }
+    }
+
+    /// Make the device larger (the file, then the loop device's size).
+    pub fn grow(&self, size: &str) {
+        sh(&format!(
+            "truncate -s {size} '{}' && losetup -c {}",
+            self.image.display(),
+            self.dev
+        ));
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        // A device still mounted in a namespace being torn down is detached
+        // when it is released (losetup -d sets autoclear on a busy device).
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A private mount namespace, alive while this value is.
+#[derive(Debug)]
+pub struct MountNs {
+    holder: Child,
+}
+
+impl MountNs {
+    pub fn new() -> MountNs {
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sleep", "86400"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start unshare");
+        let ns = MountNs { holder };
+        // Wait until the holder runs in its own namespace.
+        let own = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+        for _ in 0..200 {
+            if std::fs::read_link(format!("/proc/{}/ns/mnt", ns.pid())).is_ok_and(|n| n != own)
+                && std::fs::read_to_string(format!("/proc/{}/comm", ns.pid())).is_ok_and(|c| c.trim() == "sleep")
+            {
+                return ns;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the namespace holder did not start");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(self.pid().to_string()).arg("-m").arg("--").arg(program);
+        c
+    }
+
+    /// Run a shell script inside the namespace; panics when it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.command("sh").arg("-c").arg(script).output().expect("nsenter");
+        assert!(
+            out.status.success(),
+            "`{script}` failed in the namespace: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether `script` succeeds inside the namespace.
+    pub fn ok(&self, script: &str) -> bool {
+        self.command("sh")
+            .arg("-c")
+            .arg(script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `path` as seen from inside the namespace (through `/proc/PID/root`).
+    pub fn view(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(rel)
+    }
+
+    /// What is mounted at `path` in the namespace: `SOURCE OPTIONS`, or `None`.
+    pub fn mounted(&self, path: &Path) -> Option<String> {
+        let out = self
+            .command("findmnt")
+            .args(["-n", "-o", "SOURCE,OPTIONS", "-M"])
+            .arg(path)
+            .output()
+            .expect("findmnt");
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+impl Drop for MountNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
