@@ -318,6 +318,11 @@ impl Module for LogicalVolume {
                         human(g.free_extents * g.extent)
                     ));
                 }
+                if p.grow_fs && !s.dev.exists() {
+                    return Err(format!(
+                        "`{lv}` is not active, so its filesystem cannot be grown with it: activate it (lvchange -ay {lv}) or set `grow_fs: false`"
+                    ));
+                }
                 if p.grow_fs {
                     if let Some(t) = s.dev.sig_type.as_deref().filter(|t| FsType::growable(t).is_none()) {
                         return Err(format!(
@@ -334,6 +339,11 @@ impl Module for LogicalVolume {
                 if !p.allow_shrink {
                     return Err(format!(
                         "`{lv}` would shrink from {what}: refused; set `allow_shrink: true` if data past the new end may be lost"
+                    ));
+                }
+                if !s.dev.exists() {
+                    return Err(format!(
+                        "`{lv}` is not active, so what it holds cannot be checked: refusing to shrink it from {what}"
                     ));
                 }
                 match (s.dev.sig_type.as_deref().and_then(FsType::growable), &s.dev.mount) {

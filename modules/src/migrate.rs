@@ -62,6 +62,8 @@ pub(crate) fn script(m: &Migration<'_>) -> Sh {
 /// The body; `$@` holds the services. Service names are checked at plan
 /// load (no spaces), so `$active` can be a space-separated list.
 const BODY: &str = r#"
+# A dropped connection must not stop a migration halfway: finish, or roll back.
+trap '' HUP PIPE
 old="$path.plumb-old-${plumb_run:-run}"
 tab=$(printf '\t')
 active=
@@ -78,6 +80,8 @@ restore() {
 fail() { say "migration of $path failed: $*"; say "nothing was switched: $path holds its old data as before"; restore; exit 1; }
 
 if [ ! -d "$path" ]; then fail "$path is not a directory"; fi
+path=$(cd -P -- "$path" && pwd -P)
+old="$path.plumb-old-${plumb_run:-run}"
 if [ -e "$old" ] || [ -L "$old" ]; then fail "$old already exists"; fi
 below=$(findmnt -ln -o TARGET | awk -v p="$path/" 'index($0, p) == 1' | head -n 3)
 if [ -n "$below" ]; then fail "filesystems are mounted below $path ($below): unmount them first"; fi

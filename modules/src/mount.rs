@@ -716,3 +716,96 @@ if [ -n "$vis_src" ]; then
 fi
 echo "live.ours=$ours"
 if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(o: &[&str]) -> Vec<String> {
+        o.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn flags_follow_mount_8_order_and_implications() {
+        let w = Flags::wanted(&opts(&["defaults", "noatime", "nosuid"]));
+        assert_eq!(w, Flags::live("rw,nosuid,noatime"));
+        assert_ne!(w, Flags::live("rw,nosuid,relatime"));
+        // `user` implies noexec,nosuid,nodev; a later `exec` takes one back.
+        let w = Flags::wanted(&opts(&["user", "exec"]));
+        assert!(w.nosuid && w.nodev && !w.noexec);
+        // The kernel's default atime is relatime.
+        assert_eq!(Flags::wanted(&opts(&["defaults"])), Flags::live("rw,relatime"));
+        assert_ne!(Flags::wanted(&opts(&["defaults"])), Flags::live("ro,relatime"));
+    }
+
+    #[test]
+    fn a_remount_spells_every_flag_and_keeps_filesystem_options() {
+        assert_eq!(
+            remount_options(&opts(&[
+                "defaults",
+                "noatime",
+                "nofail",
+                "x-systemd.automount",
+                "discard",
+                "commit=30"
+            ])),
+            "remount,rw,suid,dev,exec,async,noatime,discard,commit=30"
+        );
+    }
+
+    fn state(live: Option<(&str, bool)>, entries: u64) -> State {
+        State {
+            fstab_exists: true,
+            fstab_sha256: String::new(),
+            fstab: Vec::new(),
+            entries: Vec::new(),
+            live: live.map(|(src, ours)| LiveMount {
+                source: src.into(),
+                fstype: "ext4".into(),
+                options: "rw,relatime".into(),
+                ours,
+            }),
+            src_real: Some("/dev/vdb1".into()),
+            path_kind: "dir".into(),
+            path_entries: entries,
+            data_bytes: Some(4096),
+        }
+    }
+
+    fn params(migrate: bool) -> Params {
+        Params {
+            path: "/srv".into(),
+            src: Some("/dev/vdb1".into()),
+            fstype: Some("ext4".into()),
+            opts: defaults(),
+            dump: 0,
+            passno: 0,
+            state: MountState::Mounted,
+            fstab: etc_fstab(),
+            migrate: migrate.then(|| Migrate {
+                stop: vec![],
+                keep_old: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn live_and_fstab_changes_are_reported_apart() {
+        let c = Mount::diff(&params(false), &state(None, 0));
+        let fields: Vec<&str> = c.items.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["mounted", "fstab"]);
+        assert_eq!(c.risk(), Some(Risk::Safe));
+    }
+
+    #[test]
+    fn data_at_the_mount_point_needs_migrate_and_a_migration_is_disruptive() {
+        let e = Mount::check(&params(false), &state(None, 3)).unwrap_err();
+        assert!(e.contains("holds 3 entries"), "{e}");
+        let c = Mount::diff(&params(true), &state(None, 3));
+        assert_eq!(c.items[0].field, "migrate");
+        assert_eq!(c.risk(), Some(Risk::Disruptive));
+        let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();
+        assert!(e.contains("mounted from `/dev/sdz1`"), "{e}");
+        assert!(Mount::check(&params(false), &state(Some(("/dev/vdb1", true)), 5)).is_ok());
+    }
+}
