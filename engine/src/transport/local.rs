@@ -22,7 +22,10 @@ impl Transport for Local {
         // One argument to execve is limited to 128 KiB on Linux: a large
         // script (the batched probe of many resources) runs from a file.
         let staged = if script.len() > LARGE_SCRIPT {
-            let f = tempfile::Builder::new().prefix("plumb-script-").suffix(".sh").tempfile()?;
+            let f = tempfile::Builder::new()
+                .prefix("plumb-script-")
+                .suffix(".sh")
+                .tempfile()?;
             std::fs::write(f.path(), script)?;
             Some(f)
         } else {
