@@ -13,15 +13,13 @@ mod common;
 #[path = "support/storage.rs"]
 mod storage;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Outcome;
-use sha2::{Digest, Sha256};
-use storage::{has, sh, LoopDev, MountNs};
+use storage::{has, manifest, sh, tricky_tree_script, LoopDev, MountNs};
 
 /// A test's machine: a temp folder, a mount namespace, and the fstab file.
 struct Rig {
@@ -391,88 +389,6 @@ fn a_mount_point_holding_data_is_not_mounted_over_without_migrate() {
     assert_eq!(rig.fstab(), FSTAB);
 }
 
-/// Everything a migration must keep, read file by file from `root`.
-fn manifest(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut first_of_inode: BTreeMap<u64, String> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    let mut all = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == "lost+found" {
-                continue;
-            }
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p.clone());
-            }
-            all.push((rel, p, m));
-        }
-    }
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    for (rel, p, m) in all {
-        let kind = if m.is_dir() {
-            "dir".to_string()
-        } else if m.file_type().is_symlink() {
-            format!("link -> {}", fs::read_link(&p).unwrap().display())
-        } else {
-            let data = fs::read(&p).unwrap();
-            let first = first_of_inode.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
-            format!(
-                "file sha256={} size={} mtime={} links-with={first}",
-                hex::encode(Sha256::digest(&data)),
-                m.len(),
-                m.mtime()
-            )
-        };
-        let xattrs = Command::new("getfattr")
-            .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", "--"])
-            .arg(&p)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter(|l| !l.starts_with("# file:") && !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        out.insert(
-            rel,
-            format!(
-                "{kind} mode={:o} owner={}:{} xattrs=[{xattrs}]",
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid()
-            ),
-        );
-    }
-    out
-}
-
-/// A tree with everything a naive copy gets wrong.
-fn tricky_tree(root: &Path) {
-    fs::create_dir_all(root.join("sub/deeper")).unwrap();
-    fs::write(root.join("a"), "hello\n").unwrap();
-    fs::hard_link(root.join("a"), root.join("sub/hard-link-to-a")).unwrap();
-    std::os::unix::fs::symlink("../a", root.join("sub/rel-link")).unwrap();
-    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
-    sh(&format!(
-        "cd '{}' && truncate -s 16M sparse && printf end >> sparse \
-         && head -c 300000 /dev/urandom > random.bin \
-         && printf s > setuid && chmod 4755 setuid \
-         && printf g > setgid-dir-file && chmod 2750 setgid-dir-file && chmod 2775 sub/deeper \
-         && printf x > 'with space' && printf y > \"$(printf 'new\\nline')\" && printf z > ünïcødé && printf w > -dash \
-         && printf q > \"it's \\\"quoted\\\"\" && printf o > owned && chown 4321:8765 owned \
-         && touch -d '2001-02-03 04:05:06' random.bin \
-         && setfattr -n user.plumb -v kept a && setfattr -n user.bin -v 0x00ff00 random.bin \
-         && setfacl -m u:nobody:rx sub && setfacl -d -m g:nogroup:r sub",
-        root.display()
-    ));
-}
-
 #[test]
 fn migration_moves_a_tricky_tree_verified_and_keeps_the_old_copy() {
     let Some(mut rig) = Rig::new() else { return };
@@ -482,7 +398,7 @@ fn migration_moves_a_tricky_tree_verified_and_keeps_the_old_copy() {
     let disk = rig.disk("new", "256M");
     sh(&format!("mkfs.ext4 -q {}", disk.dev));
     let data = rig.path("var lib docker");
-    tricky_tree(&data);
+    sh(&tricky_tree_script(&data));
     let before = manifest(&data);
     assert!(before.len() >= 15, "{before:?}");
     rig.stub_systemctl(&["docker"]);
@@ -567,7 +483,7 @@ fn a_copy_that_fails_midway_leaves_the_old_data_in_place_and_the_services_up() {
     let disk = rig.disk("small", "16M");
     sh(&format!("mkfs.ext4 -q {}", disk.dev));
     let data = rig.path("data");
-    tricky_tree(&data);
+    sh(&tricky_tree_script(&data));
     sh(&format!("head -c 25165824 /dev/urandom > '{}/big'", data.display()));
     let before = manifest(&data);
     rig.stub_systemctl(&["web"]);

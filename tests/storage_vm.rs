@@ -275,6 +275,22 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     assert!(err.contains("XFS, which cannot shrink"), "{err}");
     rig.sh("sha256sum -c /root/blob.sum && sha256sum -c /root/log.sum");
 
+    // With allow_shrink, an unmounted ext4 is shrunk first, then its volume.
+    rig.sh(
+        "export LVM_SUPPRESS_FD_WARNINGS=1; lvremove -q -y vg0/rest && lvcreate -q -y -n scratch -L 1G vg0 \
+         && mkfs.ext4 -q /dev/vg0/scratch && mkdir -p /mnt/s && mount /dev/vg0/scratch /mnt/s \
+         && head -c 100000000 /dev/urandom > /mnt/s/f && sha256sum /mnt/s/f > /root/s.sum && umount /mnt/s",
+    );
+    let shrink = "  - id: scratch\n    lvm.lv: {vg: vg0, name: scratch, size: 512M, allow_shrink: true}\n";
+    let plan = rig.write_plan(&volumes_plan("2G", "1792M", shrink));
+    let d = rig.run("diff", &plan, &[]);
+    let s = resource(&d, "scratch");
+    assert_eq!(s["risk"], "destructive", "{s}");
+    assert_eq!(s["changes"][0]["to"], "512 MiB (shrunk)");
+    expect(&rig.run("apply", &plan, &[]), 0, "shrunk");
+    assert_eq!(rig.lv_bytes("vg0/scratch"), 512 << 20);
+    rig.sh("e2fsck -f -n /dev/vg0/scratch && mount /dev/vg0/scratch /mnt/s && sha256sum -c /root/s.sum && umount /mnt/s");
+
     // A mounted volume is never removed.
     let plan = rig.write_plan(
         "plan: rm\nhosts: [edge]\nresources:\n  - id: data-lv\n    lvm.lv: {vg: vg0, name: data, state: absent}\n",

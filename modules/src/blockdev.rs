@@ -170,7 +170,8 @@ const PROBE: &str = r#"if [ -b "$dev" ]; then
   while IFS== read -r k v; do [ "$k" = DEVNAME ] && real=/dev/$v; done < "$sys/uevent"
   echo "$pfx.real=${real:-$dev}"
   read -r sectors < "$sys/size" && echo "$pfx.size=$((sectors * 512))"
-  echo "$pfx.mount=$(findmnt -n -o TARGET --first-only -S "${real:-$dev}" 2>/dev/null)"
+  mnt=$(findmnt -n -o TARGET --first-only -S "${real:-$dev}" 2>/dev/null)
+  echo "$pfx.mount=$mnt"
   sig=$(blkid -p -o export -- "$dev" 2>/dev/null); echo "$pfx.blkid.rc=$?"
   type=
   saved_ifs=$IFS; IFS='
@@ -186,7 +187,8 @@ const PROBE: &str = r#"if [ -b "$dev" ]; then
         v=${v#"${v%%[! ]*}"}; echo "$pfx.fs.$k=$v" ;;
       esac
     done ;;
-  xfs) xfs_info "${real:-$dev}" 2>/dev/null | while read -r first rest; do
+  xfs) { if [ -n "$mnt" ]; then xfs_spaceman -p xfs_info -c info "$mnt"; else xfs_db -r -p xfs_info -c info "${real:-$dev}"; fi; } 2>/dev/null |
+    while read -r first rest; do
       [ "$first" = data ] || continue
       for w in $rest; do case $w in bsize=*) echo "$pfx.fs.bsize=${w#bsize=}" ;; blocks=*) w=${w#blocks=}; echo "$pfx.fs.blocks=${w%,}" ;; esac; done
       break

@@ -13,8 +13,13 @@
 //! the tests skip, or fail when `PLUMB_LAB_REQUIRE` is set (CI sets it).
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use sha2::{Digest, Sha256};
 
 /// Why the storage tests cannot run here, if they cannot.
 fn unavailable_reason() -> Option<String> {
@@ -193,4 +198,87 @@ impl Drop for MountNs {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
+}
+
+/// Everything a migration must keep, read file by file from `root`.
+pub fn manifest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut first_of_inode: BTreeMap<u64, String> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut all = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == "lost+found" {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            all.push((rel, p, m));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, p, m) in all {
+        let kind = if m.is_dir() {
+            "dir".to_string()
+        } else if m.file_type().is_symlink() {
+            format!("link -> {}", fs::read_link(&p).unwrap().display())
+        } else {
+            let data = fs::read(&p).unwrap();
+            let first = first_of_inode.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
+            format!(
+                "file sha256={} size={} mtime={} links-with={first}",
+                hex::encode(Sha256::digest(&data)),
+                m.len(),
+                m.mtime()
+            )
+        };
+        let xattrs = Command::new("getfattr")
+            .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", "--"])
+            .arg(&p)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with("# file:") && !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        out.insert(
+            rel,
+            format!(
+                "{kind} mode={:o} owner={}:{} xattrs=[{xattrs}]",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ),
+        );
+    }
+    out
+}
+
+/// Shell that makes, in `root`, a tree with everything a naive copy gets
+/// wrong: hard links, relative and dangling symlinks, a sparse file, random
+/// data, setuid and setgid bits, odd names (space, newline, quotes,
+/// unicode, a leading dash), another owner, an old mtime, xattrs and ACLs
+/// (default ACLs too).
+pub fn tricky_tree_script(root: &Path) -> String {
+    format!(
+        "mkdir -p '{0}/sub/deeper' && cd '{0}' && printf 'hello\\n' > a && ln a sub/hard-link-to-a \
+         && ln -s ../a sub/rel-link && ln -s /nonexistent/target dangling \
+         && truncate -s 16M sparse && printf end >> sparse \
+         && head -c 300000 /dev/urandom > random.bin \
+         && printf s > setuid && chmod 4755 setuid \
+         && printf g > setgid-dir-file && chmod 2750 setgid-dir-file && chmod 2775 sub/deeper \
+         && printf x > 'with space' && printf y > \"$(printf 'new\\nline')\" && printf z > ünïcødé && printf w > -dash \
+         && printf q > \"it's \\\"quoted\\\"\" && printf o > owned && chown 4321:8765 owned \
+         && touch -d '2001-02-03 04:05:06' random.bin \
+         && setfattr -n user.plumb -v kept a && setfattr -n user.bin -v 0x00ff00 random.bin \
+         && setfacl -m u:nobody:rx sub && setfacl -d -m g:nogroup:r sub",
+        root.display()
+    )
 }
