@@ -289,7 +289,9 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     assert_eq!(s["changes"][0]["to"], "512 MiB (shrunk)");
     expect(&rig.run("apply", &plan, &[]), 0, "shrunk");
     assert_eq!(rig.lv_bytes("vg0/scratch"), 512 << 20);
-    rig.sh("e2fsck -f -n /dev/vg0/scratch && mount /dev/vg0/scratch /mnt/s && sha256sum -c /root/s.sum && umount /mnt/s");
+    rig.sh(
+        "e2fsck -f -n /dev/vg0/scratch && mount /dev/vg0/scratch /mnt/s && sha256sum -c /root/s.sum && umount /mnt/s",
+    );
 
     // A mounted volume is never removed.
     let plan = rig.write_plan(
