@@ -121,7 +121,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'; }
 
 declare -A RES=()    # RES[tool.col] = median seconds
-declare -A ALLRUNS=() # RES[tool.col] = every run's seconds
+declare -A ALLRUNS=() # ALLRUNS[tool.col] = every run's seconds
 
 # ------------------------------------------------------------ plumb
 
@@ -476,7 +476,7 @@ run_ansible() {
 # (--dry) shows no change for any operation.
 pyinfra_nochange() { # LOG results|detected
 	awk -v n="$HOSTS" -v ops="$((FILES + 1))" -v mode="$2" '
-		/\] Connected$/ { conn++ }
+		/^ *\[[^]]+\] +Connected *$/ { conn++ }
 		/^--> Detected changes:/ { det = 1; next }
 		/^--> Results:/ { res = 1; next }
 		det && NF == 0 { det = 0 }

@@ -118,7 +118,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 1, not clap's 2: 2 means "changes pending".
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let color = wants_color(match &cli.command {
         Command::Validate { common, .. }
         | Command::Diff { common, .. }

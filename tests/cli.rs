@@ -117,3 +117,14 @@ resources:
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(std::fs::read_to_string(s.root().join("list")).unwrap(), "a,b,c 42");
 }
+
+#[test]
+fn a_usage_error_exits_1_never_2() {
+    let out = Plumb::new()
+        .args(["diff", "plans/examples/hello.yaml", "--format", "yaml"])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid value 'yaml'"), "{}", out.stderr);
+    let out = Plumb::new().args(["--help"]).run();
+    assert_eq!(out.code, 0);
+}

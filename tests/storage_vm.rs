@@ -449,3 +449,103 @@ fn the_phase1_storage_plan_previews_the_whole_chain_applies_then_converges() {
     expect(&text, 0, "diff after apply: no changes");
     eprintln!("{}", text.stdout);
 }
+
+/// The complete phase-1 plan (storage, private registry, GO checks) on a
+/// fresh VM: previewed, applied, re-applied with nothing to do, and a hand
+/// edit of daemon.json reported as drift. The VM runs no systemd, Docker or
+/// k3s: `manage_services=false` skips the service resources and the pod
+/// check (the services are tested on real systemd in tests/services.rs), and
+/// there is no Harbor to answer (`check_registry=false`).
+#[test]
+fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
+    need_vm!();
+    let rig = VmRig::up();
+    rig.sh(
+        "export LVM_SUPPRESS_FD_WARNINGS=1; vgcreate -q vg_data /dev/vdc && lvcreate -q -y -n data -L 1G vg_data \
+         && mkfs.ext4 -q /dev/vg_data/data && mkdir -p /srv/data && mount /dev/vg_data/data /srv/data \
+         && mkdir -p /var/lib/docker/volumes /etc/docker && echo data > /var/lib/docker/volumes/v1 \
+         && printf '{\\n  \"debug\": true,\\n  \"log-opts\": {\"max-size\": \"10m\"}\\n}\\n' > /etc/docker/daemon.json",
+    );
+    let plan = common::repo().join("plans/twisterlab/phase1.yaml");
+    let vars = [
+        "ssd_disks=[/dev/vdb]",
+        "data_disks=[/dev/vdc]",
+        "docker_size=1G",
+        "rancher_size=100%FREE",
+        "data_size=2G",
+        "docker_services=[]",
+        "rancher_services=[]",
+        "manage_services=false",
+        "check_registry=false",
+        "min_free_docker_gib=0",
+    ];
+    let secret = "harbor-s3cret-pw";
+    let run = |cmd: &str, format: &str| {
+        let mut p = Plumb::new()
+            .arg(cmd)
+            .arg(&plan)
+            .arg("-i")
+            .arg(rig.inventory())
+            .arg("--ssh-config")
+            .arg(rig.vm.ssh_config())
+            .args(["--format", format])
+            .env("HARBOR_PASSWORD", secret);
+        for v in vars {
+            p = p.arg("--var").arg(v);
+        }
+        if cmd == "apply" {
+            p = p.arg("--yes");
+        }
+        p.run()
+    };
+    let review = run("diff", "markdown");
+    expect(&review, 2, "a fresh VM: changes pending");
+    assert!(
+        review.stdout.contains("| `vm` | changes pending |"),
+        "{}",
+        review.stdout
+    );
+    assert!(
+        review.stdout.contains("log-opts.max-size: 10m → 100m"),
+        "{}",
+        review.stdout
+    );
+    assert!(
+        !review.stdout.contains(secret) && !review.stderr.contains(secret),
+        "the password leaked"
+    );
+    let a = run("apply", "json");
+    expect(&a, 0, "phase 1 applied");
+    assert!(!a.stdout.contains(secret));
+    for id in ["go-root-usage", "go-docker-space"] {
+        assert_eq!(resource(&a, id)["status"], "ok", "{id}");
+    }
+    let daemon: serde_json::Value = serde_json::from_str(&rig.sh("cat /etc/docker/daemon.json")).unwrap();
+    assert_eq!(daemon["debug"], true, "an unmanaged key is kept");
+    assert_eq!(daemon["log-opts"]["max-size"], "100m");
+    assert_eq!(daemon["registry-mirrors"][0], "https://harbor.twisterlab.local");
+    let registries = rig.sh("cat /etc/rancher/k3s/registries.yaml");
+    assert!(registries.contains(secret), "the host gets the credential it needs");
+    assert!(rig
+        .sh("cat /etc/containerd/certs.d/docker.io/hosts.toml")
+        .contains("https://harbor.twisterlab.local"));
+    assert!(rig
+        .sh("cat /etc/docker/certs.d/harbor.twisterlab.local/ca.crt")
+        .contains("BEGIN CERTIFICATE"));
+    assert_eq!(
+        rig.sh("cat /var/lib/docker/volumes/v1"),
+        "data\n",
+        "data moved onto the SSD"
+    );
+
+    let again = run("apply", "json");
+    expect(&again, 0, "re-applied");
+    assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
+    expect(&run("diff", "text"), 0, "no drift after apply");
+
+    rig.sh("sed -i 's/100m/500m/' /etc/docker/daemon.json");
+    let drift = run("diff", "json");
+    expect(&drift, 2, "a hand edit of daemon.json is drift");
+    assert_eq!(resource(&drift, "daemon-json")["status"], "pending");
+    assert_eq!(drift.summary("pending"), 1, "{}", drift.stdout);
+}

@@ -217,7 +217,7 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
             ),
         }
     }
-    if !has_resources && diags.is_empty() {
+    if !has_resources && plan.resources.is_empty() && diags.is_empty() {
         diags.push(
             Diag::new(
                 "plumb::plan::no_resources",

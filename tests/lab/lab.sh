@@ -15,7 +15,7 @@
 #   PLUMB_LAB_OWNER_PID  pid owning the lab; if that process is gone, its IPs
 #                        may be reclaimed (nodes killed) by a later `up` that
 #                        runs short of addresses. Unset: never reclaimed.
-#   PLUMB_LAB_UP_TIMEOUT seconds `up` waits for every sshd (30)
+#   PLUMB_LAB_UP_TIMEOUT seconds `up` waits for every sshd (120)
 set -euo pipefail
 
 LAB_SH=$(readlink -f "${BASH_SOURCE[0]}")
@@ -27,7 +27,7 @@ BRIDGE=plbr0
 NET=10.77.0
 HOST_IP=$NET.254
 PACKAGES=openssh-server,coreutils,procps,iproute2,sudo,acl,attr,e2fsprogs,util-linux,mount,findutils,diffutils
-UP_TIMEOUT=${PLUMB_LAB_UP_TIMEOUT:-30}
+UP_TIMEOUT=${PLUMB_LAB_UP_TIMEOUT:-120}
 # Tier 1b (--systemd): nodes whose PID 1 is systemd, in their own cgroup
 # namespace; sshd runs as ssh.service. A root of its own, with systemd and dbus.
 SYSTEMD_ROOTFS=$CACHE/rootfs-systemd-v1
@@ -298,7 +298,9 @@ wait_ready() { # DIR then "NAME IP PID" lines on stdin
 		left=()
 		for p in "${pending[@]}"; do
 			set -- $p
-			banner=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/22" && head -c 4 <&3' _ "$2" 2>/dev/null || true)
+			# A generous wait per try: a loaded machine (two TCG VMs, a
+			# build) can take seconds to fork and re-exec sshd for the banner.
+			banner=$(timeout 10 bash -c 'exec 3<>"/dev/tcp/$1/22" && head -c 4 <&3' _ "$2" 2>/dev/null || true)
 			if [ "$banner" = SSH- ]; then continue; fi
 			if ! alive "$3"; then
 				echo "lab.sh: $1 ($2) died during start-up; tail of $dir/$1.log:" >&2
