@@ -459,7 +459,7 @@ fn the_phase1_storage_plan_previews_the_whole_chain_applies_then_converges() {
 #[test]
 fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
     need_vm!();
-    let rig = VmRig::up();
+    let rig = VmRig::up(2);
     rig.sh(
         "export LVM_SUPPRESS_FD_WARNINGS=1; vgcreate -q vg_data /dev/vdc && lvcreate -q -y -n data -L 1G vg_data \
          && mkfs.ext4 -q /dev/vg_data/data && mkdir -p /srv/data && mount /dev/vg_data/data /srv/data \
