@@ -242,7 +242,7 @@ impl Module for LogicalVolume {
             &Sh::raw_start(
                 "pvs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_extent_count,vg_free_count,lv_name,lv_size,lv_attr -S",
             )
-            .arg(format!("vg_name={}", p.vg)),
+            .arg(format!("vg_name=\"{}\"", p.vg)),
         ));
         s
     }
