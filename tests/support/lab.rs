@@ -21,6 +21,9 @@
 //! failure instead of a skip. `PLUMB_LAB_SH` overrides the script's path.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "script.rs"]
+mod script;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,34 +50,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Path of `tests/lab/lab.sh`.
 pub fn lab_sh() -> PathBuf {
-    if let Some(p) = std::env::var_os("PLUMB_LAB_SH") {
-        return PathBuf::from(p);
-    }
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Some(d) = option_env!("CARGO_MANIFEST_DIR") {
-        starts.push(PathBuf::from(d));
-    }
-    if let Ok(d) = std::env::current_dir() {
-        starts.push(d);
-    }
-    // this file is tests/support/lab.rs (absolute when included by an absolute #[path])
-    let here = Path::new(file!());
-    if here.is_absolute() {
-        if let Some(root) = here.parent().and_then(Path::parent).and_then(Path::parent) {
-            starts.push(root.to_path_buf());
-        }
-    }
-    for start in starts {
-        let mut dir: Option<&Path> = Some(&start);
-        while let Some(d) = dir {
-            let p = d.join("tests/lab/lab.sh");
-            if p.is_file() {
-                return p;
-            }
-            dir = d.parent();
-        }
-    }
-    PathBuf::from("tests/lab/lab.sh")
+    script::repo_script("PLUMB_LAB_SH", "tests/lab/lab.sh")
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {

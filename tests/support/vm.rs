@@ -25,7 +25,10 @@
 //! skip. `PLUMB_VM_SH` overrides the script's path.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
+#[path = "script.rs"]
+mod script;
+
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,34 +47,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Path of `tests/vm/vm.sh`.
 pub fn vm_sh() -> PathBuf {
-    if let Some(p) = std::env::var_os("PLUMB_VM_SH") {
-        return PathBuf::from(p);
-    }
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Some(d) = option_env!("CARGO_MANIFEST_DIR") {
-        starts.push(PathBuf::from(d));
-    }
-    if let Ok(d) = std::env::current_dir() {
-        starts.push(d);
-    }
-    // this file is tests/support/vm.rs (absolute when included by an absolute #[path])
-    let here = Path::new(file!());
-    if here.is_absolute() {
-        if let Some(root) = here.parent().and_then(Path::parent).and_then(Path::parent) {
-            starts.push(root.to_path_buf());
-        }
-    }
-    for start in starts {
-        let mut dir: Option<&Path> = Some(&start);
-        while let Some(d) = dir {
-            let p = d.join("tests/vm/vm.sh");
-            if p.is_file() {
-                return p;
-            }
-            dir = d.parent();
-        }
-    }
-    PathBuf::from("tests/vm/vm.sh")
+    script::repo_script("PLUMB_VM_SH", "tests/vm/vm.sh")
 }
 
 fn euid() -> Option<u32> {
