@@ -28,6 +28,17 @@ pub(crate) struct ConfigFile {
     pub(crate) text: Option<Vec<u8>>,
 }
 
+impl ConfigFile {
+    /// The file's document as `read` understands it (`Ok(None)`: there is no
+    /// regular file), or why it cannot be read.
+    pub(crate) fn document<T>(&self, read: impl Fn(&[u8]) -> Result<T, String>) -> Result<Option<T>, String> {
+        match &self.text {
+            Some(t) if self.info.kind == Kind::File => read(t).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// The folder of an absolute path.
 pub(crate) fn parent(path: &str) -> &str {
     match path.rfind('/') {

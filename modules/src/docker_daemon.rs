@@ -185,10 +185,7 @@ impl Module for DockerDaemon {
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
         let file = parse_config(&p.path, out)?;
-        let doc = match &file.text {
-            Some(t) if file.info.kind == Kind::File => read_doc(t).map(Some),
-            _ => Ok(None),
-        };
+        let doc = file.document(read_doc);
         Ok(State {
             file,
             doc,
