@@ -25,12 +25,7 @@ struct Host {
 impl Host {
     fn new(lab: Lab) -> Self {
         let dir = tempfile::Builder::new().prefix("plumb-svc-").tempdir().unwrap();
-        let n = &lab.nodes[0];
-        std::fs::write(
-            dir.path().join("inventory.yaml"),
-            format!("hosts:\n  {}:\n    address: {}\n    user: root\n", n.name, n.ip),
-        )
-        .unwrap();
+        lab.inventory(dir.path(), "    user: root\n");
         Self { lab, dir }
     }
 

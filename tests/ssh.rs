@@ -7,7 +7,7 @@ mod common;
 mod lab;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{Outcome, Plumb};
 use lab::Lab;
@@ -21,16 +21,6 @@ macro_rules! need_lab {
             return;
         }
     };
-}
-
-fn inventory(lab: &Lab, dir: &Path, extra: &str) -> PathBuf {
-    let mut inv = String::from("hosts:\n");
-    for n in &lab.nodes {
-        let _ = writeln!(inv, "  {}:\n    address: {}\n{extra}", n.name, n.ip);
-    }
-    let p = dir.join("inventory.yaml");
-    std::fs::write(&p, inv).unwrap();
-    p
 }
 
 fn plumb(lab: &Lab, cmd: &str, plan: &Path, inv: &Path, extra: &[&str]) -> Outcome {
@@ -81,7 +71,7 @@ fn the_core_lifecycle_runs_on_five_hosts_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.yaml");
     std::fs::write(&plan, CORE_PLAN).unwrap();
-    let inv = inventory(&lab, dir.path(), "");
+    let inv = lab.inventory(dir.path(), "");
     let d = plumb(&lab, "diff", &plan, &inv, &[]);
     assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
     let a = plumb(&lab, "apply", &plan, &inv, &[]);
@@ -127,7 +117,7 @@ fn a_no_op_diff_of_a_hundred_resources_costs_one_remote_execution_per_host() {
     }
     let plan_path = dir.path().join("plan.yaml");
     std::fs::write(&plan_path, plan).unwrap();
-    let inv = inventory(&lab, dir.path(), "");
+    let inv = lab.inventory(dir.path(), "");
     assert_eq!(plumb(&lab, "apply", &plan_path, &inv, &[]).code, 0);
     let d = plumb(&lab, "diff", &plan_path, &inv, &[]);
     assert_eq!(d.code, 0, "{}", d.stdout);
@@ -169,7 +159,7 @@ resources:
         ),
     )
     .unwrap();
-    let inv = inventory(&lab, dir.path(), "");
+    let inv = lab.inventory(dir.path(), "");
     let dead = lab.nodes[0].name.clone();
     let cut = lab.nodes[1].name.clone();
     lab.kill_sshd(&dead);
@@ -227,7 +217,7 @@ fn host_keys_unknown_refused_accepted_with_the_flag_changed_always_refused() {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.yaml");
     std::fs::write(&plan, "resources:\n  - id: d\n    directory: {path: /srv/keys}\n").unwrap();
-    let inv = inventory(&lab, dir.path(), "");
+    let inv = lab.inventory(dir.path(), "");
     // A client config whose known_hosts is empty: the node is unknown.
     let empty = dir.path().join("known_hosts");
     std::fs::write(&empty, "").unwrap();
@@ -281,7 +271,7 @@ fn a_host_with_max_sessions_two_converges_fifty_resources() {
     }
     let plan_path = dir.path().join("plan.yaml");
     std::fs::write(&plan_path, plan).unwrap();
-    let inv = inventory(&lab, dir.path(), "    max_sessions: 2\n");
+    let inv = lab.inventory(dir.path(), "    max_sessions: 2\n");
     let a = plumb(&lab, "apply", &plan_path, &inv, &[]);
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(a.summary("changed"), 50);
@@ -299,11 +289,11 @@ fn become_works_with_passwordless_sudo_and_says_so_without() {
         "resources:\n  - id: f\n    become: true\n    file: {path: /root/by-deploy, content: \"x\\n\", owner: root}\n",
     )
     .unwrap();
-    let deploy = inventory(&lab, dir.path(), "    user: deploy\n");
+    let deploy = lab.inventory(dir.path(), "    user: deploy\n");
     let a = plumb(&lab, "apply", &plan, &deploy, &[]);
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(plumb(&lab, "diff", &plan, &deploy, &[]).code, 0);
-    let nosudo = inventory(&lab, dir.path(), "    user: nosudo\n");
+    let nosudo = lab.inventory(dir.path(), "    user: nosudo\n");
     let a = plumb(&lab, "apply", &plan.clone(), &nosudo, &[]);
     assert_eq!(a.code, 1);
     let text = a.stdout;
@@ -332,7 +322,7 @@ fn a_large_upload_is_verified_and_a_corrupted_one_is_refused() {
     // The second node alters what it receives: a `cat` that appends a byte.
     let bad = &lab.nodes[1];
     lab.ssh(bad, "echo old > /srv/big.bin; printf '#!/bin/sh\\n/bin/cat \"$@\"; printf x\\n' > /usr/local/bin/cat; chmod +x /usr/local/bin/cat");
-    let inv = inventory(&lab, dir.path(), "");
+    let inv = lab.inventory(dir.path(), "");
     let a = plumb(&lab, "apply", &plan, &inv, &[]);
     assert_eq!(a.code, 1, "{}", a.stdout);
     let j = a.json();

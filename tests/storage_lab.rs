@@ -30,12 +30,7 @@ struct Node {
 impl Node {
     fn new(lab: Lab) -> Node {
         let dir = tempfile::Builder::new().prefix("plumb-storage-lab-").tempdir().unwrap();
-        let n = &lab.nodes[0];
-        std::fs::write(
-            dir.path().join("inventory.yaml"),
-            format!("hosts:\n  {}:\n    address: {}\n    user: root\n", n.name, n.ip),
-        )
-        .unwrap();
+        lab.inventory(dir.path(), "    user: root\n");
         Node { lab, dir }
     }
 

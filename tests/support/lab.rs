@@ -185,6 +185,19 @@ impl Lab {
         Lab { dir, nodes }
     }
 
+    /// A plumb inventory naming every node by its address, each with the
+    /// inventory lines `extra` (indented under the host), written to
+    /// `dir/inventory.yaml`.
+    pub fn inventory(&self, dir: &Path, extra: &str) -> PathBuf {
+        let mut inv = String::from("hosts:\n");
+        for n in &self.nodes {
+            inv.push_str(&format!("  {}:\n    address: {}\n{extra}", n.name, n.ip));
+        }
+        let p = dir.join("inventory.yaml");
+        std::fs::write(&p, inv).expect("write inventory");
+        p
+    }
+
     /// Client config for `ssh -F`: key, known_hosts, `StrictHostKeyChecking yes`,
     /// `BatchMode yes`, `User root`, and `Host nodeK` aliases.
     pub fn ssh_config(&self) -> PathBuf {
