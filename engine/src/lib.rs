@@ -12,6 +12,7 @@ pub mod facts;
 pub mod introspect;
 pub mod inventory;
 pub mod module;
+pub mod paths;
 pub mod plan;
 pub mod report;
 pub mod run;

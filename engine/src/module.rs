@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::diag::Diag;
+use crate::paths::Observed as PathObserved;
+pub use crate::paths::{Fetch, FileType, PathQuery, PathStat};
 use crate::shell::Sh;
 use crate::source::{Sources, Span};
 use crate::yaml::{self, Node};
@@ -259,16 +262,41 @@ pub enum Step {
     Write(FileWrite),
 }
 
-/// What a probe printed for one resource.
+/// What a probe printed for one resource, and what the engine observed of
+/// the paths it asked about ([`Module::inspect`]).
 #[derive(Clone, Debug, Default)]
 pub struct ProbeOutput {
     /// Standard output of this resource's probe.
     pub stdout: Vec<u8>,
     /// Its exit status.
     pub status: i32,
+    /// The observation of each path of [`Module::inspect`].
+    pub paths: BTreeMap<String, PathObserved>,
+    /// The content fetched for each path of [`Module::inspect`] that asked
+    /// for it (absent: not fetched, or larger than the limit).
+    pub contents: BTreeMap<String, Vec<u8>>,
 }
 
 impl ProbeOutput {
+    /// What is at `path`, one of the paths of [`Module::inspect`]: `None`
+    /// when nothing is there.
+    ///
+    /// # Errors
+    /// The path could not be read, or was not asked about.
+    pub fn path(&self, path: &str) -> Result<Option<&PathStat>, String> {
+        match self.paths.get(path) {
+            Some(Ok(st)) => Ok(st.as_ref()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("`{path}` was not observed (a module did not declare it)")),
+        }
+    }
+
+    /// The content fetched for `path` (see [`crate::paths::Fetch`]).
+    #[must_use]
+    pub fn content(&self, path: &str) -> Option<&[u8]> {
+        self.contents.get(path).map(Vec::as_slice)
+    }
+
     /// `key=value` lines up to a line `--` (after which raw content may follow).
     #[must_use]
     pub fn fields(&self) -> Fields {
@@ -510,8 +538,20 @@ pub trait Module: Send + Sync + 'static {
         Claims::default()
     }
 
-    /// Shell text whose output describes the current state. Read-only.
-    fn probe(p: &Self::Params) -> Sh;
+    /// Paths whose type, metadata, sha256 or content `parse` needs. The
+    /// engine observes the paths of all of a host's resources together (one
+    /// `stat` and one `sha256sum` for all of them, see [`crate::paths`]) and
+    /// hands the answers to `parse` in [`ProbeOutput::path`].
+    fn inspect(_p: &Self::Params) -> Vec<PathQuery> {
+        Vec::new()
+    }
+
+    /// Shell text whose output describes the rest of the current state
+    /// (what [`Module::inspect`] does not cover). Read-only. Empty: nothing
+    /// to run (no process is spent on it).
+    fn probe(_p: &Self::Params) -> Sh {
+        Sh::new()
+    }
 
     /// Read the probe's output.
     ///
@@ -613,6 +653,8 @@ pub trait Resource: Send + Sync {
     fn module(&self) -> &'static str;
     /// See [`Module::claims`].
     fn claims(&self) -> Claims;
+    /// See [`Module::inspect`].
+    fn inspect(&self) -> Vec<PathQuery>;
     /// See [`Module::probe`].
     fn probe(&self) -> Sh;
     /// See [`Module::parse`].
@@ -658,6 +700,9 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn claims(&self) -> Claims {
         M::claims(&self.params)
+    }
+    fn inspect(&self) -> Vec<PathQuery> {
+        M::inspect(&self.params)
     }
     fn probe(&self) -> Sh {
         M::probe(&self.params)
@@ -896,6 +941,7 @@ mod tests {
         let out = ProbeOutput {
             stdout: b"exists=1\nsha256=ab\n--\nx=1\nraw\n".to_vec(),
             status: 0,
+            ..Default::default()
         };
         assert_eq!(out.fields().get("exists"), Some("1"));
         assert_eq!(out.fields().get("x"), None);

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::compile::{EdgeKind, HostPlan};
 use crate::module::{Change, Changes, Observed, Predicted, ProbeOutput, Risk, Step};
+use crate::paths::{Answers, PathBatch, PathQuery};
 use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
@@ -173,33 +174,78 @@ impl HostRun<'_> {
         self.t.run(s.as_str(), stdin).await
     }
 
-    /// One remote execution per distinct `become` among `which`.
+    /// One remote execution per distinct `become` among `which`: the paths
+    /// all these resources inspect, observed together, then each resource's
+    /// own probe (those that have one).
     async fn probe(&self, which: &[usize]) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
-        let mut groups: BTreeMap<String, (Become, Vec<(usize, Sh)>)> = BTreeMap::new();
+        /// A resource, its path queries with their fetch indexes, its probe.
+        type Member = (usize, Vec<(PathQuery, Option<usize>)>, Sh);
+        struct Group {
+            become_: Become,
+            paths: PathBatch,
+            members: Vec<Member>,
+        }
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for &i in which {
             let r = &self.hp.resources[i];
             let res = r.resource.as_ref().expect("probed resources are compiled");
-            groups
-                .entry(format!("{:?}", r.become_))
-                .or_insert_with(|| (r.become_.clone(), Vec::new()))
-                .1
-                .push((i, res.probe()));
+            let g = groups.entry(format!("{:?}", r.become_)).or_insert_with(|| Group {
+                become_: r.become_.clone(),
+                paths: PathBatch::default(),
+                members: Vec::new(),
+            });
+            let queries = res.inspect();
+            let fetch = g.paths.add(&queries);
+            g.members
+                .push((i, queries.into_iter().zip(fetch).collect(), res.probe()));
         }
         let mut out = BTreeMap::new();
-        for (_, (become_, probes)) in groups {
-            let script = probe_batch(&self.nonce, &probes);
-            let o = self.exec(&script, &become_, None).await?;
+        for (_, g) in groups {
+            let probes: Vec<(usize, Sh)> = g
+                .members
+                .iter()
+                .filter(|(_, _, sh)| !sh.is_empty())
+                .map(|(i, _, sh)| (*i, sh.clone()))
+                .collect();
+            let mut script = Sh::new();
+            if !g.paths.is_empty() {
+                script.line(&g.paths.script(&self.nonce));
+            }
+            script.line(&probe_batch(&self.nonce, &probes));
+            let o = self.exec(&script, &g.become_, None).await?;
+            let answers = if g.paths.is_empty() {
+                Some(Answers::default())
+            } else {
+                g.paths.parse(&self.nonce, &o.stdout)
+            };
             let parts: BTreeMap<usize, (Vec<u8>, i32)> = split_batch(&self.nonce, &o.stdout)
                 .into_iter()
                 .map(|(i, b, s)| (i, (b, s)))
                 .collect();
-            for (i, _) in probes {
-                let r = match parts.get(&i) {
-                    Some((b, s)) => Ok(ProbeOutput {
-                        stdout: b.clone(),
-                        status: *s,
-                    }),
-                    None => Err(explain_failure(&o, &become_, "the probe did not run")),
+            for (i, queries, sh) in g.members {
+                let own = if sh.is_empty() {
+                    Some((Vec::new(), 0))
+                } else {
+                    parts.get(&i).cloned()
+                };
+                let r = match (&answers, own) {
+                    (Some(a), Some((stdout, status))) => {
+                        let mut po = ProbeOutput {
+                            stdout,
+                            status,
+                            ..ProbeOutput::default()
+                        };
+                        for (q, fetch) in queries {
+                            if let Some(Some(c)) = fetch.and_then(|f| a.contents.get(f)) {
+                                po.contents.insert(q.path.clone(), c.clone());
+                            }
+                            if let Some(seen) = a.paths.get(&q.path) {
+                                po.paths.insert(q.path, seen.clone());
+                            }
+                        }
+                        Ok(po)
+                    }
+                    _ => Err(explain_failure(&o, &g.become_, "the probe did not run")),
                 };
                 out.insert(i, r);
             }

@@ -6,12 +6,12 @@
 //! These modules compare documents, not bytes: a file that says the same
 //! thing in another layout is converged and is not rewritten.
 
-use plumb_engine::module::{Change, FileWrite, Payload, ProbeOutput, Script, Step};
+use plumb_engine::module::{Change, Fetch, FileWrite, PathQuery, Payload, ProbeOutput, Script, Step};
 use plumb_engine::shell::Sh;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::stat::{fields, parse_path, probe_path, Kind, PathInfo};
+use crate::stat::{observed, Kind, PathInfo};
 
 /// Configuration files larger than this are refused (they are read whole).
 pub(crate) const MAX_CONFIG: u64 = 1024 * 1024;
@@ -47,32 +47,18 @@ pub(crate) fn parent(path: &str) -> &str {
     }
 }
 
-/// Shell that prints the file's type and metadata, whether its folder
-/// exists, its sha256, then `--` and its content (when it is a regular file
-/// no larger than [`MAX_CONFIG`]).
-pub(crate) fn probe_config(path: &str) -> Sh {
-    let mut s = probe_path(path);
-    s.line(
-        &Sh::raw_start("if [ -d")
-            .arg(parent(path))
-            .raw(" ]; then echo dir=1; else echo dir=0; fi"),
-    );
-    s.line(
-        &Sh::raw_start(
-            "if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then\n  \
-             sum=$(sha256sum < \"$p\") || exit 1; echo \"sha256=${sum%% *}\"\n  \
-             if [ \"$(stat -c %s -- \"$p\")\" -le ",
-        )
-        .arg(MAX_CONFIG.to_string())
-        .raw(" ]; then echo --; cat -- \"$p\"; fi\nfi"),
-    );
-    s
+/// What the configuration modules inspect: the file (with its sha256, and
+/// its content when it is no larger than [`MAX_CONFIG`]) and its folder.
+pub(crate) fn inspect_config(path: &str) -> Vec<PathQuery> {
+    vec![
+        PathQuery::hashed(path).fetch(Fetch::Always { limit: MAX_CONFIG }),
+        PathQuery::stat(parent(path)),
+    ]
 }
 
-/// Read [`probe_config`]'s output.
+/// Read what [`inspect_config`] observed.
 pub(crate) fn parse_config(path: &str, out: &ProbeOutput) -> Result<ConfigFile, String> {
-    let f = fields(out)?;
-    let info = parse_path(&f)?;
+    let (info, sha256) = observed(out, path)?;
     match info.kind {
         Kind::None | Kind::File => {}
         other => {
@@ -82,7 +68,10 @@ pub(crate) fn parse_config(path: &str, out: &ProbeOutput) -> Result<ConfigFile, 
             ))
         }
     }
-    let text = out.body().map(<[u8]>::to_vec);
+    // A symlinked folder counts as there: the write fails clearly if it
+    // leads nowhere.
+    let dir_exists = matches!(observed(out, parent(path))?.0.kind, Kind::Directory | Kind::Link);
+    let text = out.content(path).map(<[u8]>::to_vec);
     if info.kind == Kind::File && text.is_none() {
         return Err(format!(
             "`{path}` is larger than {} KiB: not a configuration file plumb reads",
@@ -91,8 +80,8 @@ pub(crate) fn parse_config(path: &str, out: &ProbeOutput) -> Result<ConfigFile, 
     }
     Ok(ConfigFile {
         info,
-        dir_exists: f.get("dir") == Some("1"),
-        sha256: f.get("sha256").map(str::to_string),
+        dir_exists,
+        sha256,
         text,
     })
 }

@@ -7,13 +7,12 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Step,
+    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, ProbeOutput, Step,
 };
-use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config_file::{compare, leaf_change, parse_config, probe_config, write_steps, ConfigFile};
+use crate::config_file::{compare, inspect_config, leaf_change, parse_config, write_steps, ConfigFile};
 use crate::stat::Kind;
 
 /// The `containerd.hosts` module.
@@ -236,8 +235,8 @@ impl Module for ContainerdHosts {
         }
     }
 
-    fn probe(p: &Params) -> Sh {
-        probe_config(&p.path)
+    fn inspect(p: &Params) -> Vec<PathQuery> {
+        inspect_config(&p.path)
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {

@@ -2,13 +2,13 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script,
-    Step,
+    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence, ProbeOutput,
+    Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
+use crate::stat::{fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// The `directory` module.
 pub struct Directory;
@@ -113,14 +113,28 @@ impl Module for Directory {
         }
     }
 
+    fn inspect(p: &Params) -> Vec<PathQuery> {
+        vec![PathQuery::stat(&p.path)]
+    }
+
     fn probe(p: &Params) -> Sh {
-        probe_path(&p.path)
-            .raw("\nif [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"entries=$(ls -A -- \"$p\" | wc -l)\"; fi")
+        // Whether it is empty only matters to a removal.
+        if p.state == Presence::Absent {
+            Sh::raw_start("if [ -d")
+                .arg(&p.path)
+                .raw(" ] && [ ! -L")
+                .arg(&p.path)
+                .raw(" ]; then echo \"entries=$(ls -A --")
+                .arg(&p.path)
+                .raw(" | wc -l)\"; fi")
+        } else {
+            Sh::new()
+        }
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
         let f = fields(out)?;
-        let info = parse_path(&f)?;
+        let (info, _) = observed(out, &p.path)?;
         let entries = f.get("entries").and_then(|e| e.trim().parse().ok()).unwrap_or(0);
         match info.kind {
             Kind::None | Kind::Directory => {}

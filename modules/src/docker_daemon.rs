@@ -12,13 +12,14 @@
 //! it replaces the old one.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Step,
+    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, Prediction, PrepareCx,
+    ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config_file::{compare, leaf_change, parse_config, probe_config, write_steps, ConfigFile};
+use crate::config_file::{compare, inspect_config, leaf_change, parse_config, write_steps, ConfigFile};
 use crate::stat::Kind;
 
 /// The `docker.daemon` module.
@@ -174,13 +175,14 @@ impl Module for DockerDaemon {
         }
     }
 
-    fn probe(p: &Params) -> Sh {
-        // Before the file: its content ends the probe's output.
-        let mut s = Sh::raw_start(
+    fn probe(_p: &Params) -> Sh {
+        Sh::raw_start(
             "if command -v dockerd >/dev/null 2>&1 && dockerd --help 2>&1 | grep -q -e '--validate'; then echo dockerd_validate=1; fi",
-        );
-        s.line(&probe_config(&p.path));
-        s
+        )
+    }
+
+    fn inspect(p: &Params) -> Vec<PathQuery> {
+        inspect_config(&p.path)
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {

@@ -3,14 +3,14 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, FileWrite, Mode, Module, ModuleDoc, ParamDoc, Payload, PrepareCx,
-    Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery, Payload,
+    PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, parse_path, probe_path, Kind, PathInfo};
+use crate::stat::{metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// Old content up to this size is fetched by the probe to show a diff.
 const DIFF_LIMIT: u64 = 256 * 1024;
@@ -150,26 +150,20 @@ impl Module for File {
         }
     }
 
-    fn probe(p: &Params) -> Sh {
-        let mut s = probe_path(&p.path);
-        s.line(&Sh::raw_start(
-            "if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then sum=$(sha256sum < \"$p\") || exit 1; echo \"sha256=${sum%% *}\"; fi",
-        ));
-        if let (Some(want), true) = (p.want_sha(), p.fetch_old) {
-            s.line(
-                &Sh::raw_start("if [ -f \"$p\" ] && [ ! -L \"$p\" ] && [ \"${sum%% *}\" != ")
-                    .arg(want)
-                    .raw(" ] && [ \"$(stat -c %s -- \"$p\")\" -le ")
-                    .arg(DIFF_LIMIT.to_string())
-                    .raw(" ]; then echo --; cat -- \"$p\"; fi"),
-            );
-        }
-        s
+    fn inspect(p: &Params) -> Vec<PathQuery> {
+        let q = PathQuery::hashed(&p.path);
+        vec![match (p.want_sha(), p.fetch_old) {
+            // The old content, for the diff, only when it is to be replaced.
+            (Some(want), true) => q.fetch(Fetch::UnlessSha256 {
+                sha256: want.to_string(),
+                limit: DIFF_LIMIT,
+            }),
+            _ => q,
+        }]
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
-        let f = fields(out)?;
-        let info = parse_path(&f)?;
+        let (info, sha256) = observed(out, &p.path)?;
         match (info.kind, p.state) {
             (Kind::Directory, _) => return Err(format!("`{}` is a directory, not a file", p.path)),
             (Kind::Other, Presence::Present) => {
@@ -178,8 +172,8 @@ impl Module for File {
             _ => {}
         }
         Ok(State {
-            sha256: f.get("sha256").map(str::to_string),
-            old: out.body().map(<[u8]>::to_vec),
+            sha256,
+            old: out.content(&p.path).map(<[u8]>::to_vec),
             info,
         })
     }

@@ -10,13 +10,16 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Script, Step,
+    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, ProbeOutput, Script,
+    Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config_file::{compare, field_name, leaf_change, parse_config, probe_config, write_steps, ConfigFile, Leaf};
+use crate::config_file::{
+    compare, field_name, inspect_config, leaf_change, parse_config, write_steps, ConfigFile, Leaf,
+};
 use crate::stat::{metadata_changes, metadata_script, Kind};
 
 /// The `k3s.registries` module.
@@ -241,8 +244,8 @@ impl Module for K3sRegistries {
         }
     }
 
-    fn probe(p: &Params) -> Sh {
-        probe_config(&p.path)
+    fn inspect(p: &Params) -> Vec<PathQuery> {
+        inspect_config(&p.path)
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {

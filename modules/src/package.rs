@@ -354,6 +354,7 @@ mod tests {
         let out = ProbeOutput {
             stdout: b"manager=apt\ninstalled=curl 7.88.1-10\nmissing=jq 1.6-2.1\nmissing=nope (none)\n".to_vec(),
             status: 0,
+            ..Default::default()
         };
         let s = Package::parse(
             &Params {

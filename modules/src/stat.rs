@@ -1,6 +1,6 @@
 //! What the file-like modules observe about a path, read with `stat`.
 
-use plumb_engine::module::{Fields, ProbeOutput};
+use plumb_engine::module::{Fields, FileType, ProbeOutput};
 use plumb_engine::shell::Sh;
 use serde::Serialize;
 
@@ -37,34 +37,36 @@ pub(crate) struct PathInfo {
     pub(crate) size: Option<u64>,
 }
 
-/// Shell that sets `$p` and prints `kind=`, `mode=`, `owner=`, `group=`,
-/// `size=` for it (symlinks are not followed).
-pub(crate) fn probe_path(path: &str) -> Sh {
-    Sh::raw_start("p=").val(path).raw(
-        "\nif [ -L \"$p\" ]; then echo kind=link\n\
-         elif [ -d \"$p\" ]; then echo kind=directory\n\
-         elif [ -f \"$p\" ]; then echo kind=file\n\
-         elif [ -e \"$p\" ]; then echo kind=other\n\
-         else echo kind=none; fi\n\
-         if [ -e \"$p\" ] || [ -L \"$p\" ]; then stat -c 'mode=%a\nowner=%U\ngroup=%G\nsize=%s' -- \"$p\"; fi",
-    )
-}
-
-pub(crate) fn parse_path(f: &Fields) -> Result<PathInfo, String> {
-    let kind = match f.get("kind") {
-        Some("none") => Kind::None,
-        Some("file") => Kind::File,
-        Some("directory") => Kind::Directory,
-        Some("link") => Kind::Link,
-        Some("other") => Kind::Other,
-        other => return Err(format!("unexpected probe output (kind {other:?})")),
-    };
-    Ok(PathInfo {
-        kind,
-        mode: f.get("mode").and_then(|m| u32::from_str_radix(m, 8).ok()),
-        owner: f.get("owner").map(str::to_string),
-        group: f.get("group").map(str::to_string),
-        size: f.get("size").and_then(|s| s.parse().ok()),
+/// What the engine observed of `path` (one of the module's
+/// [`plumb_engine::module::Module::inspect`] paths), and its sha256 if it was
+/// asked for and is a regular file.
+pub(crate) fn observed(out: &ProbeOutput, path: &str) -> Result<(PathInfo, Option<String>), String> {
+    Ok(match out.path(path)? {
+        None => (
+            PathInfo {
+                kind: Kind::None,
+                mode: None,
+                owner: None,
+                group: None,
+                size: None,
+            },
+            None,
+        ),
+        Some(st) => (
+            PathInfo {
+                kind: match st.kind {
+                    FileType::File => Kind::File,
+                    FileType::Directory => Kind::Directory,
+                    FileType::Symlink => Kind::Link,
+                    FileType::Other => Kind::Other,
+                },
+                mode: Some(st.mode),
+                owner: Some(st.owner.clone()),
+                group: Some(st.group.clone()),
+                size: Some(st.size),
+            },
+            st.sha256.clone(),
+        ),
     })
 }
 

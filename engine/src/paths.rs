@@ -1,0 +1,519 @@
+//! Paths observed for many resources at once.
+//!
+//! File-like modules need the same few facts about their paths: type,
+//! permissions, owner, size, the content's sha256, and sometimes the old
+//! content (to show a diff). Asking each resource's probe to run `stat` and
+//! `sha256sum` costs two processes per resource on the host, which grows with
+//! the plan and dominates a no-op `plumb diff`. Instead a module declares its
+//! [`PathQuery`]s and the engine reads all of a host's paths in one `stat` and
+//! one `sha256sum` at the top of the batched probe; the results reach the
+//! module's `parse` through [`crate::module::ProbeOutput::path`].
+//!
+//! Names that `stat -c %n` and `sha256sum` would not print back verbatim
+//! (control characters, backslashes) are read one by one instead, so any
+//! path works; only the common case is batched.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::shell::Sh;
+
+/// What a module wants to know about one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathQuery {
+    /// Absolute path on the host.
+    pub path: String,
+    /// Whether to compute the sha256 of a regular file's content.
+    pub sha256: bool,
+    /// Whether to fetch the content itself.
+    pub content: Fetch,
+}
+
+impl PathQuery {
+    /// Type, permissions, owner, group and size only.
+    #[must_use]
+    pub fn stat(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            sha256: false,
+            content: Fetch::No,
+        }
+    }
+
+    /// The same, with the sha256 of a regular file's content.
+    #[must_use]
+    pub fn hashed(path: impl Into<String>) -> Self {
+        Self {
+            sha256: true,
+            ..Self::stat(path)
+        }
+    }
+
+    /// Also fetch the content, as `content` says.
+    #[must_use]
+    pub fn fetch(mut self, content: Fetch) -> Self {
+        self.content = content;
+        self
+    }
+}
+
+/// When to fetch a regular file's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Never.
+    No,
+    /// Whenever it is at most `limit` bytes.
+    Always {
+        /// Larger files are not fetched.
+        limit: u64,
+    },
+    /// When its sha256 is not `sha256` (the content is about to be replaced
+    /// and a diff will be shown) and it is at most `limit` bytes.
+    UnlessSha256 {
+        /// Hex sha256 of the wanted content.
+        sha256: String,
+        /// Larger files are not fetched.
+        limit: u64,
+    },
+}
+
+impl Fetch {
+    fn limit(&self) -> Option<u64> {
+        match self {
+            Fetch::No => None,
+            Fetch::Always { limit } | Fetch::UnlessSha256 { limit, .. } => Some(*limit),
+        }
+    }
+}
+
+/// The type of what is at a path (symlinks are not followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// What is at an existing path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathStat {
+    /// Its type.
+    pub kind: FileType,
+    /// Permission bits, with setuid, setgid and sticky (`0o4755`).
+    pub mode: u32,
+    /// Owner's name (`UNKNOWN` when the uid has none).
+    pub owner: String,
+    /// Group's name (`UNKNOWN` when the gid has none).
+    pub group: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex sha256 of a regular file's content, when asked for.
+    pub sha256: Option<String>,
+}
+
+/// What a batch observed of one path: `Ok(None)` when nothing is there,
+/// `Err` when it could not be read (a regular file that could not be
+/// checksummed).
+pub type Observed = Result<Option<PathStat>, String>;
+
+/// The queries of one host's batch, deduplicated, with the script that
+/// answers them and the parser of its output.
+#[derive(Debug, Default)]
+pub struct PathBatch {
+    /// Distinct paths, each with whether any query wants its sha256.
+    paths: Vec<(String, bool)>,
+    /// Content fetches: (path, how).
+    fetches: Vec<(String, Fetch)>,
+}
+
+/// Paths per `stat`/`sha256sum` command, well below any `ARG_MAX`.
+const CHUNK: usize = 256;
+
+/// Whether `stat -c %n` and `sha256sum` print `path` back byte for byte on
+/// one line.
+fn plain(path: &str) -> bool {
+    !path.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\')
+}
+
+impl PathBatch {
+    /// Collect queries. Returns, for each query in order, the index of its
+    /// content fetch (if it fetches).
+    pub fn add(&mut self, queries: &[PathQuery]) -> Vec<Option<usize>> {
+        queries
+            .iter()
+            .map(|q| {
+                // Whether the content differs is told by its sha256.
+                let hashed = q.sha256 || matches!(q.content, Fetch::UnlessSha256 { .. });
+                match self.paths.iter_mut().find(|(p, _)| *p == q.path) {
+                    Some((_, h)) => *h |= hashed,
+                    None => self.paths.push((q.path.clone(), hashed)),
+                }
+                if q.content == Fetch::No {
+                    return None;
+                }
+                self.fetches.push((q.path.clone(), q.content.clone()));
+                Some(self.fetches.len() - 1)
+            })
+            .collect()
+    }
+
+    /// Whether there is nothing to observe.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Shell that prints every observation between markers made with
+    /// `nonce`, ending with an end marker (its absence means the batch did
+    /// not run to the end). Runs two processes for all plain paths together,
+    /// plus one per content fetched and per path with an unusual name.
+    #[must_use]
+    pub fn script(&self, nonce: &str) -> Sh {
+        let mark = |what: String| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
+        let mut s = Sh::raw_start("plumb_nl='\n'\nplumb_sums=");
+        let plain_paths: Vec<&(String, bool)> = self.paths.iter().filter(|(p, _)| plain(p)).collect();
+        for chunk in plain_paths.chunks(CHUNK) {
+            let hashed: Vec<&str> = chunk.iter().filter(|(_, h)| *h).map(|(p, _)| p.as_str()).collect();
+            if !hashed.is_empty() {
+                s.line(&Sh::raw_start("set --"));
+                for p in &hashed {
+                    s.line(
+                        &Sh::raw_start("if [ -f")
+                            .arg(p)
+                            .raw(" ] && [ ! -L")
+                            .arg(p)
+                            .raw(" ]; then set -- \"$@\"")
+                            .arg(p)
+                            .raw("; fi"),
+                    );
+                }
+                s.line(&Sh::raw_start(
+                    "if [ $# -gt 0 ]; then plumb_sums=\"$plumb_sums$(sha256sum -- \"$@\" 2>/dev/null)$plumb_nl\"; fi",
+                ));
+            }
+            s.line(&mark("stat".into()));
+            let mut st = Sh::raw_start("stat -c '%f %U %G %s %n' --");
+            for (p, _) in chunk {
+                st = st.arg(p);
+            }
+            s.line(&st.raw(" 2>/dev/null"));
+        }
+        s.line(&mark("sums".into()));
+        s.line(&Sh::raw_start("printf '%s' \"$plumb_sums\""));
+        for (k, (p, hashed)) in self.paths.iter().enumerate() {
+            if plain(p) {
+                continue;
+            }
+            s.line(&mark(format!("one:{k}")));
+            s.line(&Sh::raw_start("stat -c '%f %U %G %s' --").arg(p).raw(" 2>/dev/null"));
+            if *hashed {
+                s.line(
+                    &Sh::raw_start("if [ -f")
+                        .arg(p)
+                        .raw(" ] && [ ! -L")
+                        .arg(p)
+                        .raw(" ]; then plumb_s=$(sha256sum <")
+                        .arg(p)
+                        .raw(" 2>/dev/null) && printf 'sha256=%s\\n' \"${plumb_s%% *}\"; fi"),
+                );
+            }
+        }
+        for (q, (p, how)) in self.fetches.iter().enumerate() {
+            let limit = how.limit().unwrap_or(0) + 1;
+            let read = Sh::raw_start("if [ -f")
+                .arg(p)
+                .raw(" ] && [ ! -L")
+                .arg(p)
+                .raw(" ]; then ")
+                .then(&mark(format!("cat:{q}")))
+                .raw("; head -c")
+                .arg(limit.to_string())
+                .raw(" --")
+                .arg(p)
+                .raw("; fi");
+            match how {
+                Fetch::No => {}
+                Fetch::Always { .. } => s.line(&read),
+                Fetch::UnlessSha256 { sha256, .. } if plain(p) => s.line(
+                    &Sh::raw_start("case \"$plumb_nl$plumb_sums\" in *\"$plumb_nl\"")
+                        .val(format!("{sha256}  {p}"))
+                        .raw("\"$plumb_nl\"*) ;; *) ")
+                        .then(&read)
+                        .raw(" ;; esac"),
+                ),
+                Fetch::UnlessSha256 { sha256, .. } => s.line(
+                    &Sh::raw_start("plumb_s=$(sha256sum <")
+                        .arg(p)
+                        .raw(" 2>/dev/null)\nif [ \"${plumb_s%% *}\" != ")
+                        .val(sha256)
+                        .raw(" ]; then ")
+                        .then(&read)
+                        .raw("; fi"),
+                ),
+            }
+        }
+        s.line(&mark("end".into()));
+        s
+    }
+
+    /// Read the script's output: every path's observation and every
+    /// fetched content (by fetch index; content larger than its limit is
+    /// left out). `None` when the output is cut short.
+    #[must_use]
+    pub fn parse(&self, nonce: &str, stdout: &[u8]) -> Option<Answers> {
+        let sections = split(nonce, stdout)?;
+        let mut plain_stat: BTreeMap<String, PathStat> = BTreeMap::new();
+        let mut sums: BTreeMap<String, String> = BTreeMap::new();
+        let mut one: BTreeMap<usize, &[u8]> = BTreeMap::new();
+        let mut cats: BTreeMap<usize, &[u8]> = BTreeMap::new();
+        for (name, body) in &sections {
+            match name.as_str() {
+                "stat" => {
+                    for line in String::from_utf8_lossy(body).lines() {
+                        let mut f = line.splitn(5, ' ');
+                        let (Some(m), Some(u), Some(g), Some(sz), Some(n)) =
+                            (f.next(), f.next(), f.next(), f.next(), f.next())
+                        else {
+                            continue;
+                        };
+                        if let Some(st) = stat_fields(m, u, g, sz) {
+                            plain_stat.insert(n.to_string(), st);
+                        }
+                    }
+                }
+                "sums" => {
+                    for line in String::from_utf8_lossy(body).lines() {
+                        if let Some((h, n)) = line.split_once("  ") {
+                            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                                sums.insert(n.to_string(), h.to_string());
+                            }
+                        }
+                    }
+                }
+                other => {
+                    if let Some(k) = other.strip_prefix("one:").and_then(|k| k.parse().ok()) {
+                        one.insert(k, body);
+                    } else if let Some(q) = other.strip_prefix("cat:").and_then(|q| q.parse().ok()) {
+                        cats.insert(q, body);
+                    }
+                }
+            }
+        }
+        let mut paths = BTreeMap::new();
+        for (k, (p, hashed)) in self.paths.iter().enumerate() {
+            let (stat, sum) = if plain(p) {
+                (plain_stat.remove(p), sums.get(p).cloned())
+            } else {
+                let text = one
+                    .get(&k)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let mut stat = None;
+                let mut sum = None;
+                for line in text.lines() {
+                    if let Some(h) = line.strip_prefix("sha256=") {
+                        sum = Some(h.to_string());
+                    } else {
+                        let f: Vec<&str> = line.splitn(4, ' ').collect();
+                        if let [m, u, g, sz] = f[..] {
+                            stat = stat_fields(m, u, g, sz);
+                        }
+                    }
+                }
+                (stat, sum)
+            };
+            let observed = match stat {
+                None => Ok(None),
+                Some(mut st) => {
+                    if *hashed && st.kind == FileType::File {
+                        match sum {
+                            Some(h) => st.sha256 = Some(h),
+                            None => {
+                                paths.insert(p.clone(), Err(format!("cannot read `{p}` to checksum it")));
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(Some(st))
+                }
+            };
+            paths.insert(p.clone(), observed);
+        }
+        let contents = self
+            .fetches
+            .iter()
+            .enumerate()
+            .map(|(q, (_, how))| {
+                let limit = usize::try_from(how.limit().unwrap_or(0)).unwrap_or(usize::MAX);
+                cats.get(&q).filter(|b| b.len() <= limit).map(|b| b.to_vec())
+            })
+            .collect();
+        Some(Answers { paths, contents })
+    }
+}
+
+/// The parsed output of a [`PathBatch`] script.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// Every queried path's observation.
+    pub paths: BTreeMap<String, Observed>,
+    /// Every fetch's content, by fetch index.
+    pub contents: Vec<Option<Vec<u8>>>,
+}
+
+fn stat_fields(raw_mode: &str, owner: &str, group: &str, size: &str) -> Option<PathStat> {
+    let raw = u32::from_str_radix(raw_mode, 16).ok()?;
+    let kind = match raw & 0o170_000 {
+        0o100_000 => FileType::File,
+        0o040_000 => FileType::Directory,
+        0o120_000 => FileType::Symlink,
+        _ => FileType::Other,
+    };
+    Some(PathStat {
+        kind,
+        mode: raw & 0o7777,
+        owner: owner.to_string(),
+        group: group.to_string(),
+        size: size.parse().ok()?,
+        sha256: None,
+    })
+}
+
+/// The sections between `\n@@NONCE:p:NAME\n` markers, up to the `end`
+/// marker; `None` if there is none. A section's body ends where the `\n` of
+/// the next marker starts, so content need not end with a newline.
+fn split<'o>(nonce: &str, out: &'o [u8]) -> Option<Vec<(String, &'o [u8])>> {
+    let prefix = format!("\n@@{nonce}:p:");
+    let prefix = prefix.as_bytes();
+    let mut marks = Vec::new();
+    let mut from = 0;
+    while let Some(i) = find(&out[from..], prefix).map(|i| i + from) {
+        let name_start = i + prefix.len();
+        let nl = out[name_start..].iter().position(|b| *b == b'\n')? + name_start;
+        let name = String::from_utf8_lossy(&out[name_start..nl]).into_owned();
+        marks.push((i, name, nl + 1));
+        from = nl + 1;
+    }
+    let end = marks.iter().position(|(_, n, _)| n == "end")?;
+    Some(
+        (0..end)
+            .map(|j| {
+                let (_, name, body_start) = &marks[j];
+                let body_end = marks[j + 1].0;
+                (name.clone(), &out[*body_start..body_end])
+            })
+            .collect(),
+    )
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run(script: &Sh) -> Vec<u8> {
+        let out = Command::new("sh").arg("-c").arg(script.as_str()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn sha(b: &[u8]) -> String {
+        crate::module::sha256_hex(b)
+    }
+
+    /// Real files in a temp dir, read by the real script with the real
+    /// `stat` and `sha256sum`: plain names, odd names, a directory, a
+    /// symlink, a missing path, and content fetched only when it differs.
+    #[test]
+    fn one_batch_observes_every_kind_of_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let odd = format!("{d}/new\nline \\ 'q' $(x)");
+        let spaced = format!("{d}/two  spaces  ");
+        std::fs::write(format!("{d}/a"), b"alpha\n").unwrap();
+        std::fs::write(&odd, b"odd").unwrap();
+        std::fs::write(&spaced, b"no newline at end").unwrap();
+        std::fs::create_dir(format!("{d}/sub")).unwrap();
+        std::os::unix::fs::symlink("a", format!("{d}/link")).unwrap();
+        let mut b = PathBatch::default();
+        let a = format!("{d}/a");
+        let idx = b.add(&[
+            PathQuery::hashed(&a).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b"alpha\n"),
+                limit: 100,
+            }),
+            PathQuery::hashed(&odd).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b"other"),
+                limit: 100,
+            }),
+            PathQuery::hashed(&spaced).fetch(Fetch::Always { limit: 100 }),
+            PathQuery::hashed(format!("{d}/sub")),
+            PathQuery::hashed(format!("{d}/link")),
+            PathQuery::stat(format!("{d}/missing")),
+            PathQuery::stat(&a).fetch(Fetch::Always { limit: 3 }),
+        ]);
+        assert_eq!(idx, vec![Some(0), Some(1), Some(2), None, None, None, Some(3)]);
+        let out = run(&b.script("n0nce"));
+        let ans = b.parse("n0nce", &out).expect("complete");
+        let st = |p: &str| ans.paths[p].clone().unwrap().unwrap();
+        assert_eq!(st(&a).kind, FileType::File);
+        assert_eq!(st(&a).size, 6);
+        assert_eq!(st(&a).sha256.as_deref(), Some(sha(b"alpha\n").as_str()));
+        assert_eq!(st(&odd).sha256.as_deref(), Some(sha(b"odd").as_str()));
+        assert_eq!(st(&spaced).sha256.as_deref(), Some(sha(b"no newline at end").as_str()));
+        assert_eq!(st(&format!("{d}/sub")).kind, FileType::Directory);
+        assert_eq!(st(&format!("{d}/sub")).sha256, None);
+        assert_eq!(st(&format!("{d}/link")).kind, FileType::Symlink);
+        assert_eq!(ans.paths[&format!("{d}/missing")], Ok(None));
+        // Same content: not fetched. Different: fetched. Always: fetched,
+        // byte for byte. Over its limit: left out.
+        assert_eq!(ans.contents[0], None);
+        assert_eq!(ans.contents[1].as_deref(), Some(&b"odd"[..]));
+        assert_eq!(ans.contents[2].as_deref(), Some(&b"no newline at end"[..]));
+        assert_eq!(ans.contents[3], None);
+    }
+
+    #[test]
+    fn a_cut_output_is_not_an_answer() {
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::stat("/")]);
+        let out = run(&b.script("n0nce"));
+        assert!(b.parse("n0nce", &out).is_some());
+        let cut = &out[..out.len() - 5];
+        assert!(b.parse("n0nce", cut).is_none());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_not_an_absence() {
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::hashed("/x/y")]);
+        let out = b"\n@@n:p:stat\n81a4 root root 3 /x/y\n@@n:p:sums\n\n@@n:p:end\n";
+        let ans = b.parse("n", out).unwrap();
+        assert!(ans.paths["/x/y"].as_ref().unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn file_content_cannot_forge_a_marker_without_the_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x\n@@guess:p:end\n@@guess:p:stat\n0 a b 1 /etc/shadow\n").unwrap();
+        let p = p.to_str().unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::hashed(p).fetch(Fetch::Always { limit: 1000 })]);
+        let out = run(&b.script("s3cret"));
+        let ans = b.parse("s3cret", &out).unwrap();
+        assert_eq!(ans.paths.len(), 1);
+        assert!(ans.contents[0].as_ref().unwrap().starts_with(b"x\n@@guess"));
+    }
+}
