@@ -13,7 +13,7 @@
 //! (control characters, backslashes) are read one by one instead, so any
 //! path works; only the common case is batched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -79,7 +79,9 @@ pub enum Fetch {
 }
 
 impl Fetch {
-    fn limit(&self) -> Option<u64> {
+    /// The largest content this fetch takes.
+    #[must_use]
+    pub fn limit(&self) -> Option<u64> {
         match self {
             Fetch::No => None,
             Fetch::Always { limit } | Fetch::UnlessSha256 { limit, .. } => Some(*limit),
@@ -129,39 +131,59 @@ pub type Observed = Result<Option<PathStat>, String>;
 pub struct PathBatch {
     /// Distinct paths, each with whether any query wants its sha256.
     paths: Vec<(String, bool)>,
-    /// Content fetches: (path, how).
-    fetches: Vec<(String, Fetch)>,
+    /// Index of each path in `paths`.
+    index: HashMap<String, usize>,
+    /// What to fetch of each path, queries of the same path merged.
+    fetches: BTreeMap<String, Fetch>,
 }
 
-/// Paths per `stat`/`sha256sum` command, well below any `ARG_MAX`.
+/// Paths per `stat`/`find` command, well below any `ARG_MAX`.
 const CHUNK: usize = 256;
 
-/// Whether `stat -c %n` and `sha256sum` print `path` back byte for byte on
-/// one line.
+/// Whether the path can be batched: `stat -c %n` and `sha256sum` print it
+/// back byte for byte on one line, and `find` cannot take it for an option
+/// or an expression.
 fn plain(path: &str) -> bool {
-    !path.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\')
+    path.starts_with('/') && !path.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\')
+}
+
+/// Two fetches of one path as one: the content is needed when either needs it.
+fn merge(a: &Fetch, b: &Fetch) -> Fetch {
+    match (a, b) {
+        (Fetch::No, x) | (x, Fetch::No) => x.clone(),
+        (Fetch::UnlessSha256 { sha256: x, limit: l }, Fetch::UnlessSha256 { sha256: y, limit: m }) if x == y => {
+            Fetch::UnlessSha256 {
+                sha256: x.clone(),
+                limit: *l.max(m),
+            }
+        }
+        _ => Fetch::Always {
+            limit: a.limit().unwrap_or(0).max(b.limit().unwrap_or(0)),
+        },
+    }
 }
 
 impl PathBatch {
-    /// Collect queries. Returns, for each query in order, the index of its
-    /// content fetch (if it fetches).
-    pub fn add(&mut self, queries: &[PathQuery]) -> Vec<Option<usize>> {
-        queries
-            .iter()
-            .map(|q| {
-                // Whether the content differs is told by its sha256.
-                let hashed = q.sha256 || matches!(q.content, Fetch::UnlessSha256 { .. });
-                match self.paths.iter_mut().find(|(p, _)| *p == q.path) {
-                    Some((_, h)) => *h |= hashed,
-                    None => self.paths.push((q.path.clone(), hashed)),
+    /// Collect queries.
+    pub fn add(&mut self, queries: &[PathQuery]) {
+        for q in queries {
+            // Whether the content differs is told by its sha256.
+            let hashed = q.sha256 || matches!(q.content, Fetch::UnlessSha256 { .. });
+            match self.index.get(&q.path) {
+                Some(&i) => self.paths[i].1 |= hashed,
+                None => {
+                    self.index.insert(q.path.clone(), self.paths.len());
+                    self.paths.push((q.path.clone(), hashed));
                 }
-                if q.content == Fetch::No {
-                    return None;
-                }
-                self.fetches.push((q.path.clone(), q.content.clone()));
-                Some(self.fetches.len() - 1)
-            })
-            .collect()
+            }
+            if q.content != Fetch::No {
+                let merged = match self.fetches.get(&q.path) {
+                    Some(f) => merge(f, &q.content),
+                    None => q.content.clone(),
+                };
+                self.fetches.insert(q.path.clone(), merged);
+            }
+        }
     }
 
     /// Whether there is nothing to observe.
@@ -172,46 +194,40 @@ impl PathBatch {
 
     /// Shell that prints every observation between markers made with
     /// `nonce`, ending with an end marker (its absence means the batch did
-    /// not run to the end). Runs two processes for all plain paths together,
-    /// plus one per content fetched and per path with an unusual name.
+    /// not run to the end). The number of processes does not grow with the
+    /// number of paths: per 256 of them one `stat` and one `find` (which
+    /// runs `sha256sum` on the regular files among them), one `grep` that
+    /// finds the files whose content differs from what is wanted, then one
+    /// `head` per file whose content is fetched, and two per path with an
+    /// unusual name.
     #[must_use]
     pub fn script(&self, nonce: &str) -> Sh {
-        let mark = |what: String| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
+        let mark = |what: &str| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
         let mut s = Sh::raw_start("plumb_nl='\n'\nplumb_sums=");
         let plain_paths: Vec<&(String, bool)> = self.paths.iter().filter(|(p, _)| plain(p)).collect();
         for chunk in plain_paths.chunks(CHUNK) {
-            let hashed: Vec<&str> = chunk.iter().filter(|(_, h)| *h).map(|(p, _)| p.as_str()).collect();
-            if !hashed.is_empty() {
-                s.line(&Sh::raw_start("set --"));
-                for p in &hashed {
-                    s.line(
-                        &Sh::raw_start("if [ -f")
-                            .arg(p)
-                            .raw(" ] && [ ! -L")
-                            .arg(p)
-                            .raw(" ]; then set -- \"$@\"")
-                            .arg(p)
-                            .raw("; fi"),
-                    );
+            s.line(&chunk.iter().fold(Sh::raw_start("set --"), |sh, (p, _)| sh.arg(p)));
+            s.line(&mark("stat"));
+            s.line(&Sh::raw_start("stat -c '%f %U %G %s %n' -- \"$@\" 2>/dev/null"));
+            if chunk.iter().any(|(_, h)| *h) {
+                if !chunk.iter().all(|(_, h)| *h) {
+                    let hashed = chunk.iter().filter(|(_, h)| *h);
+                    s.line(&hashed.fold(Sh::raw_start("set --"), |sh, (p, _)| sh.arg(p)));
                 }
+                // `-type f` without following symlinks: never a FIFO or a
+                // device, which `sha256sum` would block on or read whole.
                 s.line(&Sh::raw_start(
-                    "if [ $# -gt 0 ]; then plumb_sums=\"$plumb_sums$(sha256sum -- \"$@\" 2>/dev/null)$plumb_nl\"; fi",
+                    "plumb_sums=\"$plumb_sums$(find \"$@\" -maxdepth 0 -type f -exec sha256sum -- {} + 2>/dev/null)$plumb_nl\"",
                 ));
             }
-            s.line(&mark("stat".into()));
-            let mut st = Sh::raw_start("stat -c '%f %U %G %s %n' --");
-            for (p, _) in chunk {
-                st = st.arg(p);
-            }
-            s.line(&st.raw(" 2>/dev/null"));
         }
-        s.line(&mark("sums".into()));
+        s.line(&mark("sums"));
         s.line(&Sh::raw_start("printf '%s' \"$plumb_sums\""));
-        for (k, (p, hashed)) in self.paths.iter().enumerate() {
+        for (p, hashed) in &self.paths {
             if plain(p) {
                 continue;
             }
-            s.line(&mark(format!("one:{k}")));
+            s.line(&mark(&format!("one:{}", self.index[p])));
             s.line(&Sh::raw_start("stat -c '%f %U %G %s' --").arg(p).raw(" 2>/dev/null"));
             if *hashed {
                 s.line(
@@ -225,54 +241,75 @@ impl PathBatch {
                 );
             }
         }
-        for (q, (p, how)) in self.fetches.iter().enumerate() {
-            let limit = how.limit().unwrap_or(0) + 1;
-            let read = Sh::raw_start("if [ -f")
-                .arg(p)
-                .raw(" ] && [ ! -L")
-                .arg(p)
-                .raw(" ]; then ")
-                .then(&mark(format!("cat:{q}")))
-                .raw("; head -c")
-                .arg(limit.to_string())
-                .raw(" --")
-                .arg(p)
-                .raw("; fi");
+        // Plain paths whose content is wanted unless it has a given sha256,
+        // by size limit: `grep` keeps the wanted `sha256  path` lines that
+        // `sha256sum` did not print, i.e. the files that differ.
+        let mut differ: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (p, how) in &self.fetches {
+            let read = |path: &str, limit: u64| {
+                Sh::raw_start("if [ -f")
+                    .arg(path)
+                    .raw(" ] && [ ! -L")
+                    .arg(path)
+                    .raw(" ]; then ")
+                    .then(&mark(&format!("cat:{}", self.index[path])))
+                    .raw("; head -c")
+                    .arg((limit + 1).to_string())
+                    .raw(" --")
+                    .arg(path)
+                    .raw("; fi")
+            };
             match how {
                 Fetch::No => {}
-                Fetch::Always { .. } => s.line(&read),
-                Fetch::UnlessSha256 { sha256, .. } if plain(p) => s.line(
-                    &Sh::raw_start("case \"$plumb_nl$plumb_sums\" in *\"$plumb_nl\"")
-                        .val(format!("{sha256}  {p}"))
-                        .raw("\"$plumb_nl\"*) ;; *) ")
-                        .then(&read)
-                        .raw(" ;; esac"),
-                ),
-                Fetch::UnlessSha256 { sha256, .. } => s.line(
+                Fetch::Always { limit } => s.line(&read(p, *limit)),
+                Fetch::UnlessSha256 { sha256, limit } if plain(p) => {
+                    differ.entry(*limit).or_default().push(format!("{sha256}  {p}"));
+                }
+                Fetch::UnlessSha256 { sha256, limit } => s.line(
                     &Sh::raw_start("plumb_s=$(sha256sum <")
                         .arg(p)
                         .raw(" 2>/dev/null)\nif [ \"${plumb_s%% *}\" != ")
                         .val(sha256)
                         .raw(" ]; then ")
-                        .then(&read)
+                        .then(&read(p, *limit))
                         .raw("; fi"),
                 ),
             }
         }
-        s.line(&mark("end".into()));
+        for (limit, wanted) in differ {
+            s.line(
+                // All on one line: the here-documents' bodies follow it.
+                &Sh::raw_start(
+                    "grep -Fvx -f /dev/fd/3 3<<PLUMB_SUMS <<'PLUMB_WANTED' | while IFS= read -r plumb_l; do \
+                     plumb_p=${plumb_l#*  }; \
+                     if [ -f \"$plumb_p\" ] && [ ! -L \"$plumb_p\" ]; then printf '\\n%s\\n'",
+                )
+                .arg(format!("@@{nonce}:p:cat:"))
+                .raw("\"$plumb_p\"; head -c")
+                .arg((limit + 1).to_string())
+                .raw(" -- \"$plumb_p\"; fi; done\n$plumb_sums\nPLUMB_SUMS\n")
+                .then(&wanted.iter().fold(Sh::new(), |mut sh, w| {
+                    sh.heredoc_line(w, "PLUMB_WANTED");
+                    sh
+                }))
+                .raw("PLUMB_WANTED"),
+            );
+        }
+        s.line(&mark("end"));
         s
     }
 
     /// Read the script's output: every path's observation and every
-    /// fetched content (by fetch index; content larger than its limit is
-    /// left out). `None` when the output is cut short.
+    /// fetched content (by path; content larger than the query's limit is
+    /// the caller's to drop, see [`Fetch::limit`]). `None` when the output
+    /// is cut short.
     #[must_use]
     pub fn parse(&self, nonce: &str, stdout: &[u8]) -> Option<Answers> {
         let sections = split(nonce, stdout)?;
         let mut plain_stat: BTreeMap<String, PathStat> = BTreeMap::new();
         let mut sums: BTreeMap<String, String> = BTreeMap::new();
         let mut one: BTreeMap<usize, &[u8]> = BTreeMap::new();
-        let mut cats: BTreeMap<usize, &[u8]> = BTreeMap::new();
+        let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (name, body) in &sections {
             match name.as_str() {
                 "stat" => {
@@ -300,8 +337,15 @@ impl PathBatch {
                 other => {
                     if let Some(k) = other.strip_prefix("one:").and_then(|k| k.parse().ok()) {
                         one.insert(k, body);
-                    } else if let Some(q) = other.strip_prefix("cat:").and_then(|q| q.parse().ok()) {
-                        cats.insert(q, body);
+                    } else if let Some(what) = other.strip_prefix("cat:") {
+                        // A plain path, or the index of an unusual one.
+                        let path = match what.parse::<usize>() {
+                            Ok(k) => self.paths.get(k).map(|(p, _)| p.clone()),
+                            Err(_) => self.index.contains_key(what).then(|| what.to_string()),
+                        };
+                        if let Some(path) = path {
+                            contents.insert(path, body.to_vec());
+                        }
                     }
                 }
             }
@@ -346,15 +390,6 @@ impl PathBatch {
             };
             paths.insert(p.clone(), observed);
         }
-        let contents = self
-            .fetches
-            .iter()
-            .enumerate()
-            .map(|(q, (_, how))| {
-                let limit = usize::try_from(how.limit().unwrap_or(0)).unwrap_or(usize::MAX);
-                cats.get(&q).filter(|b| b.len() <= limit).map(|b| b.to_vec())
-            })
-            .collect();
         Some(Answers { paths, contents })
     }
 }
@@ -364,8 +399,9 @@ impl PathBatch {
 pub struct Answers {
     /// Every queried path's observation.
     pub paths: BTreeMap<String, Observed>,
-    /// Every fetch's content, by fetch index.
-    pub contents: Vec<Option<Vec<u8>>>,
+    /// Fetched contents, by path (up to the largest limit asked for it, plus
+    /// one byte: longer than a query's limit means larger than it).
+    pub contents: BTreeMap<String, Vec<u8>>,
 }
 
 fn stat_fields(raw_mode: &str, owner: &str, group: &str, size: &str) -> Option<PathStat> {
@@ -446,9 +482,11 @@ mod tests {
         std::fs::write(&spaced, b"no newline at end").unwrap();
         std::fs::create_dir(format!("{d}/sub")).unwrap();
         std::os::unix::fs::symlink("a", format!("{d}/link")).unwrap();
-        let mut b = PathBatch::default();
         let a = format!("{d}/a");
-        let idx = b.add(&[
+        let same = format!("{d}/same");
+        std::fs::write(&same, b"same").unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[
             PathQuery::hashed(&a).fetch(Fetch::UnlessSha256 {
                 sha256: sha(b"alpha\n"),
                 limit: 100,
@@ -457,31 +495,88 @@ mod tests {
                 sha256: sha(b"other"),
                 limit: 100,
             }),
-            PathQuery::hashed(&spaced).fetch(Fetch::Always { limit: 100 }),
+            PathQuery::hashed(&spaced).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b"other"),
+                limit: 100,
+            }),
             PathQuery::hashed(format!("{d}/sub")),
-            PathQuery::hashed(format!("{d}/link")),
+            PathQuery::hashed(format!("{d}/link")).fetch(Fetch::Always { limit: 100 }),
             PathQuery::stat(format!("{d}/missing")),
-            PathQuery::stat(&a).fetch(Fetch::Always { limit: 3 }),
+            PathQuery::hashed(&same).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b"same"),
+                limit: 100,
+            }),
         ]);
-        assert_eq!(idx, vec![Some(0), Some(1), Some(2), None, None, None, Some(3)]);
         let out = run(&b.script("n0nce"));
         let ans = b.parse("n0nce", &out).expect("complete");
         let st = |p: &str| ans.paths[p].clone().unwrap().unwrap();
         assert_eq!(st(&a).kind, FileType::File);
         assert_eq!(st(&a).size, 6);
+        assert_eq!(st(&a).owner, "root");
         assert_eq!(st(&a).sha256.as_deref(), Some(sha(b"alpha\n").as_str()));
         assert_eq!(st(&odd).sha256.as_deref(), Some(sha(b"odd").as_str()));
         assert_eq!(st(&spaced).sha256.as_deref(), Some(sha(b"no newline at end").as_str()));
         assert_eq!(st(&format!("{d}/sub")).kind, FileType::Directory);
         assert_eq!(st(&format!("{d}/sub")).sha256, None);
         assert_eq!(st(&format!("{d}/link")).kind, FileType::Symlink);
+        assert_eq!(st(&format!("{d}/link")).sha256, None);
         assert_eq!(ans.paths[&format!("{d}/missing")], Ok(None));
-        // Same content: not fetched. Different: fetched. Always: fetched,
-        // byte for byte. Over its limit: left out.
-        assert_eq!(ans.contents[0], None);
-        assert_eq!(ans.contents[1].as_deref(), Some(&b"odd"[..]));
-        assert_eq!(ans.contents[2].as_deref(), Some(&b"no newline at end"[..]));
-        assert_eq!(ans.contents[3], None);
+        // Content as wanted: not fetched. Different: fetched byte for byte
+        // (batched and one by one). A symlink: never read.
+        let got = |p: &str| ans.contents.get(p).map(Vec::as_slice);
+        assert_eq!(got(&a), None);
+        assert_eq!(got(&same), None);
+        assert_eq!(got(&odd), Some(&b"odd"[..]));
+        assert_eq!(got(&spaced), Some(&b"no newline at end"[..]));
+        assert_eq!(got(&format!("{d}/link")), None);
+        assert_eq!(ans.contents.len(), 2);
+    }
+
+    #[test]
+    fn one_path_asked_twice_is_read_once_with_both_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let p = p.to_str().unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[
+            PathQuery::stat(p),
+            PathQuery::hashed(p).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b"0123456789"),
+                limit: 4,
+            }),
+            PathQuery::stat(p).fetch(Fetch::Always { limit: 20 }),
+        ]);
+        let out = run(&b.script("n"));
+        assert_eq!(
+            out.windows(5).filter(|w| w == b"@@n:p").count(),
+            4,
+            "stat, sums, one content, end"
+        );
+        let ans = b.parse("n", &out).unwrap();
+        assert_eq!(ans.paths[p].clone().unwrap().unwrap().sha256, Some(sha(b"0123456789")));
+        assert_eq!(ans.contents[p], b"0123456789");
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let fifo = fifo.to_str().unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[
+            PathQuery::hashed(fifo).fetch(Fetch::UnlessSha256 {
+                sha256: sha(b""),
+                limit: 10,
+            }),
+            PathQuery::hashed("/dev/zero").fetch(Fetch::Always { limit: 10 }),
+        ]);
+        let out = run(&b.script("n"));
+        let ans = b.parse("n", &out).unwrap();
+        assert_eq!(ans.paths[fifo].clone().unwrap().unwrap().kind, FileType::Other);
+        assert_eq!(ans.paths["/dev/zero"].clone().unwrap().unwrap().kind, FileType::Other);
+        assert!(ans.contents.is_empty());
     }
 
     #[test]
@@ -514,6 +609,6 @@ mod tests {
         let out = run(&b.script("s3cret"));
         let ans = b.parse("s3cret", &out).unwrap();
         assert_eq!(ans.paths.len(), 1);
-        assert!(ans.contents[0].as_ref().unwrap().starts_with(b"x\n@@guess"));
+        assert!(ans.contents[p].starts_with(b"x\n@@guess"));
     }
 }

@@ -178,12 +178,11 @@ impl HostRun<'_> {
     /// all these resources inspect, observed together, then each resource's
     /// own probe (those that have one).
     async fn probe(&self, which: &[usize]) -> Result<BTreeMap<usize, Result<ProbeOutput, String>>, TransportError> {
-        /// A resource, its path queries with their fetch indexes, its probe.
-        type Member = (usize, Vec<(PathQuery, Option<usize>)>, Sh);
         struct Group {
             become_: Become,
             paths: PathBatch,
-            members: Vec<Member>,
+            /// Each resource with its path queries and its own probe.
+            members: Vec<(usize, Vec<PathQuery>, Sh)>,
         }
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for &i in which {
@@ -195,9 +194,8 @@ impl HostRun<'_> {
                 members: Vec::new(),
             });
             let queries = res.inspect();
-            let fetch = g.paths.add(&queries);
-            g.members
-                .push((i, queries.into_iter().zip(fetch).collect(), res.probe()));
+            g.paths.add(&queries);
+            g.members.push((i, queries, res.probe()));
         }
         let mut out = BTreeMap::new();
         for (_, g) in groups {
@@ -235,9 +233,12 @@ impl HostRun<'_> {
                             status,
                             ..ProbeOutput::default()
                         };
-                        for (q, fetch) in queries {
-                            if let Some(Some(c)) = fetch.and_then(|f| a.contents.get(f)) {
-                                po.contents.insert(q.path.clone(), c.clone());
+                        for q in queries {
+                            let limit = q.content.limit().and_then(|l| usize::try_from(l).ok());
+                            if let (Some(c), Some(limit)) = (a.contents.get(&q.path), limit) {
+                                if c.len() <= limit {
+                                    po.contents.insert(q.path.clone(), c.clone());
+                                }
                             }
                             if let Some(seen) = a.paths.get(&q.path) {
                                 po.paths.insert(q.path, seen.clone());

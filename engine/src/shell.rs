@@ -90,6 +90,21 @@ impl Sh {
         self.text.push('\n');
     }
 
+    /// Append `line` as one line of the body of a quoted here-document that
+    /// ends with `terminator` (`<<'TERM'`): the shell takes it literally.
+    ///
+    /// # Panics
+    /// If `line` holds a newline or is the terminator: it would end the
+    /// body early, so callers pass single lines that cannot be it.
+    pub fn heredoc_line(&mut self, line: &str, terminator: &'static str) {
+        assert!(
+            !line.contains('\n') && line != terminator,
+            "not a here-document line: {line:?}"
+        );
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
     /// A user's own command line (a `command` resource's `run`, a `validate`
     /// check), run by `sh -c` with `args` as its positional parameters: its
     /// text is the user's shell code by intent, and is passed quoted.
