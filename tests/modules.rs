@@ -219,6 +219,10 @@ fn hostile_values_reach_files_literally_and_run_nothing() {
         "-rf".to_string(),
         "$HOME".to_string(),
         "*".to_string(),
+        "back\\slash".to_string(),
+        "a: OK".to_string(),
+        "b: FAILED".to_string(),
+        "two  spaces  ".to_string(),
     ];
     let mut plan = String::from("resources:\n  - id: root\n    directory: {path: \"{{ root }}\"}\n");
     for (i, n) in names.iter().enumerate() {
@@ -252,6 +256,19 @@ fn hostile_values_reach_files_literally_and_run_nothing() {
         assert!(!canary.exists(), "a hostile value was executed: {}", canary.display());
     }
     assert_eq!(s.run("apply", &[]).summary("changed"), 0);
+    // Drift on every one of them is seen, with the old content in the diff.
+    for n in &names {
+        fs::write(s.root().join(n), format!("edited {n}\n")).unwrap();
+    }
+    let d = s.run("diff", &[]);
+    assert_eq!(d.code, 2, "{}\n{}", d.stdout, d.stderr);
+    let resources = d.json()["hosts"][0]["resources"].as_array().unwrap().clone();
+    for (i, n) in names.iter().enumerate() {
+        let r = resources.iter().find(|r| r["id"] == format!("f{i}")).unwrap();
+        let diff = r["diff"].as_str().unwrap_or_default();
+        let first = n.lines().next().unwrap_or_default();
+        assert!(diff.contains(&format!("-edited {first}")), "{n:?}: {r}");
+    }
 }
 
 #[test]

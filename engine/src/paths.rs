@@ -13,7 +13,7 @@
 //! (control characters, backslashes) are read one by one instead, so any
 //! path works; only the common case is batched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -195,25 +195,38 @@ impl PathBatch {
     /// Shell that prints every observation between markers made with
     /// `nonce`, ending with an end marker (its absence means the batch did
     /// not run to the end). The number of processes does not grow with the
-    /// number of paths: per 256 of them one `stat` and one `find` (which
-    /// runs `sha256sum` on the regular files among them), one `grep` that
-    /// finds the files whose content differs from what is wanted, then one
-    /// `head` per file whose content is fetched, and two per path with an
+    /// number of paths: per 256 of them one `stat`; one `sha256sum -c` for
+    /// every file whose content is compared with a wanted sha256, one `find`
+    /// (running `sha256sum`) for the other files to checksum; then two per
+    /// file whose content differs or is fetched, and two per path with an
     /// unusual name.
     #[must_use]
     pub fn script(&self, nonce: &str) -> Sh {
         let mark = |what: &str| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
         let mut s = Sh::raw_start("plumb_nl='\n'\nplumb_sums=");
+        // Plain paths whose content is wanted unless it has a given sha256:
+        // `sha256sum -c` tells which match, so their sha256 is known without
+        // printing it.
+        let checked: BTreeMap<&str, (&str, u64)> = self
+            .fetches
+            .iter()
+            .filter_map(|(p, how)| match how {
+                Fetch::UnlessSha256 { sha256, limit } if plain(p) => Some((p.as_str(), (sha256.as_str(), *limit))),
+                _ => None,
+            })
+            .collect();
         let plain_paths: Vec<&(String, bool)> = self.paths.iter().filter(|(p, _)| plain(p)).collect();
         for chunk in plain_paths.chunks(CHUNK) {
             s.line(&chunk.iter().fold(Sh::raw_start("set --"), |sh, (p, _)| sh.arg(p)));
             s.line(&mark("stat"));
             s.line(&Sh::raw_start("stat -c '%f %U %G %s %n' -- \"$@\" 2>/dev/null"));
-            if chunk.iter().any(|(_, h)| *h) {
-                if !chunk.iter().all(|(_, h)| *h) {
-                    let hashed = chunk.iter().filter(|(_, h)| *h);
-                    s.line(&hashed.fold(Sh::raw_start("set --"), |sh, (p, _)| sh.arg(p)));
-                }
+            let hashed: Vec<&str> = chunk
+                .iter()
+                .filter(|(p, h)| *h && !checked.contains_key(p.as_str()))
+                .map(|(p, _)| p.as_str())
+                .collect();
+            if !hashed.is_empty() {
+                s.line(&hashed.iter().fold(Sh::raw_start("set --"), |sh, p| sh.arg(p)));
                 // `-type f` without following symlinks: never a FIFO or a
                 // device, which `sha256sum` would block on or read whole.
                 s.line(&Sh::raw_start(
@@ -223,6 +236,45 @@ impl PathBatch {
         }
         s.line(&mark("sums"));
         s.line(&Sh::raw_start("printf '%s' \"$plumb_sums\""));
+        if !checked.is_empty() {
+            // The regular files among them (never a FIFO or a device) as
+            // `sha256  path` lines into `sha256sum -c`, whose verdicts are
+            // printed; then, only if some file differs, its sha256 and its
+            // content. (A `read` loop over every verdict would cost more
+            // than all the rest: the shell reads a pipe byte by byte.)
+            let limit = checked.values().map(|(_, l)| *l).max().unwrap_or(0);
+            s.line(&mark("check"));
+            s.line(&Sh::raw_start("plumb_check=$({"));
+            let list: Vec<(&&str, &(&str, u64))> = checked.iter().collect();
+            for chunk in list.chunks(CHUNK) {
+                s.line(
+                    &chunk
+                        .iter()
+                        .fold(Sh::raw_start("set --"), |sh, (p, (want, _))| sh.arg(want).arg(p)),
+                );
+                s.line(&Sh::raw_start(
+                    "while [ $# -gt 1 ]; do if [ -f \"$2\" ] && [ ! -L \"$2\" ]; then printf '%s  %s\\n' \"$1\" \"$2\"; fi; shift 2; done",
+                ));
+            }
+            s.line(
+                &Sh::raw_start(
+                    "} | sha256sum -c 2>/dev/null; echo \"plumb_rc=$?\")\n\
+                     printf '%s\\n' \"$plumb_check\"\n\
+                     case \"$plumb_check$plumb_nl\" in *\": FAILED$plumb_nl\"*)\n\
+                     while IFS= read -r plumb_l; do\n  \
+                     case $plumb_l in\n  \
+                     *': FAILED') plumb_p=${plumb_l%': FAILED'}\n    \
+                     sha256sum -- \"$plumb_p\" 2>/dev/null\n    \
+                     printf '\\n%s\\n'",
+                )
+                .arg(format!("@@{nonce}:p:cat:"))
+                .raw("\"$plumb_p\"\n    head -c")
+                .arg((limit + 1).to_string())
+                .raw(" -- \"$plumb_p\"\n    ")
+                .then(&mark("check"))
+                .raw(" ;;\n  esac\ndone <<PLUMB_CHECK\n$plumb_check\nPLUMB_CHECK\n;; esac"),
+            );
+        }
         for (p, hashed) in &self.paths {
             if plain(p) {
                 continue;
@@ -241,59 +293,34 @@ impl PathBatch {
                 );
             }
         }
-        // Plain paths whose content is wanted unless it has a given sha256,
-        // by size limit: `grep` keeps the wanted `sha256  path` lines that
-        // `sha256sum` did not print, i.e. the files that differ.
-        let mut differ: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for (p, how) in &self.fetches {
-            let read = |path: &str, limit: u64| {
+            let read = |limit: u64| {
                 Sh::raw_start("if [ -f")
-                    .arg(path)
+                    .arg(p)
                     .raw(" ] && [ ! -L")
-                    .arg(path)
+                    .arg(p)
                     .raw(" ]; then ")
-                    .then(&mark(&format!("cat:{}", self.index[path])))
+                    .then(&mark(&format!("cat:{}", self.index[p])))
                     .raw("; head -c")
                     .arg((limit + 1).to_string())
                     .raw(" --")
-                    .arg(path)
+                    .arg(p)
                     .raw("; fi")
             };
             match how {
                 Fetch::No => {}
-                Fetch::Always { limit } => s.line(&read(p, *limit)),
-                Fetch::UnlessSha256 { sha256, limit } if plain(p) => {
-                    differ.entry(*limit).or_default().push(format!("{sha256}  {p}"));
-                }
+                Fetch::Always { limit } => s.line(&read(*limit)),
+                Fetch::UnlessSha256 { .. } if plain(p) => {}
                 Fetch::UnlessSha256 { sha256, limit } => s.line(
                     &Sh::raw_start("plumb_s=$(sha256sum <")
                         .arg(p)
                         .raw(" 2>/dev/null)\nif [ \"${plumb_s%% *}\" != ")
                         .val(sha256)
                         .raw(" ]; then ")
-                        .then(&read(p, *limit))
+                        .then(&read(*limit))
                         .raw("; fi"),
                 ),
             }
-        }
-        for (limit, wanted) in differ {
-            s.line(
-                // All on one line: the here-documents' bodies follow it.
-                &Sh::raw_start(
-                    "grep -Fvx -f /dev/fd/3 3<<PLUMB_SUMS <<'PLUMB_WANTED' | while IFS= read -r plumb_l; do \
-                     plumb_p=${plumb_l#*  }; \
-                     if [ -f \"$plumb_p\" ] && [ ! -L \"$plumb_p\" ]; then printf '\\n%s\\n'",
-                )
-                .arg(format!("@@{nonce}:p:cat:"))
-                .raw("\"$plumb_p\"; head -c")
-                .arg((limit + 1).to_string())
-                .raw(" -- \"$plumb_p\"; fi; done\n$plumb_sums\nPLUMB_SUMS\n")
-                .then(&wanted.iter().fold(Sh::new(), |mut sh, w| {
-                    sh.heredoc_line(w, "PLUMB_WANTED");
-                    sh
-                }))
-                .raw("PLUMB_WANTED"),
-            );
         }
         s.line(&mark("end"));
         s
@@ -310,6 +337,11 @@ impl PathBatch {
         let mut sums: BTreeMap<String, String> = BTreeMap::new();
         let mut one: BTreeMap<usize, &[u8]> = BTreeMap::new();
         let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // `sha256sum -c`: files that match, that could not be read, and its
+        // exit statuses.
+        let mut matched: HashSet<String> = HashSet::new();
+        let mut unreadable: HashSet<String> = HashSet::new();
+        let mut check_ok = true;
         for (name, body) in &sections {
             match name.as_str() {
                 "stat" => {
@@ -327,10 +359,24 @@ impl PathBatch {
                 }
                 "sums" => {
                     for line in String::from_utf8_lossy(body).lines() {
-                        if let Some((h, n)) = line.split_once("  ") {
-                            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                                sums.insert(n.to_string(), h.to_string());
-                            }
+                        if let Some((n, h)) = sum_line(line) {
+                            sums.insert(n.to_string(), h.to_string());
+                        }
+                    }
+                }
+                "check" => {
+                    for line in String::from_utf8_lossy(body).lines() {
+                        // A sum line first: its name may end in ": OK" (a
+                        // verdict's name starts with `/`, never a sum).
+                        if let Some((n, h)) = sum_line(line) {
+                            sums.insert(n.to_string(), h.to_string());
+                        } else if let Some(rc) = line.strip_prefix("plumb_rc=") {
+                            // 1: some file differs or could not be read.
+                            check_ok &= rc == "0" || rc == "1";
+                        } else if let Some(p) = line.strip_suffix(": OK") {
+                            matched.insert(p.to_string());
+                        } else if let Some(p) = line.strip_suffix(": FAILED open or read") {
+                            unreadable.insert(p.to_string());
                         }
                     }
                 }
@@ -353,7 +399,18 @@ impl PathBatch {
         let mut paths = BTreeMap::new();
         for (k, (p, hashed)) in self.paths.iter().enumerate() {
             let (stat, sum) = if plain(p) {
-                (plain_stat.remove(p), sums.get(p).cloned())
+                let sum = match self.fetches.get(p) {
+                    Some(Fetch::UnlessSha256 { sha256, .. }) if check_ok && !unreadable.contains(p) => {
+                        if matched.contains(p) {
+                            Some(sha256.clone())
+                        } else {
+                            sums.get(p).cloned()
+                        }
+                    }
+                    Some(Fetch::UnlessSha256 { .. }) => None,
+                    _ => sums.get(p).cloned(),
+                };
+                (plain_stat.remove(p), sum)
             } else {
                 let text = one
                     .get(&k)
@@ -402,6 +459,12 @@ pub struct Answers {
     /// Fetched contents, by path (up to the largest limit asked for it, plus
     /// one byte: longer than a query's limit means larger than it).
     pub contents: BTreeMap<String, Vec<u8>>,
+}
+
+/// A `sha256sum` line: the name and the sum.
+fn sum_line(line: &str) -> Option<(&str, &str)> {
+    let (h, n) = line.split_once("  ")?;
+    (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some((n, h))
 }
 
 fn stat_fields(raw_mode: &str, owner: &str, group: &str, size: &str) -> Option<PathStat> {
@@ -577,6 +640,55 @@ mod tests {
         assert_eq!(ans.paths[fifo].clone().unwrap().unwrap().kind, FileType::Other);
         assert_eq!(ans.paths["/dev/zero"].clone().unwrap().unwrap().kind, FileType::Other);
         assert!(ans.contents.is_empty());
+    }
+
+    #[test]
+    fn a_differing_file_over_the_limit_has_its_sha256_but_no_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 5000]).unwrap();
+        let big = big.to_str().unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::hashed(big).fetch(Fetch::UnlessSha256 {
+            sha256: sha(b"y"),
+            limit: 100,
+        })]);
+        let ans = b.parse("n", &run(&b.script("n"))).unwrap();
+        assert_eq!(
+            ans.paths[big].clone().unwrap().unwrap().sha256,
+            Some(sha(&[b'x'; 5000]))
+        );
+        // Fetched up to the limit and one byte: the caller drops it.
+        assert_eq!(ans.contents[big].len(), 101);
+    }
+
+    /// A `sha256sum` that fails as a broken or missing one would: nothing
+    /// may be taken for a match.
+    #[test]
+    fn a_failing_checksum_command_is_an_error_not_a_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"same").unwrap();
+        let f = f.to_str().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fake = bin.join("sha256sum");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$@: OK\"\nexit 2\n").unwrap();
+        assert!(Command::new("chmod").arg("755").arg(&fake).status().unwrap().success());
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::hashed(f).fetch(Fetch::UnlessSha256 {
+            sha256: sha(b"same"),
+            limit: 100,
+        })]);
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(b.script("n").as_str())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let ans = b.parse("n", &out.stdout).unwrap();
+        assert!(ans.paths[f].is_err(), "{:?}", ans.paths[f]);
     }
 
     #[test]

@@ -151,14 +151,15 @@ impl Module for File {
     }
 
     fn inspect(p: &Params) -> Vec<PathQuery> {
-        let q = PathQuery::hashed(&p.path);
         vec![match (p.want_sha(), p.fetch_old) {
             // The old content, for the diff, only when it is to be replaced.
-            (Some(want), true) => q.fetch(Fetch::UnlessSha256 {
+            (Some(want), true) => PathQuery::hashed(&p.path).fetch(Fetch::UnlessSha256 {
                 sha256: want.to_string(),
                 limit: DIFF_LIMIT,
             }),
-            _ => q,
+            (Some(_), false) => PathQuery::hashed(&p.path),
+            // Without content, only the metadata is managed.
+            (None, _) => PathQuery::stat(&p.path),
         }]
     }
 
