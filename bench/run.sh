@@ -395,14 +395,22 @@ run_plumb() {
 	record plumb b "${secs[@]}"
 	log "plumb (b): ${secs[*]} s"
 	secs=()
+	local floors=() ratios=()
 	for ((r = 1; r <= RUNS; r++)); do
+		# Each diff right after a floor run of its own: the pair sees the
+		# same machine, so their ratio does not drift with the load.
+		timed "$OUT/logs/floor.c.$r.log" floor_once
+		floors+=("$LAST_SECS")
 		timed "$OUT/logs/plumb.c.$r.json" "${diff[@]}"
 		# after an apply, a diff must find nothing to do: exit 0 (2 = drift)
 		((LAST_RC == 0)) || warn "plumb (c) run $r: diff exited $LAST_RC, expected 0 (see $OUT/logs/plumb.c.$r.json)"
 		secs+=("$LAST_SECS")
+		ratios+=("$(awk -v a="$LAST_SECS" -v b="${floors[-1]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
 	done
 	record plumb c "${secs[@]}"
-	log "plumb (c): ${secs[*]} s"
+	record floor c "${floors[@]}"
+	record ratio c "${ratios[@]}"
+	log "plumb (c): ${secs[*]} s; paired floor: ${floors[*]} s"
 	PLUMB_EXEC=$("$PYTHON" - "$OUT/logs/plumb.c.$RUNS.json" <<'EOF' 2>/dev/null || echo "(unreadable JSON report)"
 import json, sys
 text = open(sys.argv[1]).read()
@@ -583,6 +591,7 @@ cell() { [ -n "${RES[$1]:-}" ] && printf '%.2f' "${RES[$1]}" || printf -- '-'; }
 	echo
 	if ((!SKIP_PLUMB)); then
 		echo "plumb (c) / floor: $(ratio "${RES[plumb.c]}" "${RES[floor.-]}")   (target: <= 1.2x)"
+		echo "plumb (c) / floor, paired runs: $(printf '%.2fx' "${RES[ratio.c]}")   (median of each diff over a floor run just before it)"
 		echo "plumb (b) / floor: $(ratio "${RES[plumb.b]}" "${RES[floor.-]}")"
 		for t in pyinfra ansible; do
 			[ -n "${RES[$t.a]:-}" ] || continue
@@ -592,7 +601,7 @@ cell() { [ -n "${RES[$1]:-}" ] && printf '%.2f' "${RES[$1]}" || printf -- '-'; }
 	fi
 	echo
 	echo "every run (seconds):"
-	for k in floor.- plumb.a plumb.b plumb.c pyinfra.a pyinfra.b pyinfra.c ansible.a ansible.b ansible.c; do
+	for k in floor.- plumb.a plumb.b plumb.c floor.c ratio.c pyinfra.a pyinfra.b pyinfra.c ansible.a ansible.b ansible.c; do
 		[ -n "${ALLRUNS[$k]:-}" ] && printf '  %-10s %s\n' "${k%.-}" "${ALLRUNS[$k]}"
 	done
 	echo "logs and generated job: $OUT"
