@@ -531,6 +531,15 @@ mod tests {
         crate::module::sha256_hex(b)
     }
 
+    /// A temp folder holding one file `f` with `content`, and its path.
+    fn one_file(content: &[u8]) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, content).unwrap();
+        let f = f.to_str().unwrap().to_string();
+        (dir, f)
+    }
+
     /// Real files in a temp dir, read by the real script with the real
     /// `stat` and `sha256sum`: plain names, odd names, a directory, a
     /// symlink, a missing path, and content fetched only when it differs.
@@ -597,10 +606,8 @@ mod tests {
 
     #[test]
     fn one_path_asked_twice_is_read_once_with_both_needs() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"0123456789").unwrap();
-        let p = p.to_str().unwrap();
+        let (_dir, p) = one_file(b"0123456789");
+        let p = p.as_str();
         let mut b = PathBatch::default();
         b.add(&[
             PathQuery::stat(p),
@@ -644,10 +651,8 @@ mod tests {
 
     #[test]
     fn a_differing_file_over_the_limit_has_its_sha256_but_no_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("big");
-        std::fs::write(&big, vec![b'x'; 5000]).unwrap();
-        let big = big.to_str().unwrap();
+        let (_dir, big) = one_file(&vec![b'x'; 5000]);
+        let big = big.as_str();
         let mut b = PathBatch::default();
         b.add(&[PathQuery::hashed(big).fetch(Fetch::UnlessSha256 {
             sha256: sha(b"y"),
@@ -666,10 +671,8 @@ mod tests {
     /// may be taken for a match.
     #[test]
     fn a_failing_checksum_command_is_an_error_not_a_match() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"same").unwrap();
-        let f = f.to_str().unwrap();
+        let (dir, f) = one_file(b"same");
+        let f = f.as_str();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let fake = bin.join("sha256sum");
@@ -712,10 +715,8 @@ mod tests {
 
     #[test]
     fn file_content_cannot_forge_a_marker_without_the_nonce() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"x\n@@guess:p:end\n@@guess:p:stat\n0 a b 1 /etc/shadow\n").unwrap();
-        let p = p.to_str().unwrap();
+        let (_dir, p) = one_file(b"x\n@@guess:p:end\n@@guess:p:stat\n0 a b 1 /etc/shadow\n");
+        let p = p.as_str();
         let mut b = PathBatch::default();
         b.add(&[PathQuery::hashed(p).fetch(Fetch::Always { limit: 1000 })]);
         let out = run(&b.script("s3cret"));
