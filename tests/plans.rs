@@ -90,6 +90,51 @@ fn graph_prints_dot_with_implicit_edges() {
 }
 
 #[test]
+fn storage_resources_chain_by_themselves_labels_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("storage.yaml");
+    std::fs::write(
+        &plan,
+        r#"
+resources:
+  - id: data-mount
+    mount: {path: /srv/data, src: "LABEL=data", fstype: ext4}
+  - id: logs-mount
+    mount: {path: /srv/logs, src: /dev/vg0/logs, fstype: xfs}
+  - id: data-fs
+    filesystem: {dev: /dev/vg0/data, type: ext4, label: data}
+  - id: logs-fs
+    filesystem: {dev: /dev/mapper/vg0-logs, type: xfs}
+  - id: data-lv
+    lvm.lv: {vg: vg0, name: data, size: 1G}
+  - id: logs-lv
+    lvm.lv: {vg: vg0, name: logs, size: 1G}
+  - id: vg
+    lvm.vg: {name: vg0, pvs: [/dev/vdb]}
+  - id: conf
+    file: {path: /srv/data/app.conf, content: "x"}
+"#,
+    )
+    .unwrap();
+    let out = Plumb::new().args(["graph", plan.to_str().unwrap()]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for (from, to) in [
+        ("data-fs", "data-mount"),
+        ("logs-fs", "logs-mount"),
+        ("data-lv", "data-fs"),
+        ("logs-lv", "logs-fs"),
+        ("vg", "data-lv"),
+        ("vg", "logs-lv"),
+        ("data-mount", "conf"),
+    ] {
+        let edge = format!("\"localhost/{from}\" -> \"localhost/{to}\" [style=dotted");
+        assert!(out.stdout.contains(&edge), "missing {from} -> {to}:\n{}", out.stdout);
+    }
+    // Nothing ties the data filesystem to the logs mount.
+    assert!(!out.stdout.contains("\"localhost/data-fs\" -> \"localhost/logs-mount\""));
+}
+
+#[test]
 fn doc_lists_every_module_and_refuses_unknown_ones() {
     let out = Plumb::new().arg("doc").run();
     assert_eq!(out.code, 0);

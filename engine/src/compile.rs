@@ -6,7 +6,7 @@
 //! Everything here runs on the workstation, before any connection: a plan
 //! that compiles for every host is one the executor can run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::Diag;
 use crate::inventory::{Host, Inventory};
-use crate::module::{Claim, CompileCx, Registry, Resource};
+use crate::module::{Claim, Claims, CompileCx, Registry, Resource};
 use crate::plan::{Become, RawPlan, RawResource};
 use crate::source::Sources;
 use crate::template::{Templates, Vars};
@@ -397,22 +397,52 @@ fn stable_order(resources: &[HostResource]) -> Vec<usize> {
 }
 
 /// Edges from claims: every need is met by every provider of the same key
-/// (for paths: of an ancestor path).
+/// (for paths: of an ancestor path). Providers are indexed, so the cost
+/// grows with the number of claims and the depth of paths, not with the
+/// square of the number of resources.
 fn implicit_edges(resources: &[HostResource], edges: &mut Vec<(usize, usize, EdgeKind)>) {
     let claims: Vec<_> = resources
         .iter()
         .map(|r| r.resource.as_ref().map(|x| x.claims()).unwrap_or_default())
         .collect();
+    edges_from_claims(&claims, edges);
+}
+
+fn edges_from_claims(claims: &[Claims], edges: &mut Vec<(usize, usize, EdgeKind)>) {
+    // (namespace, value) → (resource, index of the claim); paths under the
+    // namespace "" without their trailing slashes (`/srv/app/` provides what
+    // `/srv/app` does).
+    let mut providers: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
+    for (j, c) in claims.iter().enumerate() {
+        for (k, p) in c.provides.iter().enumerate() {
+            let key = match p {
+                Claim::Path(path) => ("", path.trim_end_matches('/')),
+                Claim::Key(ns, v) => (*ns, v.as_str()),
+            };
+            providers.entry(key).or_default().push((j, k));
+        }
+    }
     for (i, c) in claims.iter().enumerate() {
         for need in &c.needs {
-            for (j, other) in claims.iter().enumerate() {
-                if i == j {
+            let mut found: Vec<(usize, usize)> = Vec::new();
+            match need {
+                // Every proper ancestor of `n`: each prefix that a `/` ends,
+                // with something after that `/`.
+                Claim::Path(n) => {
+                    for (at, _) in n.match_indices('/').filter(|(at, _)| n.len() > at + 1) {
+                        found.extend(providers.get(&("", &n[..at])).into_iter().flatten());
+                    }
+                }
+                Claim::Key(ns, v) => found.extend(providers.get(&(*ns, v.as_str())).into_iter().flatten()),
+            }
+            found.sort_unstable();
+            found.dedup();
+            for (j, k) in found {
+                if j == i {
                     continue;
                 }
-                for p in &other.provides {
-                    if let Some(why) = meets(p, need) {
-                        edges.push((j, i, EdgeKind::Implicit(why)));
-                    }
+                if let Some(why) = meets(&claims[j].provides[k], need) {
+                    edges.push((j, i, EdgeKind::Implicit(why)));
                 }
             }
         }
@@ -539,6 +569,64 @@ fn dot_id(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index finds exactly the edges that comparing every provider with
+    /// every need finds, in the same order.
+    #[test]
+    fn indexed_claims_give_the_edges_of_the_pairwise_comparison() {
+        let paths = [
+            "/",
+            "/srv",
+            "/srv/",
+            "/srv/app",
+            "/srv/app/",
+            "/srv/app/x",
+            "/srv//app",
+            "/srv/apple",
+            "/etc",
+            "/",
+        ];
+        let keys = [("fs", "/dev/a"), ("fs", "LABEL=a"), ("vg", "a"), ("blockdev", "/dev/a")];
+        let mut claims = Vec::new();
+        for i in 0..40usize {
+            let pick = |n: usize, salt: usize| (i * 7 + salt * 13) % n;
+            let mut c = Claims::default();
+            c.provides.push(Claim::Path(paths[pick(paths.len(), 1)].to_string()));
+            c.needs.push(Claim::Path(paths[pick(paths.len(), 2)].to_string()));
+            if i % 3 == 0 {
+                let (k, v) = keys[pick(keys.len(), 3)];
+                c.provides.push(Claim::Key(k, v.to_string()));
+            }
+            if i % 2 == 0 {
+                let (k, v) = keys[pick(keys.len(), 4)];
+                c.needs.push(Claim::Key(k, v.to_string()));
+            }
+            claims.push(c);
+        }
+        let mut want = Vec::new();
+        for (i, c) in claims.iter().enumerate() {
+            for need in &c.needs {
+                for (j, other) in claims.iter().enumerate() {
+                    for p in other.provides.iter().filter(|_| i != j) {
+                        if let Some(why) = meets(p, need) {
+                            want.push((j, i, why));
+                        }
+                    }
+                }
+            }
+        }
+        let mut got = Vec::new();
+        edges_from_claims(&claims, &mut got);
+        let got: Vec<(usize, usize, String)> = got
+            .into_iter()
+            .map(|(j, i, k)| match k {
+                EdgeKind::Implicit(why) => (j, i, why),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn a_path_needs_every_managed_ancestor_but_not_a_sibling() {

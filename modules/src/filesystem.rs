@@ -141,11 +141,17 @@ impl Module for Filesystem {
     }
 
     fn claims(p: &Params) -> Claims {
+        let mut provides: Vec<Claim> = device_aliases(&p.dev)
+            .into_iter()
+            .map(|d| Claim::Key("fs", d))
+            .collect();
+        // A mount of `LABEL=x` needs the filesystem labelled x. (A UUID is
+        // made by mkfs, so a plan cannot name it before.)
+        if let Some(l) = &p.label {
+            provides.push(Claim::Key("fs", format!("LABEL={l}")));
+        }
         Claims {
-            provides: device_aliases(&p.dev)
-                .into_iter()
-                .map(|d| Claim::Key("fs", d))
-                .collect(),
+            provides,
             needs: vec![Claim::Key("blockdev", p.dev.clone())],
         }
     }
