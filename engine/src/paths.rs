@@ -604,6 +604,39 @@ mod tests {
         assert_eq!(ans.contents.len(), 2);
     }
 
+    /// More paths than one command takes: every chunk is observed, and only
+    /// the files that differ are fetched.
+    #[test]
+    fn many_paths_are_observed_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = CHUNK * 2 + 7;
+        let mut queries = Vec::new();
+        for i in 0..n {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            let p = p.to_str().unwrap().to_string();
+            queries.push(match i % 3 {
+                0 => PathQuery::hashed(&p).fetch(Fetch::UnlessSha256 {
+                    sha256: sha(format!("{i}").as_bytes()),
+                    limit: 10,
+                }),
+                1 => PathQuery::hashed(&p).fetch(Fetch::UnlessSha256 {
+                    sha256: sha(b"other"),
+                    limit: 10,
+                }),
+                _ => PathQuery::hashed(&p),
+            });
+        }
+        let mut b = PathBatch::default();
+        b.add(&queries);
+        let ans = b.parse("n", &run(&b.script("n"))).unwrap();
+        for (i, q) in queries.iter().enumerate() {
+            let st = ans.paths[&q.path].clone().unwrap().unwrap();
+            assert_eq!(st.sha256, Some(sha(format!("{i}").as_bytes())), "{}", q.path);
+            assert_eq!(ans.contents.contains_key(&q.path), i % 3 == 1, "{}", q.path);
+        }
+    }
+
     #[test]
     fn one_path_asked_twice_is_read_once_with_both_needs() {
         let (_dir, p) = one_file(b"0123456789");
