@@ -64,32 +64,14 @@ fn find_program(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn euid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
+use script::euid;
 
 fn run_lab_sh(args: &[&str]) -> Output {
-    let script = lab_sh();
-    Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .env("PLUMB_LAB_OWNER_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+    script::run(&lab_sh(), "PLUMB_LAB_OWNER_PID", args)
 }
 
 fn check(out: &Output, what: &str) {
-    if !out.status.success() {
-        panic!(
-            "lab.sh {what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    script::check(out, "lab.sh", what);
 }
 
 impl Lab {

@@ -50,32 +50,14 @@ pub fn vm_sh() -> PathBuf {
     script::repo_script("PLUMB_VM_SH", "tests/vm/vm.sh")
 }
 
-fn euid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
+use script::euid;
 
 fn run_vm_sh(args: &[&str]) -> Output {
-    let script = vm_sh();
-    Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .env("PLUMB_VM_OWNER_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+    script::run(&vm_sh(), "PLUMB_VM_OWNER_PID", args)
 }
 
 fn check(out: &Output, what: &str) {
-    if !out.status.success() {
-        panic!(
-            "vm.sh {what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    script::check(out, "vm.sh", what);
 }
 
 /// Name of data disk `i` in the guest: 0 → `vdb`, 1 → `vdc`, ...
