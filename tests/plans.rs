@@ -113,6 +113,10 @@ resources:
     lvm.vg: {name: vg0, pvs: [/dev/vdb]}
   - id: conf
     file: {path: /srv/data/app.conf, content: "x"}
+  - id: docker-dir
+    directory: {path: /srv/data/docker}
+  - id: docker-bind
+    mount: {path: /var/lib/docker, src: /srv/data/docker/, fstype: none, opts: [bind]}
 "#,
     )
     .unwrap();
@@ -126,12 +130,33 @@ resources:
         ("vg", "data-lv"),
         ("vg", "logs-lv"),
         ("data-mount", "conf"),
+        ("docker-dir", "docker-bind"),
+        ("data-mount", "docker-bind"),
     ] {
         let edge = format!("\"localhost/{from}\" -> \"localhost/{to}\" [style=dotted");
         assert!(out.stdout.contains(&edge), "missing {from} -> {to}:\n{}", out.stdout);
     }
     // Nothing ties the data filesystem to the logs mount.
     assert!(!out.stdout.contains("\"localhost/data-fs\" -> \"localhost/logs-mount\""));
+}
+
+#[test]
+fn a_bind_mount_cannot_migrate_and_needs_an_absolute_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("bind.yaml");
+    std::fs::write(
+        &plan,
+        "resources:\n  - id: b\n    mount: {path: /var/lib/docker, src: data/docker, fstype: none, opts: [bind], migrate: {stop: [docker]}}\n",
+    )
+    .unwrap();
+    let out = Plumb::new().args(["validate", plan.to_str().unwrap()]).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`migrate` does not apply to a bind mount"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("absolute"), "{}", out.stderr);
 }
 
 #[test]

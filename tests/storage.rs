@@ -338,6 +338,72 @@ fn a_different_device_at_the_mount_point_is_reported_not_mounted_over() {
     assert_eq!(rig.fstab(), FSTAB, "fstab untouched");
 }
 
+/// A bind mount of a directory on another filesystem: mounted, recognised
+/// as ours on the next run (the kernel shows the filesystem's device and the
+/// directory's path inside it), and a bind of another directory is foreign.
+#[test]
+fn a_bind_mount_is_made_once_and_recognised_by_its_directory() {
+    let Some(rig) = Rig::new() else { return };
+    let disk = rig.disk("store", "64M");
+    sh(&format!("mkfs.ext4 -q {}", disk.dev));
+    fs::create_dir_all(rig.path("store")).unwrap();
+    fs::create_dir_all(rig.path("docker data")).unwrap();
+    rig.ns
+        .sh(&format!("mount {} '{}'", disk.dev, rig.path("store").display()));
+    rig.plan(
+        r#"
+resources:
+  - id: src-dir
+    directory: {path: "{{ root }}/store/docker"}
+  - id: docker-bind
+    mount:
+      path: "{{ root }}/docker data"
+      src: "{{ root }}/store/docker"
+      fstype: none
+      opts: [bind]
+      fstab: "{{ fstab }}"
+"#,
+    );
+    let d = rig.plumb("diff", &[]);
+    expect(&d, 2, "a bind mount to make");
+    assert!(
+        resource(&d, "docker-bind")["changes"].to_string().contains("mounted"),
+        "{}",
+        d.stdout
+    );
+    let a = rig.plumb("apply", &[]);
+    expect(&a, 0, "apply");
+    let live = rig.mounted("docker data").expect("bind mounted");
+    assert!(live.starts_with(&format!("{}[/docker]", disk.dev)), "{live}");
+    rig.ns
+        .sh(&format!("echo through > '{}'", rig.path("docker data/seen").display()));
+    assert_eq!(
+        rig.ns.sh(&format!("cat '{}'", rig.path("store/docker/seen").display())),
+        "through\n"
+    );
+    let line = format!(
+        "{}\t{}\tnone\tbind\t0\t0",
+        rig.path("store/docker").display(),
+        rig.path("docker data").display().to_string().replace(' ', "\\040")
+    );
+    assert!(rig.fstab().contains(&line), "{}", rig.fstab());
+    let again = rig.plumb("apply", &[]);
+    expect(&again, 0, "re-apply");
+    assert_eq!(again.summary("changed"), 0, "{}", again.stdout);
+    expect(&rig.plumb("diff", &[]), 0, "converged");
+    // Another directory bound there instead: reported, not mounted over.
+    // (The store is mounted in the namespace only: make the folder there.)
+    rig.ns.sh(&format!(
+        "mkdir '{o}' && umount '{p}' && mount --bind '{o}' '{p}'",
+        o = rig.path("store/other").display(),
+        p = rig.path("docker data").display()
+    ));
+    let d = rig.plumb("diff", &[]);
+    expect(&d, 1, "a foreign bind mount is an error");
+    let err = resource(&d, "docker-bind")["error"].to_string();
+    assert!(err.contains("[/other]"), "{err}");
+}
+
 #[test]
 fn mounting_a_missing_device_is_refused_before_anything_changes() {
     let Some(rig) = Rig::new() else { return };

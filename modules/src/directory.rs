@@ -108,7 +108,11 @@ impl Module for Directory {
 
     fn claims(p: &Params) -> Claims {
         Claims {
-            provides: vec![Claim::Path(p.path.clone())],
+            // `dir`: what a bind mount of this very directory needs.
+            provides: vec![
+                Claim::Path(p.path.clone()),
+                Claim::Key("dir", crate::fstab::normalize(&p.path).to_string()),
+            ],
             needs: vec![Claim::Path(p.path.clone())],
         }
     }

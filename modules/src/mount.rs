@@ -107,6 +107,11 @@ impl Params {
     fn opts_text(&self) -> String {
         self.opts.join(",")
     }
+
+    /// A bind mount: `src` is a directory shown again at `path`.
+    fn is_bind(&self) -> bool {
+        self.opts.iter().any(|o| o == "bind" || o == "rbind")
+    }
 }
 
 /// The mount at the path, as findmnt shows it (the top one if several are stacked).
@@ -291,7 +296,7 @@ impl Module for Mount {
                       `lvm.lv` of its `src`, and files under the path require the mount.",
             params: &[
                 ParamDoc { name: "path", ty: "absolute path", default: "required", doc: "The mount point." },
-                ParamDoc { name: "src", ty: "device, UUID=…, LABEL=…", default: "required unless absent", doc: "What to mount." },
+                ParamDoc { name: "src", ty: "device, UUID=…, LABEL=…, directory", default: "required unless absent", doc: "What to mount; with `opts: [bind]`, the directory to show again at `path` (a bind mount: give `fstype: none`; `migrate` does not apply)." },
                 ParamDoc { name: "fstype", ty: "string", default: "required unless absent", doc: "The filesystem type (`ext4`, `xfs`, `tmpfs`, …)." },
                 ParamDoc { name: "opts", ty: "list of strings", default: "[defaults]", doc: "Mount options." },
                 ParamDoc { name: "dump", ty: "integer", default: "0", doc: "fstab's fifth field." },
@@ -356,6 +361,19 @@ impl Module for Mount {
         if p.opts.is_empty() {
             p.opts = defaults();
         }
+        if p.is_bind() {
+            if let Some(src) = &p.src {
+                cx.require_absolute("src", src);
+            }
+            if p.migrate.is_some() {
+                cx.error(
+                    "migrate",
+                    "plumb::plan::conflicting_params",
+                    "`migrate` does not apply to a bind mount",
+                    Some("move the data into the bind mount's source directory first".into()),
+                );
+            }
+        }
         if let Some(m) = &p.migrate {
             if p.state != MountState::Mounted {
                 cx.error(
@@ -384,8 +402,14 @@ impl Module for Mount {
     fn claims(p: &Params) -> Claims {
         let mut needs = vec![Claim::Path(p.path.clone())];
         if let Some(s) = &p.src {
-            needs.push(Claim::Key("fs", s.clone()));
-            needs.push(Claim::Key("blockdev", s.clone()));
+            if p.is_bind() {
+                // The directory it shows again, and what that lies on.
+                needs.push(Claim::Key("dir", normalize(s).to_string()));
+                needs.push(Claim::Path(s.clone()));
+            } else {
+                needs.push(Claim::Key("fs", s.clone()));
+                needs.push(Claim::Key("blockdev", s.clone()));
+            }
         }
         Claims {
             provides: vec![Claim::Path(p.path.clone())],
@@ -402,7 +426,9 @@ impl Module for Mount {
             .raw("\nfstab=")
             .val(&p.fstab)
             .raw("\nmigrate=")
-            .val(if migrate { "1" } else { "0" });
+            .val(if migrate { "1" } else { "0" })
+            .raw("\nbind=")
+            .val(if p.is_bind() { "1" } else { "0" });
         s.line(&Sh::raw_start(PROBE));
         s.line(&Sh::raw_start("echo --"));
         s.line(&section_marker("findmnt"));
@@ -679,8 +705,8 @@ impl Module for Mount {
     }
 }
 
-/// The probe's shell: `$path`, `$src`, `$fstab` and `$migrate` are set
-/// before it. It runs few programs (each one is the main cost on a slow
+/// The probe's shell: `$path`, `$src`, `$fstab`, `$migrate` and `$bind`
+/// are set before it. It runs few programs (each one is the main cost on a slow
 /// host): findmnt once, and the rest with shell builtins where it can.
 const PROBE: &str = r#"if [ -f "$fstab" ]; then echo fstab.exists=1; else echo fstab.exists=0; fi
 if [ -d "$path" ] && [ ! -L "$path" ]; then path=$(cd -P -- "$path" && pwd -P); fi
@@ -694,6 +720,21 @@ if [ -n "$dev" ] && [ -e "$dev" ]; then
   src_real=$dev
   if [ -b "$dev" ]; then mm=$(stat -L -c '%t %T' -- "$dev"); src_mm=$((0x${mm% *})):$((0x${mm#* })); fi
 fi
+# A bind mount's source is a directory: what the kernel shows at the path
+# is then the filesystem holding it (MAJ:MIN) and the directory's path
+# inside that filesystem (FSROOT).
+bind_mm=; bind_root=
+if [ "$bind" = 1 ] && [ -d "$src" ]; then
+  src_real=$(cd -P -- "$src" && pwd -P)
+  sl=$(findmnt --json -o TARGET,FSROOT,MAJ:MIN -T "$src_real" 2>/dev/null)
+  if [ -n "$sl" ]; then
+    s_target=${sl##*\"target\": \"}; s_target=${s_target%%\"*}
+    s_root=${sl##*\"fsroot\": \"}; s_root=${s_root%%\"*}
+    bind_mm=${sl##*\"maj:min\": \"}; bind_mm=${bind_mm%%\"*}
+    if [ "$s_target" = / ]; then rel=$src_real; else rel=${src_real#"$s_target"}; fi
+    if [ "$s_root" = / ]; then bind_root=${rel:-/}; else bind_root=$s_root$rel; fi
+  fi
+fi
 echo "src.real=$src_real"
 if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then echo path.kind=other
 elif [ -d "$path" ]; then
@@ -703,14 +744,17 @@ elif [ -d "$path" ]; then
   done
   echo path.kind=dir; echo "path.entries=$n"
 else echo path.kind=none; fi
-live=$(findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN -M "$path" 2>/dev/null)
-vis_src=; vis_mm=
+live=$(findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN,FSROOT -M "$path" 2>/dev/null)
+vis_src=; vis_mm=; vis_root=
 if [ -n "$live" ]; then
   vis_src=${live##*\"source\": \"}; vis_src=${vis_src%%\"*}
   vis_mm=${live##*\"maj:min\": \"}; vis_mm=${vis_mm%%\"*}
+  vis_root=${live##*\"fsroot\": \"}; vis_root=${vis_root%%\"*}
 fi
 ours=0
-if [ -n "$vis_src" ]; then
+if [ "$bind" = 1 ]; then
+  if [ -n "$vis_src" ] && [ -n "$bind_mm" ] && [ "$vis_mm" = "$bind_mm" ] && [ "$vis_root" = "$bind_root" ]; then ours=1; fi
+elif [ -n "$vis_src" ]; then
   if [ "$vis_src" = "$src" ] || { [ -n "$src_mm" ] && [ "$vis_mm" = "$src_mm" ]; }; then ours=1
   elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
 fi
