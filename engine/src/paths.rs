@@ -219,7 +219,15 @@ impl PathBatch {
         for chunk in plain_paths.chunks(CHUNK) {
             s.line(&chunk.iter().fold(Sh::raw_start("set --"), |sh, (p, _)| sh.arg(p)));
             s.line(&mark("stat"));
-            s.line(&Sh::raw_start("stat -c '%f %U %G %s %n' -- \"$@\" 2>/dev/null"));
+            // Tabs between the fields: a group may be called `domain users`.
+            // The lines go out as they come, the errors are kept apart: a
+            // path that is missing is absent, one that cannot be looked at
+            // is not.
+            s.line(&Sh::raw_start(
+                "{ plumb_e=$(stat -c '%f\t%s\t%U\t%G\t%n' -- \"$@\" 2>&1 >&3); } 3>&1",
+            ));
+            s.line(&mark("staterr"));
+            s.line(&Sh::raw_start("printf '%s\\n' \"$plumb_e\""));
             let hashed: Vec<&str> = chunk
                 .iter()
                 .filter(|(p, h)| *h && !checked.contains_key(p.as_str()))
@@ -275,51 +283,56 @@ impl PathBatch {
                 .raw(" ;;\n  esac\ndone <<PLUMB_CHECK\n$plumb_check\nPLUMB_CHECK\n;; esac"),
             );
         }
+        let read = |p: &str, limit: u64| {
+            Sh::raw_start("if [ -f")
+                .arg(p)
+                .raw(" ] && [ ! -L")
+                .arg(p)
+                .raw(" ]; then ")
+                .then(&mark(&format!("cat:{}", self.index[p])))
+                .raw("; head -c")
+                .arg((limit + 1).to_string())
+                .raw(" --")
+                .arg(p)
+                .raw("; fi")
+        };
         for (p, hashed) in &self.paths {
             if plain(p) {
                 continue;
             }
             s.line(&mark(&format!("one:{}", self.index[p])));
-            s.line(&Sh::raw_start("stat -c '%f %U %G %s' --").arg(p).raw(" 2>/dev/null"));
+            s.line(&Sh::raw_start("{ plumb_e=$(stat -c '%f\t%s\t%U\t%G' --").arg(p).raw(
+                " 2>&1 >&3); } 3>&1
+[ -z \"$plumb_e\" ] || printf 'err=%s\\n' \"$plumb_e\"",
+            ));
             if *hashed {
-                s.line(
-                    &Sh::raw_start("if [ -f")
-                        .arg(p)
-                        .raw(" ] && [ ! -L")
-                        .arg(p)
-                        .raw(" ]; then plumb_s=$(sha256sum <")
-                        .arg(p)
-                        .raw(" 2>/dev/null) && printf 'sha256=%s\\n' \"${plumb_s%% *}\"; fi"),
-                );
-            }
-        }
-        for (p, how) in &self.fetches {
-            let read = |limit: u64| {
-                Sh::raw_start("if [ -f")
+                // Read only a regular file (never a FIFO or a device); its
+                // content too when it differs from the wanted one.
+                let mut sh = Sh::raw_start("if [ -f")
                     .arg(p)
                     .raw(" ] && [ ! -L")
                     .arg(p)
-                    .raw(" ]; then ")
-                    .then(&mark(&format!("cat:{}", self.index[p])))
-                    .raw("; head -c")
-                    .arg((limit + 1).to_string())
-                    .raw(" --")
+                    .raw(
+                        " ]; then
+  plumb_s=$(sha256sum <",
+                    )
                     .arg(p)
-                    .raw("; fi")
-            };
-            match how {
-                Fetch::No => {}
-                Fetch::Always { limit } => s.line(&read(*limit)),
-                Fetch::UnlessSha256 { .. } if plain(p) => {}
-                Fetch::UnlessSha256 { sha256, limit } => s.line(
-                    &Sh::raw_start("plumb_s=$(sha256sum <")
-                        .arg(p)
-                        .raw(" 2>/dev/null)\nif [ \"${plumb_s%% *}\" != ")
+                    .raw(" 2>/dev/null) && printf 'sha256=%s\\n' \"${plumb_s%% *}\"");
+                if let Some(Fetch::UnlessSha256 { sha256, limit }) = self.fetches.get(p) {
+                    sh = sh
+                        .raw("\n  if [ \"${plumb_s%% *}\" != ")
                         .val(sha256)
                         .raw(" ]; then ")
-                        .then(&read(*limit))
-                        .raw("; fi"),
-                ),
+                        .then(&read(p, *limit))
+                        .raw("; fi");
+                }
+                s.line(&sh.raw("\nfi"));
+            }
+        }
+        for (p, how) in &self.fetches {
+            // The others: in `sha256sum -c`'s pass, or one by one above.
+            if let Fetch::Always { limit } = how {
+                s.line(&read(p, *limit));
             }
         }
         s.line(&mark("end"));
@@ -342,21 +355,26 @@ impl PathBatch {
         let mut matched: HashSet<String> = HashSet::new();
         let mut unreadable: HashSet<String> = HashSet::new();
         let mut check_ok = true;
+        // `stat`'s messages other than "there is nothing there".
+        let mut stat_errors: Vec<String> = Vec::new();
         for (name, body) in &sections {
             match name.as_str() {
                 "stat" => {
                     for line in String::from_utf8_lossy(body).lines() {
-                        let mut f = line.splitn(5, ' ');
-                        let (Some(m), Some(u), Some(g), Some(sz), Some(n)) =
-                            (f.next(), f.next(), f.next(), f.next(), f.next())
-                        else {
-                            continue;
-                        };
-                        if let Some(st) = stat_fields(m, u, g, sz) {
-                            plain_stat.insert(n.to_string(), st);
+                        let f: Vec<&str> = line.splitn(5, '\t').collect();
+                        if let [m, sz, u, g, n] = f[..] {
+                            if let Some(st) = stat_fields(m, sz, u, g) {
+                                plain_stat.insert(n.to_string(), st);
+                            }
                         }
                     }
                 }
+                "staterr" => stat_errors.extend(
+                    String::from_utf8_lossy(body)
+                        .lines()
+                        .filter(|l| !l.is_empty() && !nothing_there(l))
+                        .map(str::to_string),
+                ),
                 "sums" => {
                     for line in String::from_utf8_lossy(body).lines() {
                         if let Some((n, h)) = sum_line(line) {
@@ -418,19 +436,36 @@ impl PathBatch {
                     .unwrap_or_default();
                 let mut stat = None;
                 let mut sum = None;
+                let mut error = None;
                 for line in text.lines() {
                     if let Some(h) = line.strip_prefix("sha256=") {
                         sum = Some(h.to_string());
+                    } else if let Some(e) = line.strip_prefix("err=") {
+                        error = Some(e.to_string()).filter(|e| !nothing_there(e));
                     } else {
-                        let f: Vec<&str> = line.splitn(4, ' ').collect();
-                        if let [m, u, g, sz] = f[..] {
-                            stat = stat_fields(m, u, g, sz);
+                        let f: Vec<&str> = line.splitn(4, '\t').collect();
+                        if let [m, sz, u, g] = f[..] {
+                            stat = stat_fields(m, sz, u, g);
                         }
                     }
+                }
+                if let (None, Some(e)) = (&stat, error) {
+                    paths.insert(p.clone(), Err(format!("cannot look at `{p}`: {e}")));
+                    continue;
                 }
                 (stat, sum)
             };
             let observed = match stat {
+                // Missing, unless `stat` said why it could not look: by name,
+                // or in a message that names none of the paths.
+                None if plain(p) => match stat_errors.iter().find(|e| e.contains(&format!("'{p}':"))).or_else(|| {
+                    stat_errors
+                        .iter()
+                        .find(|e| !self.index.keys().any(|k| e.contains(k.as_str())))
+                }) {
+                    Some(e) => Err(format!("cannot look at `{p}`: {e}")),
+                    None => Ok(None),
+                },
                 None => Ok(None),
                 Some(mut st) => {
                     if *hashed && st.kind == FileType::File {
@@ -467,7 +502,13 @@ fn sum_line(line: &str) -> Option<(&str, &str)> {
     (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some((n, h))
 }
 
-fn stat_fields(raw_mode: &str, owner: &str, group: &str, size: &str) -> Option<PathStat> {
+/// Whether a `stat` message says only that nothing is at the path (the
+/// transports run scripts with `LC_ALL=C`).
+fn nothing_there(message: &str) -> bool {
+    message.ends_with(": No such file or directory") || message.ends_with(": Not a directory")
+}
+
+fn stat_fields(raw_mode: &str, size: &str, owner: &str, group: &str) -> Option<PathStat> {
     let raw = u32::from_str_radix(raw_mode, 16).ok()?;
     let kind = match raw & 0o170_000 {
         0o100_000 => FileType::File,
@@ -653,8 +694,8 @@ mod tests {
         let out = run(&b.script("n"));
         assert_eq!(
             out.windows(5).filter(|w| w == b"@@n:p").count(),
-            4,
-            "stat, sums, one content, end"
+            5,
+            "stat, its errors, sums, one content, end"
         );
         let ans = b.parse("n", &out).unwrap();
         assert_eq!(ans.paths[p].clone().unwrap().unwrap().sha256, Some(sha(b"0123456789")));
@@ -741,9 +782,89 @@ mod tests {
     fn a_file_that_cannot_be_read_is_an_error_not_an_absence() {
         let mut b = PathBatch::default();
         b.add(&[PathQuery::hashed("/x/y")]);
-        let out = b"\n@@n:p:stat\n81a4 root root 3 /x/y\n@@n:p:sums\n\n@@n:p:end\n";
+        let out = b"\n@@n:p:stat\n81a4\t3\troot\troot\t/x/y\n@@n:p:sums\n\n@@n:p:end\n";
         let ans = b.parse("n", out).unwrap();
         assert!(ans.paths["/x/y"].as_ref().unwrap_err().contains("cannot read"));
+    }
+
+    /// Names with spaces (`domain users` from a directory service) are
+    /// fields, not separators.
+    #[test]
+    fn an_owner_or_group_with_a_space_is_read_whole() {
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::stat("/x/y")]);
+        let out = b"\n@@n:p:stat\n81a4\t3\tjo smith\tdomain users\t/x/y\n@@n:p:staterr\n\n@@n:p:sums\n\n@@n:p:end\n";
+        let st = b.parse("n", out).unwrap().paths["/x/y"].clone().unwrap().unwrap();
+        assert_eq!(
+            (st.owner.as_str(), st.group.as_str(), st.size),
+            ("jo smith", "domain users", 3)
+        );
+    }
+
+    /// Only "no such file" means absent: a path that cannot be looked at
+    /// (a folder without permission) is an error, named in the message or not.
+    #[test]
+    fn a_path_that_cannot_be_looked_at_is_an_error_not_an_absence() {
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::stat("/root/x"), PathQuery::stat("/srv/new")]);
+        let out = b"\n@@n:p:stat\n\n@@n:p:staterr\nstat: cannot statx '/root/x': Permission denied\nstat: cannot statx '/srv/new': No such file or directory\n\n@@n:p:sums\n\n@@n:p:end\n";
+        let ans = b.parse("n", out).unwrap();
+        assert!(ans.paths["/root/x"].as_ref().unwrap_err().contains("Permission denied"));
+        assert_eq!(ans.paths["/srv/new"], Ok(None));
+        // For real, as a user who may not enter the folder.
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::write(locked.join("f"), b"x").unwrap();
+        let f = locked.join("f").to_str().unwrap().to_string();
+        let odd = locked.join("o\\dd").to_str().unwrap().to_string();
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::stat(&f), PathQuery::stat(&odd)]);
+        let sh = format!(
+            "chmod 700 '{}' && chmod 755 '{}' && setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"$0\"",
+            locked.display(),
+            dir.path().display()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&sh)
+            .arg(b.script("n").as_str())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let ans = b.parse("n", &out.stdout).unwrap();
+        assert!(
+            ans.paths[&f].as_ref().unwrap_err().contains("Permission denied"),
+            "{:?}",
+            ans.paths
+        );
+        assert!(
+            ans.paths[&odd].as_ref().unwrap_err().contains("Permission denied"),
+            "{:?}",
+            ans.paths
+        );
+    }
+
+    /// A FIFO with an unusual name, compared with a wanted content: never
+    /// opened (opening it would block the whole probe).
+    #[test]
+    fn an_unusual_fifo_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fi\\fo");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let fifo = fifo.to_str().unwrap();
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::hashed(fifo).fetch(Fetch::UnlessSha256 {
+            sha256: sha(b"x"),
+            limit: 10,
+        })]);
+        let out = Command::new("timeout")
+            .args(["20", "sh", "-c", b.script("n").as_str()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the probe blocked or failed: {out:?}");
+        let ans = b.parse("n", &out.stdout).unwrap();
+        assert_eq!(ans.paths[fifo].clone().unwrap().unwrap().kind, FileType::Other);
     }
 
     #[test]
