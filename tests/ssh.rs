@@ -298,6 +298,22 @@ fn become_works_with_passwordless_sudo_and_says_so_without() {
     assert_eq!(a.code, 1);
     let text = a.stdout;
     assert!(text.contains("sudo asks for a password"), "{text}");
+    // A probe script larger than a command-line argument may be (1,500
+    // files): still one execution, through sudo.
+    let mut many = String::from("resources:\n");
+    for i in 0..1500 {
+        many.push_str(&format!(
+            "  - id: f{i}\n    become: true\n    file: {{path: /root/many/file-with-a-longish-name-{i:04}, content: \"{i}\\n\"}}\n"
+        ));
+    }
+    let many_plan = dir.path().join("many.yaml");
+    std::fs::write(&many_plan, many).unwrap();
+    // (`inventory` rewrote the one file for nosudo.)
+    let deploy = lab.inventory(dir.path(), "    user: deploy\n");
+    let d = plumb(&lab, "diff", &many_plan, &deploy, &[]);
+    assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
+    assert_eq!(d.summary("pending"), 1500, "{}", d.stdout);
+    assert_eq!(d.json()["hosts"][0]["remote_executions"], 1, "{}", d.stdout);
 }
 
 #[test]

@@ -170,7 +170,7 @@ impl HostRun<'_> {
             .val(&self.opts.run_id)
             .raw("\n")
             .then(script);
-        let s = with_become(&script, become_);
+        let s = with_become(&script, become_, stdin.is_some());
         self.t.run(s.as_str(), stdin).await
     }
 

@@ -90,19 +90,26 @@ impl Sh {
         self.text.push('\n');
     }
 
-    /// Append `line` as one line of the body of a quoted here-document that
-    /// ends with `terminator` (`<<'TERM'`): the shell takes it literally.
-    ///
-    /// # Panics
-    /// If `line` holds a newline or is the terminator: it would end the
-    /// body early, so callers pass single lines that cannot be it.
-    pub fn heredoc_line(&mut self, line: &str, terminator: &'static str) {
-        assert!(
-            !line.contains('\n') && line != terminator,
-            "not a here-document line: {line:?}"
-        );
-        self.text.push_str(line);
-        self.text.push('\n');
+    /// Append a quoted here-document holding `body` (` <<'TERM'`, the body,
+    /// `TERM`), with a terminator that no line of `body` is: the command
+    /// before it reads `body` byte for byte on its standard input (plus a
+    /// final newline when `body` lacks one). Nothing else may follow on
+    /// this line.
+    #[must_use]
+    pub fn heredoc(mut self, body: &str) -> Self {
+        let term = (0u32..)
+            .map(|n| format!("PLUMB_EOF_{n}"))
+            .find(|t| !body.lines().any(|l| l == t))
+            .expect("a free terminator");
+        self.text.push_str(" <<'");
+        self.text.push_str(&term);
+        self.text.push_str("'\n");
+        self.text.push_str(body);
+        if !body.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(&term);
+        self
     }
 
     /// A user's own command line (a `command` resource's `run`, a `validate`
@@ -141,6 +148,15 @@ impl fmt::Display for Sh {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn a_heredoc_body_arrives_byte_for_byte_whatever_its_lines() {
+        let body = "PLUMB_EOF_0\n'$(touch /tmp/plumb-heredoc-canary)' `x` \\ $HOME\nPLUMB_EOF_1\nend";
+        let s = Sh::raw_start("cat").heredoc(body);
+        let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{body}\n"));
+        assert!(!std::path::Path::new("/tmp/plumb-heredoc-canary").exists());
+    }
 
     fn echo_back(v: &str) -> String {
         let s = Sh::raw_start("printf '%s'").arg(v);
