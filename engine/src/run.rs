@@ -166,7 +166,9 @@ impl HostRun<'_> {
         stdin: Option<&crate::module::Payload>,
     ) -> Result<Output, TransportError> {
         self.count.fetch_add(1, Ordering::SeqCst);
-        let script = Sh::raw_start("plumb_run=")
+        // LC_ALL inside the script as well: sudo's env_reset may drop the
+        // transport's; probes parse the messages of coreutils.
+        let script = Sh::raw_start("LC_ALL=C; export LC_ALL; plumb_run=")
             .val(&self.opts.run_id)
             .raw("\n")
             .then(script);
@@ -340,6 +342,9 @@ fn explain_failure_n(o: &Output, become_: &Become, what: &str, lines: usize) -> 
     let err = String::from_utf8_lossy(&o.stderr);
     if *become_ != Become::No && (err.contains("a password is required") || err.contains("a terminal is required")) {
         return "sudo asks for a password: `become` needs passwordless sudo (NOPASSWD) for this user, or connect as root".into();
+    }
+    if *become_ != Become::No && err.contains("must have a tty") {
+        return "sudo requires a terminal here (`Defaults requiretty`): `become` needs `Defaults:USER !requiretty` for this user, or connect as root".into();
     }
     let t = tail(&err, lines);
     if t.is_empty() {

@@ -234,16 +234,82 @@ impl Flags {
         }
     }
 
-    /// The flags spelled out in full, so a remount sets exactly them.
-    fn spelled(&self) -> Vec<&'static str> {
-        vec![
-            if self.ro { "ro" } else { "rw" },
-            if self.nosuid { "nosuid" } else { "suid" },
-            if self.nodev { "nodev" } else { "dev" },
-            if self.noexec { "noexec" } else { "exec" },
-            if self.sync { "sync" } else { "async" },
-            self.atime,
-        ]
+    /// The flags of the families `named`, spelled out so that a remount
+    /// sets exactly them (`atime` before `relatime`:
+    /// mount(8) keeps a current `noatime` across a remount otherwise).
+    fn spelled_only(&self, named: &Families) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut put = |on: bool, s: &'static str| {
+            if on {
+                out.push(s);
+            }
+        };
+        put(named.ro, if self.ro { "ro" } else { "rw" });
+        put(named.nosuid, if self.nosuid { "nosuid" } else { "suid" });
+        put(named.nodev, if self.nodev { "nodev" } else { "dev" });
+        put(named.noexec, if self.noexec { "noexec" } else { "exec" });
+        put(named.sync, if self.sync { "sync" } else { "async" });
+        put(named.atime && self.atime == "relatime", "atime");
+        put(named.atime, self.atime);
+        out
+    }
+
+    /// Whether the families `named` are the same in both.
+    fn same_as(&self, other: &Flags, named: &Families) -> bool {
+        (!named.ro || self.ro == other.ro)
+            && (!named.nosuid || self.nosuid == other.nosuid)
+            && (!named.nodev || self.nodev == other.nodev)
+            && (!named.noexec || self.noexec == other.noexec)
+            && (!named.sync || self.sync == other.sync)
+            && (!named.atime || self.atime == other.atime)
+    }
+}
+
+/// Which flag families a list of options sets. A bind mount takes the flags
+/// it does not set from the mount of its source, so only the named ones are
+/// compared and remounted.
+#[derive(Debug)]
+struct Families {
+    ro: bool,
+    nosuid: bool,
+    nodev: bool,
+    noexec: bool,
+    sync: bool,
+    atime: bool,
+}
+
+impl Families {
+    fn all() -> Self {
+        Families {
+            ro: true,
+            nosuid: true,
+            nodev: true,
+            noexec: true,
+            sync: true,
+            atime: true,
+        }
+    }
+
+    fn named(opts: &[String]) -> Self {
+        let any = |names: &[&str]| opts.iter().any(|o| names.contains(&o.as_str()));
+        let user = ["user", "users", "owner", "group"];
+        Families {
+            ro: any(&["ro", "rw"]),
+            nosuid: any(&["nosuid", "suid"]) || any(&user),
+            nodev: any(&["nodev", "dev"]) || any(&user),
+            noexec: any(&["noexec", "exec"]) || any(&user),
+            sync: any(&["sync", "async"]),
+            atime: any(&["noatime", "relatime", "strictatime"]),
+        }
+    }
+
+    /// The families that matter for `p`'s mount.
+    fn of(p: &Params) -> Self {
+        if p.is_bind() {
+            Self::named(&p.opts)
+        } else {
+            Self::all()
+        }
     }
 }
 
@@ -266,13 +332,53 @@ fn remount_options(opts: &[String]) -> String {
         "strictatime",
     ];
     let mut out: Vec<String> = vec!["remount".into()];
-    out.extend(Flags::wanted(opts).spelled().into_iter().map(str::to_string));
+    let families = if opts.iter().any(|o| o == "bind" || o == "rbind") {
+        Families::named(opts)
+    } else {
+        Families::all()
+    };
+    out.extend(
+        Flags::wanted(opts)
+            .spelled_only(&families)
+            .into_iter()
+            .map(str::to_string),
+    );
     out.extend(
         opts.iter()
             .filter(|o| !userspace_option(o) && !flags.contains(&o.as_str()))
             .cloned(),
     );
     out.join(",")
+}
+
+/// Whether the mount `live` (findmnt's JSON object for the path) shows the
+/// directory `src_real`: the same filesystem (MAJ:MIN) as the one holding it
+/// (`bindsrc`: findmnt's JSON for `-T src_real`), at the directory's path
+/// inside that filesystem (FSROOT).
+fn bind_is_ours(live: &serde_json::Value, bindsrc: &str, src_real: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(bindsrc) else {
+        return false;
+    };
+    let Some(holder) = v["filesystems"].as_array().and_then(|a| a.first()) else {
+        return false;
+    };
+    let get = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_string();
+    let (target, root) = (get(holder, "target"), get(holder, "fsroot"));
+    let rel = if src_real == target {
+        ""
+    } else if target == "/" {
+        src_real
+    } else {
+        match src_real.strip_prefix(target.as_str()) {
+            Some(r) if r.starts_with('/') => r,
+            _ => return false,
+        }
+    };
+    let mut want = format!("{}{rel}", root.trim_end_matches('/'));
+    if want.is_empty() {
+        want.push('/');
+    }
+    !src_real.is_empty() && get(live, "maj:min") == get(holder, "maj:min") && get(live, "fsroot") == want
 }
 
 impl Module for Mount {
@@ -433,6 +539,8 @@ impl Module for Mount {
         s.line(&Sh::raw_start("echo --"));
         s.line(&section_marker("findmnt"));
         s.line(&Sh::raw_start("printf '%s\\n' \"$live\""));
+        s.line(&section_marker("bindsrc"));
+        s.line(&Sh::raw_start("printf '%s\\n' \"$bindsrc\""));
         s.line(&section_marker("fstab"));
         s.line(&Sh::raw_start("if [ -f \"$fstab\" ]; then cat -- \"$fstab\"; fi"));
         s
@@ -450,11 +558,17 @@ impl Module for Mount {
                 serde_json::from_str(&findmnt).map_err(|e| format!("cannot read findmnt's output ({e})"))?;
             v["filesystems"].as_array().and_then(|a| a.last()).map(|m| {
                 let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                let ours = if p.is_bind() {
+                    let bindsrc = String::from_utf8_lossy(sec.get("bindsrc").map_or(&[][..], |v| v)).into_owned();
+                    bind_is_ours(m, &bindsrc, f.get("src.real").unwrap_or_default())
+                } else {
+                    f.get("live.ours") == Some("1")
+                };
                 LiveMount {
                     source: s("source"),
                     fstype: s("fstype"),
                     options: s("options"),
-                    ours: f.get("live.ours") == Some("1"),
+                    ours,
                 }
             })
         };
@@ -529,7 +643,7 @@ impl Module for Mount {
             MountState::Mounted => {
                 if let Some(l) = s.live.as_ref().filter(|l| l.ours) {
                     let options_changed = fstab_old.is_some_and(|(_, e, _)| !e.same_as(&want) && e.opts != want.opts);
-                    if Flags::live(&l.options) != Flags::wanted(&p.opts) || options_changed {
+                    if !Flags::live(&l.options).same_as(&Flags::wanted(&p.opts), &Families::of(p)) || options_changed {
                         c.push(
                             Change::new(
                                 "options",
@@ -660,9 +774,15 @@ impl Module for Mount {
                 stdin: None,
             }));
         } else if changes.has("mounted") {
+            // An `rbind` carries the mounts under its source: all go.
+            let umount = if p.opts.iter().any(|o| o == "rbind") {
+                Sh::raw_start("umount -R --")
+            } else {
+                Sh::raw_start("umount --")
+            };
             steps.push(Step::Run(Script {
                 label: format!("umount {}", p.path),
-                sh: Sh::raw_start("umount --").arg(&p.path),
+                sh: umount.arg(&p.path),
                 stdin: None,
             }));
         }
@@ -720,20 +840,13 @@ if [ -n "$dev" ] && [ -e "$dev" ]; then
   src_real=$dev
   if [ -b "$dev" ]; then mm=$(stat -L -c '%t %T' -- "$dev"); src_mm=$((0x${mm% *})):$((0x${mm#* })); fi
 fi
-# A bind mount's source is a directory: what the kernel shows at the path
-# is then the filesystem holding it (MAJ:MIN) and the directory's path
-# inside that filesystem (FSROOT).
-bind_mm=; bind_root=
+# A bind mount's source is a directory: the filesystem holding it and where
+# inside (compared with what is mounted at the path by the parser, which
+# reads findmnt's JSON properly).
+bindsrc=
 if [ "$bind" = 1 ] && [ -d "$src" ]; then
   src_real=$(cd -P -- "$src" && pwd -P)
-  sl=$(findmnt --json -o TARGET,FSROOT,MAJ:MIN -T "$src_real" 2>/dev/null)
-  if [ -n "$sl" ]; then
-    s_target=${sl##*\"target\": \"}; s_target=${s_target%%\"*}
-    s_root=${sl##*\"fsroot\": \"}; s_root=${s_root%%\"*}
-    bind_mm=${sl##*\"maj:min\": \"}; bind_mm=${bind_mm%%\"*}
-    if [ "$s_target" = / ]; then rel=$src_real; else rel=${src_real#"$s_target"}; fi
-    if [ "$s_root" = / ]; then bind_root=${rel:-/}; else bind_root=$s_root$rel; fi
-  fi
+  bindsrc=$(findmnt --json -o TARGET,FSROOT,MAJ:MIN -T "$src_real" 2>/dev/null)
 fi
 echo "src.real=$src_real"
 if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then echo path.kind=other
@@ -745,15 +858,13 @@ elif [ -d "$path" ]; then
   echo path.kind=dir; echo "path.entries=$n"
 else echo path.kind=none; fi
 live=$(findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN,FSROOT -M "$path" 2>/dev/null)
-vis_src=; vis_mm=; vis_root=
+vis_src=; vis_mm=
 if [ -n "$live" ]; then
   vis_src=${live##*\"source\": \"}; vis_src=${vis_src%%\"*}
   vis_mm=${live##*\"maj:min\": \"}; vis_mm=${vis_mm%%\"*}
-  vis_root=${live##*\"fsroot\": \"}; vis_root=${vis_root%%\"*}
 fi
 ours=0
-if [ "$bind" = 1 ]; then
-  if [ -n "$vis_src" ] && [ -n "$bind_mm" ] && [ "$vis_mm" = "$bind_mm" ] && [ "$vis_root" = "$bind_root" ]; then ours=1; fi
+if [ "$bind" = 1 ]; then :
 elif [ -n "$vis_src" ]; then
   if [ "$vis_src" = "$src" ] || { [ -n "$src_mm" ] && [ "$vis_mm" = "$src_mm" ]; }; then ours=1
   elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
@@ -780,6 +891,74 @@ mod tests {
         // The kernel's default atime is relatime.
         assert_eq!(Flags::wanted(&opts(&["defaults"])), Flags::live("rw,relatime"));
         assert_ne!(Flags::wanted(&opts(&["defaults"])), Flags::live("ro,relatime"));
+    }
+
+    #[test]
+    fn a_bind_mount_is_ours_when_it_shows_the_source_directory() {
+        let live = |mm: &str, root: &str| serde_json::json!({"maj:min": mm, "fsroot": root});
+        let holder = |target: &str, root: &str, mm: &str| {
+            serde_json::json!({"filesystems": [{"target": target, "fsroot": root, "maj:min": mm}]}).to_string()
+        };
+        // On the root filesystem, on another mount, the mount point itself.
+        assert!(bind_is_ours(&live("8:1", "/srv/a"), &holder("/", "/", "8:1"), "/srv/a"));
+        assert!(bind_is_ours(
+            &live("7:0", "/docker"),
+            &holder("/data", "/", "7:0"),
+            "/data/docker"
+        ));
+        assert!(bind_is_ours(&live("7:0", "/"), &holder("/data", "/", "7:0"), "/data"));
+        // A nested bind, a btrfs subvolume, and the subvolume root itself.
+        assert!(bind_is_ours(
+            &live("7:0", "/real/x"),
+            &holder("/b", "/real", "7:0"),
+            "/b/x"
+        ));
+        assert!(bind_is_ours(&live("0:40", "/@"), &holder("/", "/@", "0:40"), "/"));
+        assert!(bind_is_ours(
+            &live("0:40", "/@/srv"),
+            &holder("/", "/@", "0:40"),
+            "/srv"
+        ));
+        // Quotes and backslashes, as findmnt escapes them in JSON.
+        assert!(bind_is_ours(
+            &live("7:0", "/q\"d\\b"),
+            &holder("/m\"x", "/", "7:0"),
+            "/m\"x/q\"d\\b"
+        ));
+        // Another directory, another filesystem, a prefix that is no parent.
+        assert!(!bind_is_ours(
+            &live("7:0", "/other"),
+            &holder("/data", "/", "7:0"),
+            "/data/docker"
+        ));
+        assert!(!bind_is_ours(
+            &live("7:1", "/docker"),
+            &holder("/data", "/", "7:0"),
+            "/data/docker"
+        ));
+        assert!(!bind_is_ours(
+            &live("7:0", "/x"),
+            &holder("/data", "/", "7:0"),
+            "/datax"
+        ));
+        assert!(!bind_is_ours(&live("7:0", "/"), "", "/data"));
+    }
+
+    #[test]
+    fn a_bind_mount_compares_and_remounts_only_the_flags_it_names() {
+        // Its source is mounted nosuid,nodev,noatime: a plain bind inherits that.
+        let bind = opts(&["bind"]);
+        let inherited = Flags::live("rw,nosuid,nodev,noatime");
+        assert!(inherited.same_as(&Flags::wanted(&bind), &Families::named(&bind)));
+        let ro = opts(&["bind", "ro"]);
+        assert!(!inherited.same_as(&Flags::wanted(&ro), &Families::named(&ro)));
+        assert_eq!(remount_options(&ro), "remount,ro,bind");
+        // Back to relatime from noatime needs `atime` first.
+        assert_eq!(
+            remount_options(&opts(&["bind", "relatime"])),
+            "remount,atime,relatime,bind"
+        );
+        assert!(remount_options(&opts(&["defaults"])).ends_with(",async,atime,relatime"));
     }
 
     #[test]
