@@ -335,6 +335,10 @@ impl PathBatch {
                 s.line(&read(p, *limit));
             }
         }
+        // Leave nothing behind for the probes that follow in the same shell.
+        s.line(&Sh::raw_start(
+            "set --; unset plumb_nl plumb_sums plumb_check plumb_e plumb_s plumb_l plumb_p",
+        ));
         s.line(&mark("end"));
         s
     }
