@@ -5,6 +5,11 @@
 //!
 //! Probes are *data* (shell text and a parser), not code that talks to a host:
 //! that is what lets the engine check a whole host in one remote execution.
+//! What file-like modules need of their paths (type, metadata, sha256, old
+//! content) they declare in [`Module::inspect`] instead of probing it: the
+//! engine observes every such path of a host with a constant number of
+//! processes ([`crate::paths`]), where a `stat` and a `sha256sum` per
+//! resource would grow with the plan.
 
 use std::any::Any;
 use std::cell::RefCell;
