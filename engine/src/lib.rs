@@ -1,6 +1,6 @@
 //! plumb's engine: plans and inventories loaded with their locations
 //! ([`plan`], [`inventory`], [`yaml`]), templating ([`template`]), the
-//! dependency graph ([`graph`]), the module contract ([`module`]), transports
+//! dependency graph ([`compile`]), the module contract ([`module`]), transports
 //! ([`transport`]), the executor ([`run`]) and the renderers ([`report`]).
 //!
 //! The engine knows no particular module: modules implement [`module::Module`]

@@ -3,7 +3,7 @@
 //! review says which of them differs. A different filesystem mounted at the
 //! path is reported, never silently mounted over; mounting over a directory
 //! that holds data is refused unless `migrate:` moves the data across
-//! (see [`crate::migrate`]). fstab is rewritten atomically with a backup,
+//! (see `migrate.rs`). fstab is rewritten atomically with a backup,
 //! and only its line for this mount point changes.
 
 use plumb_engine::module::{
