@@ -159,6 +159,73 @@ fn a_bind_mount_cannot_migrate_and_needs_an_absolute_source() {
     assert!(out.stderr.contains("absolute"), "{}", out.stderr);
 }
 
+/// An included file carries the defaults of its resources; the plan's own
+/// `vars:` and `--var` override them; two includes disagreeing is an error
+/// that points at both.
+#[test]
+fn included_files_carry_variable_defaults_under_the_plans_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("out");
+    let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    w(
+        "part.yaml",
+        "vars:\n  greeting: from-part\n  who: part\nresources:\n  - id: f\n    file: {path: \"{{ root }}/f\", content: \"{{ greeting }} {{ who }}\\n\"}\n",
+    );
+    w(
+        "plan.yaml",
+        "vars:\n  who: plan\ninclude: [part.yaml]\nresources:\n  - id: d\n    directory: {path: \"{{ root }}\"}\n",
+    );
+    let plan = dir.path().join("plan.yaml");
+    let root_var = format!("root={}", root.display());
+    let a = Plumb::new()
+        .args(["apply", plan.to_str().unwrap(), "--yes", "--var", &root_var])
+        .run();
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "from-part plan\n");
+    let a = Plumb::new()
+        .args([
+            "apply",
+            plan.to_str().unwrap(),
+            "--yes",
+            "--var",
+            &root_var,
+            "--var",
+            "greeting=cli",
+        ])
+        .run();
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "cli plan\n");
+    w("other.yaml", "vars:\n  greeting: from-other\nresources: []\n");
+    w(
+        "two.yaml",
+        "include: [part.yaml, other.yaml]\nresources:\n  - id: d\n    directory: {path: /tmp}\n",
+    );
+    let v = Plumb::new()
+        .args(["validate", dir.path().join("two.yaml").to_str().unwrap()])
+        .run();
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    assert!(
+        v.stderr.contains("variable `greeting` has another default"),
+        "{}",
+        v.stderr
+    );
+    assert!(
+        v.stderr.contains("other.yaml:2:3") && v.stderr.contains("part.yaml"),
+        "{}",
+        v.stderr
+    );
+    w("typo.yaml", "varz: {}\nresources: []\n");
+    w(
+        "three.yaml",
+        "include: [typo.yaml]\nresources:\n  - id: d\n    directory: {path: /tmp}\n",
+    );
+    let v = Plumb::new()
+        .args(["validate", dir.path().join("three.yaml").to_str().unwrap()])
+        .run();
+    assert_eq!(v.code, 1);
+    assert!(v.stderr.contains("did you mean `vars`?"), "{}", v.stderr);
+}
+
 #[test]
 fn doc_lists_every_module_and_refuses_unknown_ones() {
     let out = Plumb::new().arg("doc").run();

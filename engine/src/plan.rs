@@ -151,6 +151,9 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
         return (None, vec![d]);
     };
     let mut has_resources = false;
+    // Defaults from included files (with where each was set), under the
+    // plan's own `vars:`.
+    let mut included_vars: BTreeMap<String, (serde_json::Value, Span)> = BTreeMap::new();
     for e in entries {
         match e.key.as_str() {
             "plan" => match e.value.as_str() {
@@ -181,8 +184,11 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
                             sources,
                             &dir,
                             &f,
-                            &mut plan.resources,
-                            &mut plan.broken,
+                            Included {
+                                resources: &mut plan.resources,
+                                vars: &mut included_vars,
+                                broken: &mut plan.broken,
+                            },
                             registry,
                             &mut diags,
                         );
@@ -217,6 +223,9 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
             ),
         }
     }
+    for (k, (v, _)) in included_vars {
+        plan.vars.entry(k).or_insert(v);
+    }
     if !has_resources && plan.resources.is_empty() && diags.is_empty() {
         diags.push(
             Diag::new(
@@ -232,12 +241,18 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
     (Some(plan), diags)
 }
 
+/// Where an included file's content goes.
+struct Included<'a> {
+    resources: &'a mut Vec<RawResource>,
+    vars: &'a mut BTreeMap<String, (serde_json::Value, Span)>,
+    broken: &'a mut Vec<String>,
+}
+
 fn load_include(
     sources: &Sources,
     dir: &Path,
     file: &Located,
-    out: &mut Vec<RawResource>,
-    broken: &mut Vec<String>,
+    into: Included<'_>,
     registry: &Registry,
     diags: &mut Vec<Diag>,
 ) {
@@ -265,16 +280,21 @@ fn load_include(
         Value::Seq(_) => &root,
         Value::Map(m) => {
             for e in m {
-                if e.key != "resources" {
-                    diags.push(
+                match e.key.as_str() {
+                    "resources" => {}
+                    "vars" => include_vars(sources, &e.value, into.vars, diags),
+                    other => diags.push(
                         Diag::new(
                             "plumb::plan::unknown_key",
-                            format!("unknown key `{}` in an included file", e.key),
+                            format!("unknown key `{other}` in an included file"),
                             e.key_span,
                             "",
                         )
-                        .with_help("an included file holds `resources:` only"),
-                    );
+                        .with_help(
+                            did_you_mean(other, ["resources", "vars"])
+                                .unwrap_or_else(|| "an included file holds `vars:` and `resources:`".into()),
+                        ),
+                    ),
                 }
             }
             match root.get("resources") {
@@ -287,7 +307,50 @@ fn load_include(
             return;
         }
     };
-    out.extend(parse_resources(list, registry, broken, diags));
+    into.resources
+        .extend(parse_resources(list, registry, into.broken, diags));
+}
+
+/// An included file's `vars:`: defaults under the plan's own. Two included
+/// files that give one variable different values are an error (which one
+/// was meant cannot be told).
+fn include_vars(
+    sources: &Sources,
+    node: &Node,
+    vars: &mut BTreeMap<String, (serde_json::Value, Span)>,
+    diags: &mut Vec<Diag>,
+) {
+    match &node.value {
+        Value::Map(m) => {
+            for v in m {
+                let value = v.value.to_json();
+                match vars.get(&v.key) {
+                    Some((old, _)) if *old == value => {}
+                    Some((_, first)) => {
+                        let f = sources.get(first.source);
+                        let (line, col) = crate::source::line_col(&f.text, first.offset);
+                        diags.push(
+                            Diag::new(
+                                "plumb::plan::include_vars",
+                                format!(
+                                    "variable `{}` has another default in an earlier included file ({}:{line}:{col})",
+                                    v.key, f.name
+                                ),
+                                v.key_span,
+                                "a second default",
+                            )
+                            .with_help("set it once, or in the plan's own `vars:` (which override included defaults)"),
+                        );
+                    }
+                    None => {
+                        vars.insert(v.key.clone(), (value, v.key_span));
+                    }
+                }
+            }
+        }
+        Value::Null => {}
+        _ => diags.push(wrong_type(node, "a mapping of variables")),
+    }
 }
 
 fn wrong_type(node: &Node, expected: &str) -> Diag {
