@@ -314,6 +314,15 @@ fn become_works_with_passwordless_sudo_and_says_so_without() {
     assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
     assert_eq!(d.summary("pending"), 1500, "{}", d.stdout);
     assert_eq!(d.json()["hosts"][0]["remote_executions"], 1, "{}", d.stdout);
+    // A sudo that wants a terminal (`Defaults requiretty`) says so.
+    let out = lab.ssh(
+        &lab.nodes[0],
+        "echo 'Defaults:deploy requiretty' > /etc/sudoers.d/zz-tty && chmod 440 /etc/sudoers.d/zz-tty",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let d = plumb(&lab, "diff", &plan, &deploy, &[]);
+    assert_eq!(d.code, 1, "{}", d.stdout);
+    assert!(d.stdout.contains("sudo requires a terminal here"), "{}", d.stdout);
 }
 
 #[test]
