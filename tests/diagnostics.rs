@@ -44,6 +44,7 @@ diagnostic!(two_modules);
 diagnostic!(unknown_param);
 diagnostic!(wrong_type);
 diagnostic!(bad_mode);
+diagnostic!(bad_values_of_one_resource);
 diagnostic!(relative_path);
 diagnostic!(duplicate_id);
 diagnostic!(unknown_id);
@@ -52,6 +53,20 @@ diagnostic!(undefined_var);
 diagnostic!(unknown_host);
 diagnostic!(many_errors);
 diagnostic!(unknown_inventory_group, "inv/");
+
+/// serde stops at a struct's first bad field; every bad value of one
+/// resource is reported anyway, each at its line.
+#[test]
+fn every_bad_value_of_one_resource_is_reported() {
+    let rendered = validate("bad_values_of_one_resource");
+    for at in [":7:13", ":8:15", ":9:14"] {
+        assert!(rendered.contains(at), "missing {at}:\n{rendered}");
+    }
+    assert!(
+        rendered.contains("3 errors") || rendered.matches("plumb::plan::").count() == 3,
+        "{rendered}"
+    );
+}
 
 #[test]
 fn every_error_of_a_file_is_reported_together() {

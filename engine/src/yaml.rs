@@ -421,19 +421,48 @@ fn flow_len(text: &str) -> Option<usize> {
 /// Every unknown key (with did-you-mean) and the first type error, each as a
 /// diagnostic at its place.
 pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Vec<Diag>> {
-    let extra = RefCell::new(Vec::new());
-    let result = T::deserialize(NodeDe {
-        node,
-        anchor,
-        extra: &extra,
-    });
-    let mut diags = extra.into_inner();
-    match result {
-        Ok(v) if diags.is_empty() => Ok(v),
-        Ok(_) => Err(diags),
-        Err(e) => {
+    // serde stops at a struct's first bad field. To report every bad
+    // parameter of a mapping at once, the entry that holds the error is
+    // left out and the rest is read again, until it reads or an error
+    // cannot be pinned to one entry.
+    let mut current: Option<Node> = None;
+    let mut diags = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    loop {
+        let extra = RefCell::new(Vec::new());
+        let result = T::deserialize(NodeDe {
+            node: current.as_ref().unwrap_or(node),
+            anchor,
+            extra: &extra,
+        });
+        // Unknown keys and the like: the first reading finds them all.
+        if current.is_none() {
+            diags.extend(extra.into_inner());
+        }
+        let e = match result {
+            Ok(v) if diags.is_empty() => return Ok(v),
+            Ok(_) => return Err(diags),
+            Err(e) => e,
+        };
+        let missing_because_left_out = e.code == "plumb::plan::missing_param"
+            && left_out.iter().any(|k| e.message == format!("missing parameter `{k}`"));
+        let at = e.span;
+        if !missing_because_left_out {
             diags.push(e.into_diag(anchor));
-            Err(diags)
+        }
+        let next = current.get_or_insert_with(|| node.clone());
+        let (Some(at), Value::Map(entries)) = (at, &mut next.value) else {
+            return Err(diags);
+        };
+        let inside = |outer: Span| {
+            at.source == outer.source && at.offset >= outer.offset && at.offset + at.len <= outer.offset + outer.len
+        };
+        match entries
+            .iter()
+            .position(|en| inside(en.value.span) || inside(en.key_span))
+        {
+            Some(i) => left_out.push(entries.remove(i).key),
+            None => return Err(diags),
         }
     }
 }
