@@ -41,21 +41,13 @@ impl Host {
 
     /// `plumb CMD plan.yaml` against the node, JSON output.
     fn plumb(&self, cmd: &str, vars: &[&str]) -> Outcome {
-        let mut p = Plumb::new()
-            .arg(cmd)
-            .arg(self.dir.path().join("plan.yaml"))
-            .arg("-i")
-            .arg(self.dir.path().join("inventory.yaml"))
-            .arg("--ssh-config")
-            .arg(self.lab.ssh_config())
-            .args(["--format", "json"]);
-        if cmd == "apply" {
-            p = p.arg("--yes");
-        }
-        for v in vars {
-            p = p.args(["--var", v]);
-        }
-        p.run()
+        let (plan, inv) = (
+            self.dir.path().join("plan.yaml"),
+            self.dir.path().join("inventory.yaml"),
+        );
+        Plumb::over_ssh(cmd, &plan, &inv, &self.lab.ssh_config(), "json")
+            .vars(vars)
+            .run()
     }
 
     /// A command on the node; panics if it fails.

@@ -24,18 +24,9 @@ macro_rules! need_lab {
 }
 
 fn plumb(lab: &Lab, cmd: &str, plan: &Path, inv: &Path, extra: &[&str]) -> Outcome {
-    let mut p = Plumb::new()
-        .arg(cmd)
-        .arg(plan)
-        .arg("-i")
-        .arg(inv)
-        .arg("--ssh-config")
-        .arg(lab.ssh_config())
-        .args(["--format", "json"]);
-    if cmd == "apply" {
-        p = p.arg("--yes");
-    }
-    p.args(extra).run()
+    Plumb::over_ssh(cmd, plan, inv, &lab.ssh_config(), "json")
+        .args(extra)
+        .run()
 }
 
 fn host<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

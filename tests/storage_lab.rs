@@ -39,21 +39,13 @@ impl Node {
     }
 
     fn plumb(&self, cmd: &str, vars: &[String]) -> Outcome {
-        let mut p = Plumb::new()
-            .arg(cmd)
-            .arg(self.dir.path().join("plan.yaml"))
-            .arg("-i")
-            .arg(self.dir.path().join("inventory.yaml"))
-            .arg("--ssh-config")
-            .arg(self.lab.ssh_config())
-            .args(["--format", "json"]);
-        if cmd == "apply" {
-            p = p.arg("--yes");
-        }
-        for v in vars {
-            p = p.arg("--var").arg(v);
-        }
-        p.run()
+        let (plan, inv) = (
+            self.dir.path().join("plan.yaml"),
+            self.dir.path().join("inventory.yaml"),
+        );
+        Plumb::over_ssh(cmd, &plan, &inv, &self.lab.ssh_config(), "json")
+            .vars(vars)
+            .run()
     }
 
     fn sh(&self, cmd: &str) -> String {

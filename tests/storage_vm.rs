@@ -71,20 +71,7 @@ impl VmRig {
     }
 
     fn run_format(&self, cmd: &str, plan: &std::path::Path, vars: &[&str], format: &str) -> Outcome {
-        let mut p = Plumb::new()
-            .arg(cmd)
-            .arg(plan)
-            .arg("-i")
-            .arg(self.inventory())
-            .arg("--ssh-config")
-            .arg(self.vm.ssh_config())
-            .args(["--format", format]);
-        for v in vars {
-            p = p.arg("--var").arg(v);
-        }
-        if cmd == "apply" {
-            p = p.arg("--yes");
-        }
+        let p = Plumb::over_ssh(cmd, plan, &self.inventory(), &self.vm.ssh_config(), format).vars(vars);
         let t = Instant::now();
         let out = p.run();
         eprintln!("plumb {cmd}: {:.1?} (exit {})", t.elapsed(), out.code);
@@ -481,22 +468,10 @@ fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
     ];
     let secret = "harbor-s3cret-pw";
     let run = |cmd: &str, format: &str| {
-        let mut p = Plumb::new()
-            .arg(cmd)
-            .arg(&plan)
-            .arg("-i")
-            .arg(rig.inventory())
-            .arg("--ssh-config")
-            .arg(rig.vm.ssh_config())
-            .args(["--format", format])
-            .env("HARBOR_PASSWORD", secret);
-        for v in vars {
-            p = p.arg("--var").arg(v);
-        }
-        if cmd == "apply" {
-            p = p.arg("--yes");
-        }
-        p.run()
+        Plumb::over_ssh(cmd, &plan, &rig.inventory(), &rig.vm.ssh_config(), format)
+            .vars(&vars)
+            .env("HARBOR_PASSWORD", secret)
+            .run()
     };
     let review = run("diff", "markdown");
     expect(&review, 2, "a fresh VM: changes pending");

@@ -75,6 +75,32 @@ impl Plumb {
         self
     }
 
+    /// `plumb CMD PLAN -i INVENTORY --ssh-config CONFIG --format FORMAT`,
+    /// with `--yes` for `apply`: a run against lab or VM hosts.
+    pub fn over_ssh(cmd: &str, plan: &Path, inventory: &Path, ssh_config: &Path, format: &str) -> Self {
+        let p = Self::new()
+            .arg(cmd)
+            .arg(plan)
+            .arg("-i")
+            .arg(inventory)
+            .arg("--ssh-config")
+            .arg(ssh_config)
+            .args(["--format", format]);
+        if cmd == "apply" {
+            p.arg("--yes")
+        } else {
+            p
+        }
+    }
+
+    /// `--var V` for each of `vars`.
+    pub fn vars<S: AsRef<std::ffi::OsStr>>(mut self, vars: &[S]) -> Self {
+        for v in vars {
+            self.cmd.arg("--var").arg(v);
+        }
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.cmd.env(k, v);
         self
