@@ -8,18 +8,8 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Outcome, Scratch};
+use common::{resource, Outcome, Scratch};
 use serde_json::{json, Value};
-
-fn resource(o: &Outcome, id: &str) -> Value {
-    o.json()["hosts"][0]["resources"]
-        .as_array()
-        .expect("resources")
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no resource `{id}`:\n{}", o.stdout))
-}
 
 fn fields(r: &Value) -> Vec<String> {
     r["changes"]

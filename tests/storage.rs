@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Outcome;
+use common::{expect, resource, Outcome};
 use storage::{has, manifest, sh, tricky_tree_script, LoopDev, MountNs};
 
 /// A test's machine: a temp folder, a mount namespace, and the fstab file.
@@ -134,23 +134,8 @@ impl Rig {
     }
 }
 
-fn resource(o: &Outcome, id: &str) -> serde_json::Value {
-    let j = o.json();
-    j["hosts"][0]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no `{id}` in {}", o.stdout))
-}
-
 fn changes(o: &Outcome, id: &str) -> String {
     resource(o, id)["changes"].to_string()
-}
-
-fn expect(o: &Outcome, code: i32, what: &str) {
-    assert_eq!(o.code, code, "{what}\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
 }
 
 fn mount_plan(state: &str, opts: &str) -> String {

@@ -16,7 +16,7 @@ mod storage;
 
 use std::path::{Path, PathBuf};
 
-use common::{Outcome, Plumb};
+use common::{expect, resource, Outcome, Plumb};
 use lab::Lab;
 use storage::{manifest, tricky_tree_script, LoopDev};
 
@@ -75,20 +75,6 @@ impl Node {
         let init = children.split_whitespace().next().expect("the node's PID 1");
         PathBuf::from(format!("/proc/{init}/root")).join(path.trim_start_matches('/'))
     }
-}
-
-fn resource(o: &Outcome, id: &str) -> serde_json::Value {
-    o.json()["hosts"][0]["resources"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{}\n{}", o.stdout, o.stderr))
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no `{id}` in {}", o.stdout))
-}
-
-fn expect(o: &Outcome, code: i32, what: &str) {
-    assert_eq!(o.code, code, "{what}\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
 }
 
 /// A real unit that appends to a log in the data folder, and records its

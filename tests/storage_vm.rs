@@ -17,7 +17,7 @@ mod vm;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{Outcome, Plumb};
+use common::{expect, resource, Outcome, Plumb};
 use vm::Vm;
 
 /// The VM tier is slow (a VM boot per test, in TCG): it runs on its own,
@@ -99,20 +99,6 @@ impl VmRig {
             .parse()
             .unwrap()
     }
-}
-
-fn resource(o: &Outcome, id: &str) -> serde_json::Value {
-    o.json()["hosts"][0]["resources"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no resources:\n{}\n{}", o.stdout, o.stderr))
-        .iter()
-        .find(|r| r["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no `{id}` in {}", o.stdout))
-}
-
-fn expect(o: &Outcome, code: i32, what: &str) {
-    assert_eq!(o.code, code, "{what}\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
 }
 
 const GIB: u64 = 1 << 30;

@@ -47,6 +47,22 @@ impl Outcome {
 }
 
 /// `plumb` with arguments, run from the repository root.
+/// The JSON report's resource `id` on its first host.
+pub fn resource(o: &Outcome, id: &str) -> serde_json::Value {
+    o.json()["hosts"][0]["resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resources:\n{}\n{}", o.stdout, o.stderr))
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no `{id}` in {}", o.stdout))
+}
+
+/// Assert the exit code, showing both outputs when it is another.
+pub fn expect(o: &Outcome, code: i32, what: &str) {
+    assert_eq!(o.code, code, "{what}\nstdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+}
+
 pub struct Plumb {
     cmd: Command,
 }
