@@ -110,8 +110,13 @@ impl Params {
 
     /// A bind mount: `src` is a directory shown again at `path`.
     fn is_bind(&self) -> bool {
-        self.opts.iter().any(|o| o == "bind" || o == "rbind")
+        is_bind(&self.opts)
     }
+}
+
+/// Whether mount options make a bind mount.
+fn is_bind(opts: &[String]) -> bool {
+    opts.iter().any(|o| o == "bind" || o == "rbind")
 }
 
 /// The mount at the path, as findmnt shows it (the top one if several are stacked).
@@ -303,10 +308,10 @@ impl Families {
         }
     }
 
-    /// The families that matter for `p`'s mount.
-    fn of(p: &Params) -> Self {
-        if p.is_bind() {
-            Self::named(&p.opts)
+    /// The families that matter for a mount with `opts`.
+    fn of(opts: &[String]) -> Self {
+        if is_bind(opts) {
+            Self::named(opts)
         } else {
             Self::all()
         }
@@ -332,14 +337,9 @@ fn remount_options(opts: &[String]) -> String {
         "strictatime",
     ];
     let mut out: Vec<String> = vec!["remount".into()];
-    let families = if opts.iter().any(|o| o == "bind" || o == "rbind") {
-        Families::named(opts)
-    } else {
-        Families::all()
-    };
     out.extend(
         Flags::wanted(opts)
-            .spelled_only(&families)
+            .spelled_only(&Families::of(opts))
             .into_iter()
             .map(str::to_string),
     );
@@ -643,7 +643,9 @@ impl Module for Mount {
             MountState::Mounted => {
                 if let Some(l) = s.live.as_ref().filter(|l| l.ours) {
                     let options_changed = fstab_old.is_some_and(|(_, e, _)| !e.same_as(&want) && e.opts != want.opts);
-                    if !Flags::live(&l.options).same_as(&Flags::wanted(&p.opts), &Families::of(p)) || options_changed {
+                    if !Flags::live(&l.options).same_as(&Flags::wanted(&p.opts), &Families::of(&p.opts))
+                        || options_changed
+                    {
                         c.push(
                             Change::new(
                                 "options",
