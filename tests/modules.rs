@@ -68,6 +68,18 @@ resources:
     assert!(notes.contains("backup of the old file"), "{notes}");
 }
 
+/// YAML 1.1 reads an unquoted `0640` as a number; where a string is
+/// expected plumb takes it as written, as the guide says.
+#[test]
+fn an_unquoted_mode_means_what_it_looks_like() {
+    let s = Scratch::new();
+    s.plan("resources:\n  - id: root\n    directory: {path: \"{{ root }}\"}\n  - id: f\n    file: {path: \"{{ root }}/f\", content: \"x\", mode: 0640}\n");
+    let a = s.run("apply", &[]);
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    let mode = fs::metadata(s.root().join("f")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+}
+
 #[test]
 fn file_metadata_drift_is_detected_and_fixed() {
     let s = Scratch::new();

@@ -567,13 +567,9 @@ impl<'a> NodeDe<'a> {
         }
     }
 
+    /// A scalar where a string is expected: as written (`0644`, `on`).
     fn scalar_string(&self) -> Option<String> {
-        match &self.node.value {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
+        self.node.scalar_text()
     }
 
     fn unexpected(&self) -> de::Unexpected<'a> {
