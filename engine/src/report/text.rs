@@ -72,11 +72,10 @@ pub fn render(r: &RunReport, o: TextOptions) -> String {
     parts.push(format!("{} ok", s.ok));
     parts.push(format!("{} failed", s.failed));
     parts.push(format!("{} skipped", s.skipped));
-    let hosts = if s.hosts_failed > 0 {
-        format!("{} hosts, {} failed", s.hosts, s.hosts_failed)
-    } else {
-        format!("{} host{}", s.hosts, if s.hosts == 1 { "" } else { "s" })
-    };
+    let mut hosts = format!("{} host{}", s.hosts, if s.hosts == 1 { "" } else { "s" });
+    if s.hosts_failed > 0 {
+        let _ = write!(hosts, ", {} failed", s.hosts_failed);
+    }
     let _ = writeln!(out, "\n{} {hosts}: {}", p.bold("summary:"), parts.join(", "));
     if s.interrupted {
         let _ = writeln!(out, "{}", p.red("interrupted: no new step was started after Ctrl-C"));
