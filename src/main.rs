@@ -403,6 +403,20 @@ fn parse_vars(vars: &[String]) -> Result<Vars, String> {
             serde_saphyr::from_str::<serde_json::Value>(val)
                 .unwrap_or_else(|_| serde_json::Value::String(val.to_string()))
         };
+        // `--var workers=04` is the integer 4, and writes `04` where a
+        // template interpolates it.
+        let parsed = match plumb_engine::yaml::integer_text(val.trim()) {
+            Some(i) if parsed.is_f64() => serde_json::Value::from(i),
+            _ => parsed,
+        };
+        let parsed = match &parsed {
+            serde_json::Value::Bool(_) | serde_json::Value::Number(_)
+                if val.trim() != plumb_engine::template::canonical_text(&parsed) =>
+            {
+                plumb_engine::template::written(parsed, val.trim())
+            }
+            _ => parsed,
+        };
         out.insert(k.trim().to_string(), parsed);
     }
     Ok(out)

@@ -128,3 +128,50 @@ fn a_usage_error_exits_1_never_2() {
     let out = Plumb::new().args(["--help"]).run();
     assert_eq!(out.code, 0);
 }
+
+/// What the user wrote is what lands in the file: numbers and booleans from
+/// the plan, the inventory and `--var` keep their spelling where a template
+/// interpolates them, computed values never read like Python, and `when`
+/// still compares the typed value.
+#[test]
+fn a_number_renders_as_written() {
+    let s = Scratch::new();
+    s.write(
+        "inventory.yaml",
+        "hosts:\n  here:\n    connection: local\n    vars: {mode_h: 0750, ratio: 1.50}\n",
+    );
+    s.plan(
+        r#"
+vars: {m: 0640, w: 04, flag: yes, ver: 1.10, big: 1e3}
+resources:
+  - id: root
+    directory: {path: "{{ root }}"}
+  - id: out
+    file:
+      path: "{{ root }}/out"
+      content: "umask {{ m }} workers {{ w }} flag {{ flag }} ver {{ ver }} big {{ big }} h {{ mode_h }} r {{ ratio }} cli {{ workers }} sum {{ w + 1 }} {{ w > 3 }}\n"
+  - id: lone
+    file: {path: "{{ root }}/lone", content: "{{ big }}\n"}
+  - id: only-when-many
+    file: {path: "{{ root }}/many", content: "many\n"}
+    when: "w > 3 and workers > 3"
+"#,
+    );
+    let a = Plumb::new()
+        .arg("apply")
+        .arg(s.path().join("plan.yaml"))
+        .args(["--yes", "--var", "workers=05", "--var"])
+        .arg(format!("root={}", s.root().display()))
+        .run();
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("out")).unwrap(),
+        "umask 0640 workers 04 flag yes ver 1.10 big 1e3 h 0750 r 1.50 cli 05 sum 5 true\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("lone")).unwrap(),
+        "1e3\n",
+        "one expression and a newline is text, newline kept"
+    );
+    assert!(s.root().join("many").is_file(), "`when` compared 04 and 05 as numbers");
+}

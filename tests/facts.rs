@@ -44,13 +44,25 @@ resources:
 }
 
 #[test]
-fn a_missing_fact_is_a_host_error_that_names_the_template() {
+fn a_misspelt_fact_is_refused_at_load_time_and_a_missing_one_is_a_host_error() {
     let s = Scratch::new();
-    s.plan("resources:\n  - id: d\n    directory: {path: \"{{ root }}/{{ facts.no_such_fact }}\"}\n");
+    s.plan("resources:\n  - id: d\n    directory: {path: \"{{ root }}/{{ facts.mount }}\"}\n");
+    let d = s.run("diff", &[]);
+    assert_eq!(d.code, 1);
+    assert!(
+        d.stderr.contains("unknown fact `facts.mount`") && d.stderr.contains("did you mean `mounts`?"),
+        "{}",
+        d.stderr
+    );
+    assert!(d.stderr.contains("plan.yaml:3:"), "located: {}", d.stderr);
+    // A known fact without the key asked for is known only on the host.
+    s.plan(
+        "resources:\n  - id: d\n    directory: {path: \"{{ root }}/{{ facts.mounts['/no/such/mount'].device }}\"}\n",
+    );
     let d = s.run("diff", &[]);
     assert_eq!(d.code, 1);
     let err = d.json()["hosts"][0]["error"].as_str().unwrap().to_string();
-    assert!(err.contains("no_such_fact") || err.contains("undefined"), "{err}");
+    assert!(err.contains("undefined") || err.contains("no/such/mount"), "{err}");
 }
 
 #[test]

@@ -356,3 +356,65 @@ fn a_large_upload_is_verified_and_a_corrupted_one_is_refused() {
         "old file untouched, temp removed"
     );
 }
+
+/// The shipped TwisterLab registry part, applied for real to a lab host:
+/// every file it writes holds the rendered registry name (in keys too), and
+/// no template syntax survives in any of them.
+#[test]
+fn the_shipped_registry_plan_writes_no_template_syntax() {
+    if !Lab::available() {
+        return;
+    }
+    let lab = Lab::up(1);
+    let work = tempfile::tempdir().unwrap();
+    let twisterlab = common::repo().join("plans/twisterlab");
+    // The part as shipped, included by a plan beside its `files/`, as
+    // phase1.yaml includes it; no systemd on a tier-1 node.
+    let plan = work.path().join("registry.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "plan: registry-only\ninclude: [{}]\nvars: {{manage_services: false}}\n",
+            twisterlab.join("parts/registry.yaml").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(work.path().join("files")).unwrap();
+    std::fs::copy(
+        twisterlab.join("files/harbor-ca.crt"),
+        work.path().join("files/harbor-ca.crt"),
+    )
+    .unwrap();
+    let inv = lab.inventory(work.path(), "");
+    let a = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json")
+        .env("HARBOR_PASSWORD", "s3cret-for-test")
+        .run();
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    let node = &lab.nodes[0];
+    let written = [
+        "/etc/docker/daemon.json",
+        "/etc/rancher/k3s/registries.yaml",
+        "/etc/containerd/certs.d/docker.io/hosts.toml",
+        "/etc/docker/certs.d/harbor.twisterlab.local/ca.crt",
+    ];
+    for path in written {
+        let out = lab.ssh(node, &format!("cat '{path}'"));
+        assert!(out.status.success(), "{path} was not written");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("{{") && !text.contains("{%"),
+            "{path} holds template syntax:\n{text}"
+        );
+    }
+    let reg = String::from_utf8_lossy(&lab.ssh(node, "cat /etc/rancher/k3s/registries.yaml").stdout).into_owned();
+    let doc: serde_json::Value = serde_saphyr::from_str(&reg).unwrap();
+    assert!(
+        doc["mirrors"]["harbor.twisterlab.local"].is_object()
+            && doc["configs"]["harbor.twisterlab.local"]["tls"].is_object(),
+        "the registry's own name is the key:\n{reg}"
+    );
+    let d = Plumb::over_ssh("diff", &plan, &inv, &lab.ssh_config(), "json")
+        .env("HARBOR_PASSWORD", "s3cret-for-test")
+        .run();
+    assert_eq!(d.code, 0, "converged after one apply: {}", d.stdout);
+}

@@ -233,6 +233,44 @@ fn reads_facts(r: &RawResource) -> bool {
     walk(&r.params) || r.when.as_ref().is_some_and(walk)
 }
 
+/// A `facts.…` name no host reports (`facts.mount`), found at load time
+/// rather than when the facts arrive.
+fn unknown_facts(r: &RawResource, sources: &Sources) -> Vec<Diag> {
+    fn walk(n: &crate::yaml::Node, sources: &Sources, out: &mut Vec<Diag>) {
+        match &n.value {
+            crate::yaml::Value::Str(s) if crate::facts::mentions_facts(s) => {
+                for (name, suggestion) in crate::template::unknown_facts(s) {
+                    let file = sources.get(n.span.source);
+                    let written = file.text.get(n.span.offset..n.span.offset + n.span.len).unwrap_or("");
+                    let needle = format!("facts.{name}");
+                    let span = written.find(&needle).map_or(n.span, |o| n.span.sub(o, needle.len()));
+                    out.push(
+                        Diag::new(
+                            "plumb::template::unknown_fact",
+                            format!("unknown fact `facts.{name}`"),
+                            span,
+                            "no host reports this fact",
+                        )
+                        .with_help(
+                            suggestion
+                                .unwrap_or_else(|| format!("facts are: {}", crate::template::FACT_NAMES.join(", "))),
+                        ),
+                    );
+                }
+            }
+            crate::yaml::Value::Seq(items) => items.iter().for_each(|i| walk(i, sources, out)),
+            crate::yaml::Value::Map(m) => m.iter().for_each(|e| walk(&e.value, sources, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&r.params, sources, &mut out);
+    if let Some(w) = &r.when {
+        walk(w, sources, &mut out);
+    }
+    out
+}
+
 fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
     let mut seen = BTreeSet::new();
     diags
@@ -277,6 +315,9 @@ fn compile_host(
             sensitive: raw.sensitive,
             deferred: false,
         };
+        if reads_facts(raw) {
+            diags.extend(unknown_facts(raw, sources));
+        }
         if !have_facts && reads_facts(raw) {
             // Known once connected; the executor compiles it again then.
             needs_facts = true;
@@ -293,7 +334,7 @@ fn compile_host(
                 }
                 Ok(true) => {}
                 Err(d) => {
-                    diags.push(d);
+                    diags.extend(d);
                     continue;
                 }
             }

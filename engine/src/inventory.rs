@@ -170,6 +170,9 @@ pub fn default_path(plan: &Path) -> Option<PathBuf> {
 ///
 /// # Errors
 /// Every problem found, located.
+///
+/// Variables keep the spelling of numbers and booleans as written (see
+/// [`crate::template::written`]).
 pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
     let display = path.display().to_string();
     let id = read_source(sources, path, &display).map_err(|d| vec![d])?;
@@ -189,7 +192,10 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
     for e in entries {
         match e.key.as_str() {
             "defaults" => match yaml::from_node::<HostSpec>(&e.value, e.key_span) {
-                Ok(d) => defaults = d,
+                Ok(mut d) => {
+                    d.vars = written_vars(&e.value).or(d.vars);
+                    defaults = d;
+                }
                 Err(d) => diags.extend(d),
             },
             "hosts" => match &e.value.value {
@@ -201,7 +207,10 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                             yaml::from_node::<HostSpec>(&h.value, h.key_span)
                         };
                         match spec {
-                            Ok(s) => hosts.push((h.key.clone(), h.key_span, s)),
+                            Ok(mut s) => {
+                                s.vars = written_vars(&h.value).or(s.vars);
+                                hosts.push((h.key.clone(), h.key_span, s));
+                            }
                             Err(d) => diags.extend(d),
                         }
                     }
@@ -218,7 +227,8 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
                 Value::Map(m) => {
                     for g in m {
                         match yaml::from_node::<GroupSpec>(&g.value, g.key_span) {
-                            Ok(s) => {
+                            Ok(mut s) => {
+                                s.vars = written_vars(&g.value).or(s.vars);
                                 let members = g
                                     .value
                                     .get("hosts")
@@ -335,4 +345,11 @@ fn expand_home(p: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
+}
+
+/// The `vars:` of a host, group or the defaults, numbers and booleans with
+/// their spelling kept.
+fn written_vars(spec: &yaml::Node) -> Option<BTreeMap<String, serde_json::Value>> {
+    let vars = spec.get("vars")?.value.as_map()?;
+    Some(vars.iter().map(|v| (v.key.clone(), v.value.to_var_json())).collect())
 }

@@ -30,6 +30,10 @@ use crate::shell::Sh;
 use crate::source::{Sources, Span};
 use crate::yaml::{self, Node};
 
+/// Renders a template file's text (registered as the given source) with
+/// the host's variables; every error located in that file.
+pub type RenderFile<'a> = dyn Fn(&str, crate::source::SourceId) -> Result<String, Vec<Diag>> + 'a;
+
 /// How much can go wrong when a change is made. Ordered: the maximum of a
 /// resource's changes is its risk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -406,7 +410,7 @@ pub struct PrepareCx<'a> {
     pub(crate) anchor: Span,
     pub(crate) plan_dir: &'a Path,
     pub(crate) sources: &'a Sources,
-    pub(crate) render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
+    pub(crate) render: &'a RenderFile<'a>,
     pub(crate) diags: RefCell<Vec<Diag>>,
     pub(crate) sensitive: bool,
     pub(crate) vars: &'a crate::template::Vars,
@@ -515,7 +519,7 @@ impl PrepareCx<'_> {
         match (self.render)(&text, id) {
             Ok(s) => Some(s),
             Err(d) => {
-                self.diags.borrow_mut().push(d);
+                self.diags.borrow_mut().extend(d);
                 None
             }
         }
@@ -770,7 +774,7 @@ pub struct CompileCx<'a> {
     /// All loaded sources (templates are added).
     pub sources: &'a Sources,
     /// Renders a template file's text (registered as the given source).
-    pub render: &'a dyn Fn(&str, crate::source::SourceId) -> Result<String, Diag>,
+    pub render: &'a RenderFile<'a>,
     /// Whether the resource is `sensitive`.
     pub sensitive: bool,
     /// The host's variables (facts included once known).

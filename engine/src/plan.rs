@@ -171,7 +171,7 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
             "vars" => match &e.value.value {
                 Value::Map(m) => {
                     for v in m {
-                        plan.vars.insert(v.key.clone(), v.value.to_json());
+                        plan.vars.insert(v.key.clone(), v.value.to_var_json());
                     }
                 }
                 Value::Null => {}
@@ -323,7 +323,7 @@ fn include_vars(
     match &node.value {
         Value::Map(m) => {
             for v in m {
-                let value = v.value.to_json();
+                let value = v.value.to_var_json();
                 match vars.get(&v.key) {
                     Some((old, _)) if *old == value => {}
                     Some((_, first)) => {

@@ -171,6 +171,31 @@ impl Node {
         }
     }
 
+    /// This node as a variable's value: like [`Node::to_json`], but a number
+    /// or boolean written in a form other than its canonical one (`0640`,
+    /// `04`, `1.10`, `1e3`, `yes`) keeps its spelling, so that a template
+    /// interpolating it writes what the user wrote (see
+    /// [`crate::template::written`]).
+    #[must_use]
+    pub fn to_var_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                let typed = self.to_json();
+                match self.raw.as_deref() {
+                    Some(raw) if raw != crate::template::canonical_text(&typed) => crate::template::written(typed, raw),
+                    _ => typed,
+                }
+            }
+            Value::Seq(s) => s.iter().map(Node::to_var_json).collect(),
+            Value::Map(m) => m
+                .iter()
+                .map(|e| (e.key.clone(), e.value.to_var_json()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            _ => self.to_json(),
+        }
+    }
+
     /// A node from JSON, every part placed at `span`.
     #[must_use]
     pub fn from_json(v: &serde_json::Value, span: Span) -> Self {
@@ -194,6 +219,17 @@ impl Node {
         };
         Self { value, span, raw: None }
     }
+}
+
+/// The value of a decimal integer written with an optional sign and any
+/// number of leading zeros (`0640`, `-04`, `+7`), or `None`.
+#[must_use]
+pub fn integer_text(t: &str) -> Option<i64> {
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
 }
 
 /// Parse `text` (registered in `sources` as `id`) into a node tree.
@@ -365,6 +401,12 @@ fn convert(raw: Spanned<Raw>, id: SourceId, text: &str) -> Node {
                 .into()
         }),
         _ => None,
+    };
+    // serde-saphyr reads a decimal integer with a leading zero (`0640`, `04`)
+    // as a float; it is an integer as written.
+    let value = match (&value, raw.as_deref().and_then(integer_text)) {
+        (Value::Float(_), Some(i)) => Value::Int(i),
+        _ => value,
     };
     let mut node = Node { value, span, raw };
     // Flow collections come with a span of their opening bracket only.
