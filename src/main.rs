@@ -238,9 +238,14 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
                     return 1;
                 }
                 errln!(
-                    "saved the reviewed plan to `{}`; apply it with `plumb apply {}`",
+                    "saved the reviewed plan to `{}`; apply it with `plumb apply {}`{}",
                     out.display(),
-                    out.display()
+                    out.display(),
+                    if common.vars.is_empty() {
+                        ""
+                    } else {
+                        " and the same `--var` values"
+                    }
                 );
             }
             report.exit_code()
