@@ -9,18 +9,43 @@ use std::sync::Arc;
 
 mod progress;
 
+// Output goes through these: a reader that went away (`plumb doc | head -1`)
+// is not an error, and must not panic as `println!` does. The command goes
+// on and ends with its usual status, as it would have with a patient reader.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use clap::{Parser, Subcommand, ValueEnum};
 use plumb_engine::compile::{compile, to_dot, CompileOptions, Compiled};
 use plumb_engine::diag::{Diag, Report};
 use plumb_engine::inventory::{self, Inventory};
 use plumb_engine::module::Registry;
-use plumb_engine::report::{self, Mode, RunReport};
+use plumb_engine::report::{self, InventoryFrom, InventoryUsed, Mode, RunReport};
 use plumb_engine::run::{run, RunOptions};
 use plumb_engine::saved::{self, SavedPlan};
-use plumb_engine::source::Sources;
+use plumb_engine::source::{Sources, Span};
 use plumb_engine::template::Vars;
 use plumb_engine::transport::ssh::{SshConnector, SshOptions};
 use plumb_engine::transport::Connector;
+use plumb_engine::yaml;
 
 #[derive(Parser)]
 #[command(
@@ -167,163 +192,168 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
     match cli.command {
         Command::Doc { module } => doc(&registry, module.as_deref()),
         Command::Validate { plan, common } => match load(&plan, &common, &registry) {
-            Ok((c, _)) => {
-                let n: usize = c.hosts.iter().map(|h| h.resources.len()).sum();
-                println!(
-                    "{}: valid ({} resource{} on {} host{})",
+            Ok(l) => {
+                let hosts = l.compiled.hosts.len();
+                let n: usize = l.compiled.hosts.iter().map(|h| h.resources.len()).sum();
+                outln!(
+                    "{}: valid ({} resource{} on {} host{}; inventory: {})",
                     plan.display(),
                     n,
                     if n == 1 { "" } else { "s" },
-                    c.hosts.len(),
-                    if c.hosts.len() == 1 { "" } else { "s" }
+                    hosts,
+                    if hosts == 1 { "" } else { "s" },
+                    l.inventory.describe(str::to_string)
                 );
                 0
             }
             Err(code) => code,
         },
         Command::Graph { plan, common } => match load(&plan, &common, &registry) {
-            Ok((c, _)) => {
-                print!("{}", to_dot(&c));
+            Ok(l) => {
+                out!("{}", to_dot(&l.compiled));
                 0
             }
             Err(code) => code,
         },
         Command::Diff { plan, out, common } => {
-            let Ok((c, sources)) = load(&plan, &common, &registry) else {
+            let Ok(l) = load(&plan, &common, &registry) else {
                 return 1;
             };
-            let description = c.plan.description.clone();
-            let plan_path = c.plan.path.clone();
-            let report = execute(c, &common, Mode::Diff).await;
+            let description = l.compiled.plan.description.clone();
+            let (sources, inventory) = (l.sources.clone(), l.inventory.clone());
+            let report = execute(l, &common, Mode::Diff).await;
             print_report(&report, &common, color, description.as_deref());
             if let Some(out) = out {
-                if let Err(e) = save(&out, &plan_path, &common, &sources, &report) {
-                    eprintln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
+                let review = saved::Review {
+                    plan: &plan,
+                    inventory: inventory.path.as_deref().map(Path::new),
+                    limit: &common.limit,
+                    vars: &common.vars,
+                    sources: &sources,
+                };
+                let written = SavedPlan::new(&review, &report)
+                    .and_then(|s| std::fs::write(&out, serde_json::to_string_pretty(&s).expect("serializes") + "\n"));
+                if let Err(e) = written {
+                    errln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
                     return 1;
                 }
-                eprintln!(
-                    "saved the reviewed plan to `{}`; apply it with `plumb apply {}`",
+                errln!(
+                    "saved the reviewed plan to `{}`; apply it with `plumb apply {}`{}",
                     out.display(),
-                    out.display()
+                    out.display(),
+                    if common.vars.is_empty() {
+                        ""
+                    } else {
+                        " and the same `--var` values"
+                    }
                 );
             }
             report.exit_code()
         }
-        Command::Apply { plan, yes, common } => apply(&plan, yes, common, &registry, color).await,
+        Command::Apply { plan, yes, common } => match SavedPlan::read(&plan) {
+            Some(saved) => apply_saved(&plan, saved, common, &registry, color).await,
+            None => apply(&plan, yes, &common, &registry, color).await,
+        },
     }
 }
 
-async fn apply(plan: &Path, yes: bool, mut common: Common, registry: &Registry, color: bool) -> i32 {
-    // A saved plan: re-check everything it reviewed, then apply.
-    if let Some(saved) = read_saved(plan) {
-        let saved = match saved {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: `{}` is not a valid saved plan: {e}", plan.display());
-                return 1;
-            }
-        };
-        common.inventory = saved.inventory.as_ref().map(PathBuf::from).or(common.inventory);
-        if common.limit.is_empty() {
-            common.limit.clone_from(&saved.limit);
-        }
-        let plan_path = PathBuf::from(&saved.plan);
-        let Ok((c, sources)) = load(&plan_path, &common, registry) else {
-            return 1;
-        };
-        let mut problems = Vec::new();
-        if saved::vars_hash(&parse_vars(&common.vars).unwrap_or_default()) != saved.vars_sha256 {
-            problems.push("the `--var` values differ from the review's (give the same ones)".to_string());
-        }
-        let now_sources = saved::source_hashes(&sources);
-        for s in &saved.sources {
-            if !now_sources.iter().any(|n| n == s) {
-                problems.push(format!("`{}` changed since the review", s.path));
-            }
-        }
-        if problems.is_empty() {
-            let check = execute(c, &common, Mode::Diff).await;
-            problems.extend(saved::compare(&saved.resources, &saved::resource_hashes(&check)));
-        }
-        if !problems.is_empty() {
-            eprintln!(
-                "error: refusing to apply `{}`: the world moved since the review",
-                plan.display()
-            );
-            for p in &problems {
-                eprintln!("  - {p}");
-            }
-            eprintln!("run `plumb diff --out` again and review the new plan");
+/// `plumb apply FILE` of a saved plan: the same plan, inventory, limit and
+/// variables as the review, whatever the current folder; refused, naming
+/// each cause, when anything moved since.
+async fn apply_saved(
+    file: &Path,
+    saved: Result<SavedPlan, String>,
+    mut common: Common,
+    registry: &Registry,
+    color: bool,
+) -> i32 {
+    let saved = match saved {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: `{}` is not a valid saved plan: {e}", file.display());
             return 1;
         }
-        let Ok((c, _)) = load(&plan_path, &common, registry) else {
-            return 1;
-        };
-        let description = c.plan.description.clone();
-        let report = execute(c, &common, Mode::Apply).await;
-        print_report(&report, &common, color, description.as_deref());
-        return report.exit_code();
+    };
+    let refuse = |problems: &[String]| {
+        errln!(
+            "error: refusing to apply `{}`: the world moved since the review",
+            file.display()
+        );
+        for p in problems {
+            errln!("  - {p}");
+        }
+        errln!("run `plumb diff --out` again and review the new plan");
+        1
+    };
+    let problems = saved.check_arguments(common.inventory.as_deref(), &common.limit, &common.vars);
+    if !problems.is_empty() {
+        return refuse(&problems);
     }
-    let Ok((c, _)) = load(plan, &common, registry) else {
+    common.limit.clone_from(&saved.limit);
+    let plan = PathBuf::from(&saved.plan);
+    let inventory = InventoryUsed {
+        path: saved.inventory.clone(),
+        from: if saved.inventory.is_some() {
+            InventoryFrom::SavedPlan
+        } else {
+            InventoryFrom::None
+        },
+    };
+    let Ok(l) = load_with(&plan, inventory.clone(), &common, registry) else {
         return 1;
     };
-    let description = c.plan.description.clone();
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: refusing to apply without confirmation: pass --yes, or review with `plumb diff --out FILE` and run `plumb apply FILE`"
-            );
-            return 1;
-        }
-        let preview = execute(c, &common, Mode::Diff).await;
-        print_report(&preview, &common, color, description.as_deref());
-        if preview.exit_code() != 2 {
-            return preview.exit_code();
-        }
-        eprint!("apply these changes? type `yes` to go on: ");
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).ok();
-        if answer.trim() != "yes" {
-            eprintln!("nothing applied");
-            return 1;
-        }
-        let Ok((c, _)) = load(plan, &common, registry) else {
-            return 1;
-        };
-        let report = execute(c, &common, Mode::Apply).await;
-        print_report(&report, &common, color, description.as_deref());
-        return report.exit_code();
+    let mut problems = saved.check_sources(&l.sources);
+    if problems.is_empty() {
+        let check = execute(l, &common, Mode::Diff).await;
+        problems.extend(saved.check_hosts(&check));
     }
-    let report = execute(c, &common, Mode::Apply).await;
+    if !problems.is_empty() {
+        return refuse(&problems);
+    }
+    let Ok(l) = load_with(&plan, inventory, &common, registry) else {
+        return 1;
+    };
+    let description = l.compiled.plan.description.clone();
+    let report = execute(l, &common, Mode::Apply).await;
     print_report(&report, &common, color, description.as_deref());
     report.exit_code()
 }
 
-fn read_saved(path: &Path) -> Option<Result<SavedPlan, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("plumb_saved_plan")?;
-    Some(serde_json::from_value(v).map_err(|e| e.to_string()))
-}
-
-fn save(out: &Path, plan: &Path, common: &Common, sources: &Sources, report: &RunReport) -> std::io::Result<()> {
-    let abs = |p: &Path| std::fs::canonicalize(p).map(|p| p.display().to_string());
-    let inventory = match &common.inventory {
-        Some(i) => Some(abs(i)?),
-        None => inventory::default_path(plan).map(|p| abs(&p)).transpose()?,
+async fn apply(plan: &Path, yes: bool, common: &Common, registry: &Registry, color: bool) -> i32 {
+    let Ok(l) = load(plan, common, registry) else {
+        return 1;
     };
-    let s = SavedPlan {
-        plumb_saved_plan: saved::VERSION,
-        plan: abs(plan)?,
-        inventory,
-        limit: common.limit.clone(),
-        vars_sha256: saved::vars_hash(&parse_vars(&common.vars).unwrap_or_default()),
-        sources: saved::source_hashes(sources),
-        resources: saved::resource_hashes(report),
-        reviewed_in: report.run_id.clone(),
-    };
-    std::fs::write(out, serde_json::to_string_pretty(&s).expect("serializes") + "\n")
+    let description = l.compiled.plan.description.clone();
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            errln!(
+                "error: refusing to apply without confirmation: pass --yes, or review with `plumb diff --out FILE` and run `plumb apply FILE`"
+            );
+            return 1;
+        }
+        let preview = execute(l, common, Mode::Diff).await;
+        print_report(&preview, common, color, description.as_deref());
+        if preview.exit_code() != 2 {
+            return preview.exit_code();
+        }
+        err!("apply these changes? type `yes` to go on: ");
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        if answer.trim() != "yes" {
+            errln!("nothing applied");
+            return 1;
+        }
+        let Ok(l) = load(plan, common, registry) else {
+            return 1;
+        };
+        let report = execute(l, common, Mode::Apply).await;
+        print_report(&report, common, color, description.as_deref());
+        return report.exit_code();
+    }
+    let report = execute(l, common, Mode::Apply).await;
+    print_report(&report, common, color, description.as_deref());
+    report.exit_code()
 }
 
 fn print_report(r: &RunReport, common: &Common, color: bool, description: Option<&str>) {
@@ -338,7 +368,7 @@ fn print_report(r: &RunReport, common: &Common, color: bool, description: Option
             },
         ),
     };
-    print!("{text}");
+    out!("{text}");
 }
 
 fn connector(common: &Common) -> Arc<dyn Connector> {
@@ -350,7 +380,8 @@ fn connector(common: &Common) -> Arc<dyn Connector> {
     }))
 }
 
-async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
+async fn execute(l: Loaded, common: &Common, mode: Mode) -> RunReport {
+    let c = l.compiled;
     let mut opts = RunOptions::new(mode);
     opts.forks = common.forks;
     if c.hosts.iter().any(|h| h.needs_facts) {
@@ -379,11 +410,12 @@ async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             cancel.store(true, Ordering::SeqCst);
-            eprintln!("\ninterrupted: finishing the steps under way, starting no new one");
+            errln!("\ninterrupted: finishing the steps under way, starting no new one");
         }
     });
     let hosts = c.hosts.into_iter().map(Arc::new).collect();
-    let report = run(&c.plan.name, hosts, connector(common), opts).await;
+    let mut report = run(&c.plan.name, hosts, connector(common), opts).await;
+    report.inventory = l.inventory;
     watcher.abort();
     if let Some(d) = display {
         d.clear();
@@ -391,68 +423,107 @@ async fn execute(c: Compiled, common: &Common, mode: Mode) -> RunReport {
     report
 }
 
+/// The `--var NAME=VALUE` arguments. Each value is read as YAML; one that is
+/// not valid YAML (`[a, b`) is an error. `Err` holds the message to print.
 fn parse_vars(vars: &[String]) -> Result<Vars, String> {
     let mut out = Vars::new();
+    // The values are parsed as sources of their own, named after their
+    // `--var`, so that an error points into the value; they are not the
+    // plan's sources (a saved plan hashes `--var` values apart).
+    let sources = Sources::new();
+    let mut diags = Vec::new();
     for v in vars {
         let Some((k, val)) = v.split_once('=') else {
-            return Err(format!("`--var {v}`: expected NAME=VALUE"));
+            return Err(format!("error: `--var {v}`: expected NAME=VALUE"));
         };
-        let parsed = if val.trim().is_empty() {
-            serde_json::Value::String(String::new())
-        } else {
-            serde_saphyr::from_str::<serde_json::Value>(val)
-                .unwrap_or_else(|_| serde_json::Value::String(val.to_string()))
-        };
-        // `--var workers=04` is the integer 4, and writes `04` where a
-        // template interpolates it.
-        let parsed = match plumb_engine::yaml::integer_text(val.trim()) {
-            Some(i) if parsed.is_f64() => serde_json::Value::from(i),
-            _ => parsed,
-        };
-        let parsed = match &parsed {
-            serde_json::Value::Bool(_) | serde_json::Value::Number(_)
-                if val.trim() != plumb_engine::template::canonical_text(&parsed) =>
-            {
-                plumb_engine::template::written(parsed, val.trim())
+        match var_value(&sources, k.trim(), val) {
+            Ok(node) => {
+                out.insert(k.trim().to_string(), node.to_var_json());
             }
-            _ => parsed,
-        };
-        out.insert(k.trim().to_string(), parsed);
+            Err(d) => diags.push(d),
+        }
     }
-    Ok(out)
+    if diags.is_empty() {
+        return Ok(out);
+    }
+    Err(match Report::new(&sources, diags).into_single() {
+        Ok(one) => format!("{:?}", miette::Report::new(one)),
+        Err(many) => format!("{:?}", miette::Report::new(many)),
+    })
 }
 
-fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<(Compiled, Sources), i32> {
+/// One `--var` value as a YAML node (which keeps how a scalar was written).
+fn var_value(sources: &Sources, name: &str, value: &str) -> Result<yaml::Node, Diag> {
+    if value.trim().is_empty() {
+        return Ok(yaml::Node::synthetic(yaml::Value::Str(String::new()), Span::default()));
+    }
+    let label = format!("--var {name}");
+    let id = sources.add(label.clone(), Path::new(&label), value);
+    yaml::parse(sources, id).map_err(|mut d| {
+        d.message = format!("`--var {name}`: {}", d.message);
+        let example = if value.contains(['\'', '"', '\\']) {
+            String::new()
+        } else {
+            format!(": --var '{name}=\"{value}\"'")
+        };
+        d.with_help(format!(
+            "the value is read as YAML; to pass it as text, quote it{example}"
+        ))
+    })
+}
+
+/// A plan compiled for a run, with what it was made of.
+struct Loaded {
+    compiled: Compiled,
+    /// Every file read (the plan, its includes and templates, the inventory).
+    sources: Sources,
+    inventory: InventoryUsed,
+}
+
+/// The inventory for `plan`: the one given with `-i`, else `inventory.yaml`
+/// beside the plan, else `inventory.yaml` in the current folder, else none
+/// (the local host).
+fn choose_inventory(plan: &Path, common: &Common) -> InventoryUsed {
+    let (path, from) = match &common.inventory {
+        Some(given) => (Some(given.clone()), InventoryFrom::Option),
+        None => match inventory::default_path(plan) {
+            Some(found) if found == plan.parent().unwrap_or(Path::new("")).join("inventory.yaml") => {
+                (Some(found), InventoryFrom::BesidePlan)
+            }
+            Some(found) => (Some(found), InventoryFrom::CurrentFolder),
+            None => (None, InventoryFrom::None),
+        },
+    };
+    InventoryUsed {
+        path: path.map(|p| p.display().to_string()),
+        from,
+    }
+}
+
+fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<Loaded, i32> {
+    load_with(plan, choose_inventory(plan, common), common, registry)
+}
+
+fn load_with(plan: &Path, inventory: InventoryUsed, common: &Common, registry: &Registry) -> Result<Loaded, i32> {
     let sources = Sources::new();
-    let fail = |diags: Vec<Diag>, sources: &Sources| {
-        match Report::new(sources, diags).into_single() {
-            Ok(one) => eprintln!("{:?}", miette::Report::new(one)),
-            Err(many) => eprintln!("{:?}", miette::Report::new(many)),
-        }
+    let vars = parse_vars(&common.vars).map_err(|e| {
+        errln!("{e}");
         1
-    };
-    let vars = match parse_vars(&common.vars) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(1);
-        }
-    };
+    })?;
     let (raw, mut diags) = plumb_engine::plan::load(&sources, plan, registry);
-    let inv_path = common.inventory.clone().or_else(|| inventory::default_path(plan));
-    let inv = match &inv_path {
-        Some(p) => inventory::load(&sources, p),
+    let inv = match &inventory.path {
+        Some(p) => inventory::load(&sources, Path::new(p)),
         None => Ok(Inventory::local_default()),
     };
     let inv = match inv {
         Ok(i) => i,
         Err(d) => {
             diags.extend(d);
-            return Err(fail(diags, &sources));
+            return Err(report_diags(diags, &sources));
         }
     };
     let Some(raw) = raw else {
-        return Err(fail(diags, &sources));
+        return Err(report_diags(diags, &sources));
     };
     let opts = CompileOptions {
         vars,
@@ -461,13 +532,26 @@ fn load(plan: &Path, common: &Common, registry: &Registry) -> Result<(Compiled, 
     // Compile what is sound even when the plan has errors, so that every
     // problem is reported in one go.
     match compile(raw, &inv, registry, &sources, &opts) {
-        Ok(c) if diags.is_empty() => Ok((c, sources)),
-        Ok(_) => Err(fail(diags, &sources)),
+        Ok(compiled) if diags.is_empty() => Ok(Loaded {
+            compiled,
+            sources,
+            inventory,
+        }),
+        Ok(_) => Err(report_diags(diags, &sources)),
         Err(d) => {
             diags.extend(d);
-            Err(fail(diags, &sources))
+            Err(report_diags(diags, &sources))
         }
     }
+}
+
+/// Print `diags` on stderr; the exit code of a run that stops on them.
+fn report_diags(diags: Vec<Diag>, sources: &Sources) -> i32 {
+    match Report::new(sources, diags).into_single() {
+        Ok(one) => errln!("{:?}", miette::Report::new(one)),
+        Err(many) => errln!("{:?}", miette::Report::new(many)),
+    }
+    1
 }
 
 fn doc(registry: &Registry, module: Option<&str>) -> i32 {
@@ -476,7 +560,7 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
             Some(e) => vec![e],
             None => {
                 let hint = plumb_engine::diag::did_you_mean(m, registry.names()).unwrap_or_default();
-                eprintln!("error: unknown module `{m}` {hint}");
+                errln!("error: unknown module `{m}` {hint}");
                 return 1;
             }
         },
@@ -484,14 +568,14 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
     };
     for e in entries {
         let d = e.doc();
-        println!("{}\n{}\n", e.name(), "=".repeat(e.name().len()));
-        println!("{}\n", textwrap(d.summary, 78));
-        println!("Parameters:");
+        outln!("{}\n{}\n", e.name(), "=".repeat(e.name().len()));
+        outln!("{}\n", textwrap(d.summary, 78));
+        outln!("Parameters:");
         let names = e.param_names();
         for p in d.params {
             debug_assert!(names.contains(&p.name));
-            println!("  {:<10} {} (default: {})", p.name, p.ty, p.default);
-            println!(
+            outln!("  {:<10} {} (default: {})", p.name, p.ty, p.default);
+            outln!(
                 "{}",
                 textwrap(p.doc, 66)
                     .lines()
@@ -501,9 +585,9 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
             );
         }
         if e.refreshable() {
-            println!("\nCan be the target of `notify`.");
+            outln!("\nCan be the target of `notify`.");
         }
-        println!(
+        outln!(
             "\nExample:\n{}",
             d.example
                 .lines()
@@ -511,7 +595,7 @@ fn doc(registry: &Registry, module: Option<&str>) -> i32 {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        println!();
+        outln!();
     }
     0
 }

@@ -175,3 +175,185 @@ resources:
     );
     assert!(s.root().join("many").is_file(), "`when` compared 04 and 05 as numbers");
 }
+
+#[test]
+fn invalid_yaml_in_a_var_is_an_error() {
+    let s = Scratch::new();
+    s.plan(
+        r#"
+resources:
+  - id: root
+    directory: {path: "{{ root }}"}
+  - id: f
+    file:
+      path: "{{ root }}/upstreams"
+      content: "{% for u in upstreams %}server {{ u }};{% endfor %}"
+"#,
+    );
+    for bad in ["upstreams=[a, b", "upstreams={a: 1", "upstreams=a: b: c"] {
+        let a = s.run("apply", &["--var", bad]);
+        assert_eq!(a.code, 1, "{bad}: {}{}", a.stdout, a.stderr);
+        assert!(
+            a.stderr.contains("--var upstreams") && a.stderr.contains("invalid YAML"),
+            "{bad}: the error names the --var and the YAML error:\n{}",
+            a.stderr
+        );
+        assert!(!s.root().exists(), "{bad}: nothing changed");
+    }
+    // A plain word stays a string (a string is a sequence of characters here).
+    let a = s.run("apply", &["--var", "upstreams=ab"]);
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("upstreams")).unwrap(),
+        "server a;server b;"
+    );
+    let a = s.run("apply", &["--var", "upstreams=[a, b]"]);
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+}
+
+/// `plumb ARGS` with stdout (and, with `stderr_too`, stderr) writing into a
+/// pipe whose reader is already gone, as in `plumb doc | head -1`: the reader
+/// is closed while a shell waits, then the shell becomes `plumb`.
+fn into_a_closed_pipe(args: &[&str], stderr_too: bool) -> (i32, String) {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 0.3; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_plumb"))
+        .args(args)
+        .current_dir(common::repo())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plumb");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    if stderr_too {
+        drop(child.stderr.take());
+    } else {
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    }
+    let status = child.wait().expect("wait for plumb");
+    (status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_reader_goes_away() {
+    let s = Scratch::new();
+    let plan = s.plan("resources:\n  - id: d\n    directory: {path: \"{{ root }}\"}\n");
+    let plan = plan.to_str().unwrap();
+    let root = format!("root={}", s.root().display());
+    let bad = s.write("bad.yaml", "resources:\n  - id: d\n    directroy: {path: /tmp/x}\n");
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["doc"], 0),
+        (vec!["doc", "file"], 0),
+        (vec!["validate", plan, "--var", &root], 0),
+        (vec!["validate", bad.to_str().unwrap()], 1),
+        (vec!["graph", plan, "--var", &root], 0),
+        (vec!["diff", plan, "--var", &root], 2),
+        (vec!["diff", plan, "--var", &root, "--format", "json"], 2),
+        (vec!["diff", plan, "--var", &root, "--format", "markdown"], 2),
+        (vec!["--help"], 0),
+    ];
+    for (args, code) in &cases {
+        let (got, stderr) = into_a_closed_pipe(args, false);
+        assert_eq!(got, *code, "plumb {args:?} | head: the usual status\n{stderr}");
+        assert!(!stderr.contains("panicked"), "plumb {args:?}: no panic:\n{stderr}");
+        if *code != 1 {
+            assert!(stderr.is_empty(), "plumb {args:?}: quietly:\n{stderr}");
+        }
+        let (got, _) = into_a_closed_pipe(args, true);
+        assert_eq!(got, *code, "plumb {args:?} 2>&1 | head: the usual status");
+    }
+    assert!(!s.root().exists());
+}
+
+fn local_plan(s: &Scratch) -> std::path::PathBuf {
+    s.write(
+        "site/plan.yaml",
+        "resources:\n  - id: d\n    directory: {path: \"{{ root }}\"}\n",
+    )
+}
+
+#[test]
+fn the_report_names_the_inventory_it_used() {
+    let s = Scratch::new();
+    let plan = local_plan(&s);
+    let root = format!("root={}", s.root().display());
+    let diff = |dir: &std::path::Path, format: &str| {
+        Plumb::new()
+            .current_dir(dir)
+            .args(["diff", "site/plan.yaml", "--format", format, "--var", &root])
+            .run()
+    };
+    // None: the local host, and the report says so.
+    let d = diff(s.path(), "text");
+    assert_eq!(d.code, 2, "{}", d.stderr);
+    assert!(d.stdout.contains("inventory: none, the local host"), "{}", d.stdout);
+    assert_eq!(diff(s.path(), "json").json()["inventory"], serde_json::Value::Null);
+    // One in the current folder.
+    s.write("inventory.yaml", "hosts:\n  here:\n    connection: local\n");
+    let d = diff(s.path(), "text");
+    assert!(
+        d.stdout
+            .contains("inventory: inventory.yaml (found in the current folder)"),
+        "{}",
+        d.stdout
+    );
+    let j = diff(s.path(), "json").json();
+    assert_eq!(j["inventory"], "inventory.yaml");
+    assert_eq!(j["hosts"][0]["name"], "here");
+    let md = diff(s.path(), "markdown").stdout;
+    assert!(
+        md.contains("Inventory: `inventory.yaml` (found in the current folder)"),
+        "{md}"
+    );
+    // One beside the plan wins.
+    s.write("site/inventory.yaml", "hosts:\n  beside:\n    connection: local\n");
+    let d = diff(s.path(), "text");
+    assert!(
+        d.stdout
+            .contains("inventory: site/inventory.yaml (found beside the plan)"),
+        "{}",
+        d.stdout
+    );
+    assert_eq!(diff(s.path(), "json").json()["inventory"], "site/inventory.yaml");
+    // Given with -i.
+    let d = Plumb::new()
+        .current_dir(s.path())
+        .args(["diff", plan.to_str().unwrap(), "-i", "inventory.yaml", "--var", &root])
+        .run();
+    assert!(d.stdout.contains("inventory: inventory.yaml\n"), "{}", d.stdout);
+    let v = Plumb::new()
+        .current_dir(s.path())
+        .args(["validate", "site/plan.yaml", "--var", &root])
+        .run();
+    assert!(
+        v.stdout
+            .contains("inventory: site/inventory.yaml (found beside the plan)"),
+        "{}",
+        v.stdout
+    );
+}
+
+#[test]
+fn the_readme_first_commands_show_the_build_and_run() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a first sh block");
+    let commands: Vec<&str> = block.lines().map(|l| l.split('#').next().unwrap().trim()).collect();
+    assert_eq!(
+        commands,
+        ["cargo run -- diff plans/examples/hello.yaml", "cargo test --workspace"],
+        "no `-q`: the first build takes a minute, and cargo shows it"
+    );
+    // The binary cargo runs, with the same arguments, from the repository root.
+    let d = Plumb::new().args(["diff", "plans/examples/hello.yaml"]).run();
+    assert!(d.code == 2 || d.code == 0, "exit {}:\n{}{}", d.code, d.stdout, d.stderr);
+    assert!(d.stdout.contains("plan hello (diff)"), "{}", d.stdout);
+}

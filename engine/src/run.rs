@@ -133,6 +133,7 @@ pub async fn run(
         plan: plan_name.to_string(),
         mode: opts.mode,
         run_id: opts.run_id.clone(),
+        inventory: crate::report::InventoryUsed::default(),
         hosts: names.iter().filter_map(|n| reports.remove(n)).collect(),
         summary: crate::report::Summary::default(),
     };

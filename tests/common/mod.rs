@@ -117,6 +117,12 @@ impl Plumb {
         self
     }
 
+    /// Run from `dir` instead of the repository root.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.cmd.env(k, v);
         self

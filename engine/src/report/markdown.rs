@@ -26,6 +26,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         if r.mode == Mode::Diff { "diff" } else { "apply" },
         r.run_id
     );
+    let _ = writeln!(out, "Inventory: {}.\n", r.inventory.describe(|p| format!("`{p}`")));
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(
         out,

@@ -135,6 +135,58 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
+/// How the inventory of a run was chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryFrom {
+    /// None: the built-in local host.
+    #[default]
+    None,
+    /// Given with `-i`.
+    Option,
+    /// `inventory.yaml` found in the plan's folder.
+    BesidePlan,
+    /// `inventory.yaml` found in the current folder.
+    CurrentFolder,
+    /// The one a saved plan was reviewed with.
+    SavedPlan,
+}
+
+/// The inventory of a run, as the report tells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InventoryUsed {
+    /// Its path as given or found (`None`: none, the local host).
+    #[serde(rename = "inventory")]
+    pub path: Option<String>,
+    /// How it was chosen.
+    #[serde(rename = "inventory_from")]
+    pub from: InventoryFrom,
+}
+
+impl InventoryUsed {
+    /// How it was chosen, when that is worth saying: `found beside the plan`.
+    #[must_use]
+    pub fn how(&self) -> Option<&'static str> {
+        match self.from {
+            InventoryFrom::None | InventoryFrom::Option => None,
+            InventoryFrom::BesidePlan => Some("found beside the plan"),
+            InventoryFrom::CurrentFolder => Some("found in the current folder"),
+            InventoryFrom::SavedPlan => Some("the reviewed one"),
+        }
+    }
+
+    /// One line for people, each path shown through `code`:
+    /// `inventory.yaml (found in the current folder)`, `none, the local host`.
+    #[must_use]
+    pub fn describe(&self, code: impl Fn(&str) -> String) -> String {
+        match (&self.path, self.how()) {
+            (None, _) => "none, the local host".to_string(),
+            (Some(p), None) => code(p),
+            (Some(p), Some(how)) => format!("{} ({how})", code(p)),
+        }
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -144,6 +196,9 @@ pub struct RunReport {
     pub mode: Mode,
     /// This run's id (backups are kept under it).
     pub run_id: String,
+    /// The inventory the hosts came from.
+    #[serde(flatten)]
+    pub inventory: InventoryUsed,
     /// Every host, in inventory order.
     pub hosts: Vec<HostReport>,
     /// Counts.

@@ -60,6 +60,7 @@ pub fn render(r: &RunReport, o: TextOptions) -> String {
         Mode::Apply => "apply",
     };
     let _ = writeln!(out, "{} {} ({verb})", p.bold("plan"), p.bold(&r.plan));
+    let _ = writeln!(out, "inventory: {}", r.inventory.describe(str::to_string));
     for h in &r.hosts {
         host(&mut out, h, r.mode, o, &p);
     }
