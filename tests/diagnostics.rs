@@ -53,6 +53,52 @@ diagnostic!(undefined_var);
 diagnostic!(unknown_host);
 diagnostic!(many_errors);
 diagnostic!(unknown_inventory_group, "inv/");
+diagnostic!(two_resources_on_one_path_are_refused);
+diagnostic!(one_path_twice_on_one_host, "inv/");
+
+/// Every kind of thing a module manages alone is refused when two resources
+/// manage it: a file and a directory on one path, a file over
+/// `docker.daemon`'s file, a PV in two VGs, an LV, a filesystem (named by
+/// two aliases of one device), a mount point, a service.
+#[test]
+fn each_kind_of_thing_managed_twice_is_refused() {
+    let rendered = validate("each_kind_of_thing_managed_twice_is_refused");
+    for what in [
+        "the path `/tmp/plumb-twice/conf`",
+        "the path `/tmp/plumb-twice/daemon.json`",
+        "the physical volume `/dev/vdb`",
+        "the logical volume `fast/docker`",
+        "the filesystem on `/dev/mapper/fast-docker`",
+        "the mount point `/var/lib/docker`",
+        "the service `docker.service`",
+    ] {
+        assert!(rendered.contains(what), "missing {what}:\n{rendered}");
+    }
+    assert_eq!(rendered.matches("plumb::plan::managed_twice").count(), 7, "{rendered}");
+}
+
+/// `hosts:` narrows first: one path managed by two resources, each for its
+/// own host, is one resource per host.
+#[test]
+fn one_path_for_two_different_hosts_is_accepted() {
+    let out = Plumb::new()
+        .args(["validate", "tests/fixtures/diag/inv/one_path_on_two_hosts.yaml"])
+        .run();
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// A plan that manages one path twice is refused before anything runs.
+#[test]
+fn a_plan_managing_one_path_twice_changes_nothing() {
+    let s = common::Scratch::new();
+    s.plan("resources:\n  - id: a\n    file: {path: \"{{ root }}/f\", content: \"a\"}\n  - id: b\n    file: {path: \"{{ root }}/f\", content: \"b\"}\n");
+    for cmd in ["diff", "apply"] {
+        let out = s.run(cmd, &[]);
+        common::expect(&out, 1, cmd);
+        assert!(out.stderr.contains("both manage the path"), "{cmd}: {}", out.stderr);
+    }
+    assert!(!s.root().exists(), "nothing was created");
+}
 
 /// serde stops at a struct's first bad field; every bad value of one
 /// resource is reported anyway, each at its line.

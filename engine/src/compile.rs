@@ -293,7 +293,10 @@ fn compile_host(
                 }
                 Ok(true) => {}
                 Err(d) => {
+                    // Kept (without a resource) so that the graph's other
+                    // problems are still found.
                     diags.push(d);
+                    resources.push(hr);
                     continue;
                 }
             }
@@ -302,6 +305,7 @@ fn compile_host(
             Ok(p) => p,
             Err(d) => {
                 diags.extend(d);
+                resources.push(hr);
                 continue;
             }
         };
@@ -318,9 +322,9 @@ fn compile_host(
         }
         resources.push(hr);
     }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
+    // A resource with errors has no claims: the checks below see the
+    // rest, so that independent problems are reported together.
+    diags.extend(shared_identities(&resources, raws, sources));
     let index: BTreeMap<String, usize> = resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
     let mut edges: Vec<(usize, usize, EdgeKind)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
@@ -355,7 +359,10 @@ fn compile_host(
         }
     }
     if toposort(&graph, None).is_err() {
-        return Err(cycle_diags(&graph, raws));
+        diags.extend(cycle_diags(&graph, raws));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
     }
     let order = stable_order(&resources);
     Ok(HostPlan {
@@ -447,6 +454,54 @@ fn edges_from_claims(claims: &[Claims], edges: &mut Vec<(usize, usize, EdgeKind)
             }
         }
     }
+}
+
+/// Two resources of one host that manage the same thing (one path, one
+/// mount point, one logical volume, …) would undo each other on every
+/// apply: each such pair is an error at the second, naming the first.
+fn shared_identities(resources: &[HostResource], raws: &[&RawResource], sources: &Sources) -> Vec<Diag> {
+    let mut owners: HashMap<(&'static str, String), usize> = HashMap::new();
+    let mut reported = BTreeSet::new();
+    let mut diags = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        let Some(res) = &r.resource else { continue };
+        for claim in res.claims().manages {
+            let (what, value) = match claim {
+                Claim::Path(p) => ("path", p),
+                Claim::Key(ns, v) => (ns, v),
+            };
+            let value = if value.starts_with('/') { normal_path(&value) } else { value };
+            let j = *owners.entry((what, value.clone())).or_insert(i);
+            if j == i || !reported.insert((j, i)) {
+                continue;
+            }
+            let (first, second) = (raws[j], raws[i]);
+            let file = sources.get(first.id.span.source);
+            let (line, col) = crate::source::line_col(&file.text, first.id.span.offset);
+            diags.push(
+                Diag::new(
+                    "plumb::plan::managed_twice",
+                    format!(
+                        "`{}` ({}:{line}:{col}) and `{}` both manage the {what} `{value}`",
+                        first.id.value, file.name, second.id.value
+                    ),
+                    second.id.span,
+                    format!("manages the {what} `{value}` again"),
+                )
+                .with_label(first.id.span, "first manages it here")
+                .with_help(
+                    "each apply would undo the other's work: keep one resource, or give them different hosts with `hosts:`",
+                ),
+            );
+        }
+    }
+    diags
+}
+
+/// `path` with repeated slashes, `.` segments and trailing slashes removed.
+fn normal_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    format!("/{}", parts.join("/"))
 }
 
 fn meets(provided: &Claim, need: &Claim) -> Option<String> {

@@ -368,10 +368,16 @@ pub enum Claim {
 /// A resource's claims.
 #[derive(Clone, Debug, Default)]
 pub struct Claims {
-    /// What it manages.
+    /// What it manages, for the resources that rely on it.
     pub provides: Vec<Claim>,
     /// What it relies on.
     pub needs: Vec<Claim>,
+    /// What it alone may manage on a host: its identities. Two resources of
+    /// one host with a common identity would undo each other's work on every
+    /// apply, so the engine refuses the plan. A path here is the path
+    /// itself (its ancestors are not involved), compared after removing
+    /// repeated and trailing slashes; so is a key value that starts with `/`.
+    pub manages: Vec<Claim>,
 }
 
 /// Documentation of a module, shown by `plumb doc`.
@@ -538,7 +544,8 @@ pub trait Module: Send + Sync + 'static {
     /// files, check paths), reporting problems through `cx`.
     fn prepare(_p: &mut Self::Params, _cx: &PrepareCx<'_>) {}
 
-    /// What it manages and relies on (implicit graph edges).
+    /// What it manages and relies on (implicit graph edges), and what it
+    /// alone may manage (see [`Claims::manages`]).
     fn claims(_p: &Self::Params) -> Claims {
         Claims::default()
     }

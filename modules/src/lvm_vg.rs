@@ -172,6 +172,9 @@ impl Module for VolumeGroup {
         Claims {
             provides: vec![Claim::Key("vg", p.name.clone())],
             needs: p.pvs.iter().map(|d| Claim::Key("blockdev", d.clone())).collect(),
+            manages: std::iter::once(Claim::Key("volume group", p.name.clone()))
+                .chain(p.pvs.iter().map(|d| Claim::Key("physical volume", d.clone())))
+                .collect(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
+    Claim, Claims,
     Change, Changes, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
@@ -201,6 +202,13 @@ impl Module for Service {
             );
         }
         p.unit = unit_name(&p.name);
+    }
+
+    fn claims(p: &Params) -> Claims {
+        Claims {
+            manages: vec![Claim::Key("service", p.unit.clone())],
+            ..Claims::default()
+        }
     }
 
     fn probe(p: &Params) -> Sh {
