@@ -46,6 +46,7 @@ diagnostic!(wrong_type);
 diagnostic!(bad_mode);
 diagnostic!(bad_values_of_one_resource);
 diagnostic!(relative_path);
+diagnostic!(a_relative_path_gets_no_wrong_guess);
 diagnostic!(duplicate_id);
 diagnostic!(unknown_id);
 diagnostic!(cycle);
@@ -100,6 +101,18 @@ fn a_plan_managing_one_path_twice_changes_nothing() {
     assert!(!s.root().exists(), "nothing was created");
 }
 
+/// The help proposes an absolute path only when it is likely the one meant
+/// (`etc/motd`, a device under `/dev`), never `/relative.conf`.
+#[test]
+fn a_relative_path_is_not_given_a_wrong_absolute_path() {
+    let rendered = validate("a_relative_path_gets_no_wrong_guess");
+    for wrong in ["`/relative.conf`", "`/newcomer-target", "`/vdc`"] {
+        assert!(!rendered.contains(wrong), "proposes {wrong}:\n{rendered}");
+    }
+    assert!(rendered.contains("`/dev/vdc`"), "{rendered}");
+    assert!(validate("relative_path").contains("write it from the root: `/etc/motd`"));
+}
+
 /// serde stops at a struct's first bad field; every bad value of one
 /// resource is reported anyway, each at its line.
 #[test]
@@ -118,10 +131,17 @@ fn every_bad_value_of_one_resource_is_reported() {
 fn every_error_of_a_file_is_reported_together() {
     let rendered = validate("many_errors");
     assert!(
-        rendered.contains("4 errors in tests/fixtures/diag/many_errors.yaml"),
+        rendered.contains("5 errors in tests/fixtures/diag/many_errors.yaml"),
         "{rendered}"
     );
-    for code in ["invalid_value", "unknown_module", "unguarded_command", "unknown_id"] {
+    // The relative path is reported beside the bad mode of the same resource.
+    for code in [
+        "invalid_value",
+        "relative_path",
+        "unknown_module",
+        "unguarded_command",
+        "unknown_id",
+    ] {
         assert!(
             rendered.contains(&format!("plumb::plan::{code}")),
             "missing {code}:\n{rendered}"

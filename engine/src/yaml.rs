@@ -421,6 +421,16 @@ fn flow_len(text: &str) -> Option<usize> {
 /// Every unknown key (with did-you-mean) and the first type error, each as a
 /// diagnostic at its place.
 pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Vec<Diag>> {
+    match from_node_partial(node, anchor) {
+        (Some(v), diags, _) if diags.is_empty() => Ok(v),
+        (_, diags, _) => Err(diags),
+    }
+}
+
+/// As [`from_node`], and also what could be read: the value without the
+/// mapping entries that hold errors (their keys are the third item), when
+/// the rest reads.
+pub fn from_node_partial<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Option<T>, Vec<Diag>, Vec<String>) {
     // serde stops at a struct's first bad field. To report every bad
     // parameter of a mapping at once, the entry that holds the error is
     // left out and the rest is read again, until it reads or an error
@@ -440,8 +450,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
             diags.extend(extra.into_inner());
         }
         let e = match result {
-            Ok(v) if diags.is_empty() => return Ok(v),
-            Ok(_) => return Err(diags),
+            Ok(v) => return (Some(v), diags, left_out),
             Err(e) => e,
         };
         let missing_because_left_out = e.code == "plumb::plan::missing_param"
@@ -452,7 +461,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
         }
         let next = current.get_or_insert_with(|| node.clone());
         let (Some(at), Value::Map(entries)) = (at, &mut next.value) else {
-            return Err(diags);
+            return (None, diags, left_out);
         };
         let inside = |outer: Span| {
             at.source == outer.source && at.offset >= outer.offset && at.offset + at.len <= outer.offset + outer.len
@@ -462,7 +471,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
             .position(|en| inside(en.value.span) || inside(en.key_span))
         {
             Some(i) => left_out.push(entries.remove(i).key),
-            None => return Err(diags),
+            None => return (None, diags, left_out),
         }
     }
 }

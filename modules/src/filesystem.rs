@@ -114,7 +114,7 @@ impl Module for Filesystem {
     }
 
     fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
-        cx.require_absolute("dev", &p.dev);
+        cx.require_device("dev", &p.dev);
         if let Some(l) = &p.label {
             let max = max_label(p.fstype);
             if l.len() > max {

@@ -135,7 +135,7 @@ impl Module for VolumeGroup {
             );
         }
         for (i, d) in p.pvs.iter().enumerate() {
-            cx.require_absolute(&format!("pvs.{i}"), d);
+            cx.require_device(&format!("pvs.{i}"), d);
             if d.contains([',', ' ', '\n']) {
                 cx.error(
                     &format!("pvs.{i}"),
