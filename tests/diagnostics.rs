@@ -36,6 +36,7 @@ macro_rules! diagnostic {
 }
 
 diagnostic!(yaml_syntax);
+diagnostic!(unquoted_template);
 diagnostic!(unknown_plan_key);
 diagnostic!(unknown_envelope_key);
 diagnostic!(unknown_module);
@@ -99,6 +100,16 @@ fn a_plan_managing_one_path_twice_changes_nothing() {
         assert!(out.stderr.contains("both manage the path"), "{cmd}: {}", out.stderr);
     }
     assert!(!s.root().exists(), "nothing was created");
+}
+
+/// `path: {{ base }}/a` is a YAML flow mapping, not a template: the error
+/// says to quote it and shows the quoted line.
+#[test]
+fn a_value_starting_with_braces_must_be_quoted() {
+    let rendered = validate("unquoted_template");
+    assert!(rendered.contains("a value that starts with `{{` must be quoted"), "{rendered}");
+    assert!(rendered.contains(r#"write it quoted: `path: "{{ base }}/a"`"#), "{rendered}");
+    assert!(rendered.contains("unquoted_template.yaml:7:13"), "{rendered}");
 }
 
 /// The help proposes an absolute path only when it is likely the one meant

@@ -235,9 +235,56 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
             } else {
                 "here"
             };
+            if let Some((at, quoted)) = unquoted_template(text, offset) {
+                return Err(Diag::new(
+                    "plumb::yaml::unquoted_template",
+                    "invalid YAML: a value that starts with `{{` must be quoted (unquoted, YAML reads `{` as the start of a mapping)",
+                    Span::new(id, at, 2),
+                    "this value starts with `{{`",
+                )
+                .with_help(format!("write it quoted: {quoted}")));
+            }
             Err(Diag::new(code, msg, Span::new(id, offset, len), label))
         }
     }
+}
+
+/// For a syntax error on a line (or just after a line) whose value starts
+/// with `{{`: where that value starts, and the line written with it quoted.
+fn unquoted_template(text: &str, offset: usize) -> Option<(usize, String)> {
+    let offset = offset.min(text.len());
+    if !text.is_char_boundary(offset) {
+        return None;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    // The error may be reported at the start of the next line.
+    let starts = [
+        line_start,
+        text[..line_start.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1),
+    ];
+    starts.into_iter().find_map(|start| {
+        let line = text[start..].lines().next()?;
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map_or(body, str::trim_start);
+        let value_at = if body.starts_with("{{") {
+            0
+        } else {
+            let (_, after) = body.split_once(": ")?;
+            let after = after.trim_start();
+            after.starts_with("{{").then(|| body.len() - after.len())?
+        };
+        let indent = line.len() - body.len();
+        let value = body[value_at..].trim_end();
+        let quoted = if value.contains('"') || value.contains('\\') {
+            format!("'{}'", value.replace('\'', "''"))
+        } else {
+            format!("\"{value}\"")
+        };
+        Some((
+            start + indent + value_at,
+            format!("`{}{quoted}`", &body[..value_at]),
+        ))
+    })
 }
 
 fn clean_saphyr_message(msg: &str) -> String {
