@@ -43,6 +43,7 @@ diagnostic!(unknown_module);
 diagnostic!(no_module);
 diagnostic!(two_modules);
 diagnostic!(unknown_param);
+diagnostic!(params_beside_module);
 diagnostic!(wrong_type);
 diagnostic!(bad_mode);
 diagnostic!(bad_values_of_one_resource);
@@ -110,6 +111,23 @@ fn a_value_starting_with_braces_must_be_quoted() {
     assert!(rendered.contains("a value that starts with `{{` must be quoted"), "{rendered}");
     assert!(rendered.contains(r#"write it quoted: `path: "{{ base }}/a"`"#), "{rendered}");
     assert!(rendered.contains("unquoted_template.yaml:7:13"), "{rendered}");
+}
+
+/// Parameters written beside `file:` instead of under it: one error that
+/// says `file:` is empty, not an "unknown key" per parameter.
+#[test]
+fn parameters_beside_their_module_key_are_one_clear_error() {
+    let rendered = validate("params_beside_module");
+    assert!(
+        rendered.contains("`file:` has no parameters; `path`, `content` are written beside it"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("indent them under `file:`"), "{rendered}");
+    assert!(
+        rendered.contains("`mode` is written beside `directory:` instead of under it"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("unknown key"), "{rendered}");
 }
 
 /// The help proposes an absolute path only when it is likely the one meant
