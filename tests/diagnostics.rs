@@ -130,6 +130,40 @@ fn parameters_beside_their_module_key_are_one_clear_error() {
     assert!(!rendered.contains("unknown key"), "{rendered}");
 }
 
+/// A wrong `hosts:`, a relative path, an undefined variable in `when:` and
+/// a cycle are independent: one run reports all four, each at its place.
+#[test]
+fn errors_of_every_phase_are_reported_together() {
+    let rendered = validate("errors_of_every_phase");
+    for (code, at) in [
+        ("plumb::plan::unknown_host", ":2:9"),
+        ("plumb::plan::relative_path", ":5:18"),
+        ("plumb::template::undefined", ":8:11"),
+        ("plumb::plan::cycle", ":12:9"),
+    ] {
+        assert!(rendered.contains(code), "missing {code}:\n{rendered}");
+        assert!(rendered.contains(&format!("errors_of_every_phase.yaml{at}")), "missing {at}:\n{rendered}");
+    }
+    assert!(rendered.contains("4 errors"), "{rendered}");
+    let out = Plumb::new()
+        .args(["validate", "tests/fixtures/diag/errors_of_every_phase.yaml", "-l", "nosuch"])
+        .run();
+    assert!(out.stderr.contains("5 errors"), "{}", out.stderr);
+    assert!(out.stderr.contains("--limit: unknown host or group `nosuch`"), "{}", out.stderr);
+}
+
+/// With a wrong `hosts:`, the hosts meant are unknown: the resource errors
+/// every host has are reported, not those of a host that was not meant
+/// (`registry` is defined for `edgeserver` only).
+#[test]
+fn a_wrong_host_selection_reports_the_errors_every_host_has() {
+    let rendered = validate("inv/wrong_selection_and_resource_errors");
+    assert!(rendered.contains("unknown host or group `edge-servers`"), "{rendered}");
+    assert!(rendered.contains("found `etc/motd`"), "{rendered}");
+    assert!(rendered.contains("2 errors"), "{rendered}");
+    assert!(!rendered.contains("registry"), "{rendered}");
+}
+
 /// The help proposes an absolute path only when it is likely the one meant
 /// (`etc/motd`, a device under `/dev`), never `/relative.conf`.
 #[test]

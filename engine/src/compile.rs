@@ -110,7 +110,19 @@ pub fn compile(
     opts: &CompileOptions,
 ) -> Result<Compiled, Vec<Diag>> {
     let mut diags = Vec::new();
-    let mut selected = inventory.select(&plan.hosts)?;
+    // When the host selection itself is wrong, the hosts meant are unknown:
+    // the plan is still compiled for every candidate host, and the errors
+    // that every one of them has (they do not depend on the host) are
+    // reported with the selection's, so that one run shows all of them.
+    let mut exact = true;
+    let mut selected = match inventory.select(&plan.hosts) {
+        Ok(s) => s,
+        Err(d) => {
+            diags.extend(d);
+            exact = false;
+            inventory.hosts.iter().collect()
+        }
+    };
     if !opts.limit.is_empty() {
         let limit: Vec<crate::plan::Located> = opts
             .limit
@@ -126,15 +138,13 @@ pub fn compile(
                 selected.retain(|h| names.contains(h.name.as_str()));
             }
             Err(d) => {
-                return Err(d
-                    .into_iter()
-                    .map(|mut d| {
-                        d.labels.clear();
-                        d.code = "plumb::cli::unknown_limit";
-                        d.message = format!("--limit: {}", d.message);
-                        d
-                    })
-                    .collect())
+                exact = false;
+                diags.extend(d.into_iter().map(|mut d| {
+                    d.labels.clear();
+                    d.code = "plumb::cli::unknown_limit";
+                    d.message = format!("--limit: {}", d.message);
+                    d
+                }));
             }
         }
     }
@@ -150,15 +160,26 @@ pub fn compile(
             }
         }
     }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
     let mut hosts = Vec::new();
-    for host in selected {
+    let mut per_host = Vec::new();
+    for host in &selected {
         match compile_for(&plan, host, &narrowed, registry, sources, opts, None) {
-            Ok(hp) => hosts.push(hp),
-            Err(d) => diags.extend(d),
+            Ok(hp) => {
+                hosts.push(hp);
+                per_host.push(Vec::new());
+            }
+            Err(d) => per_host.push(dedup(d)),
         }
+    }
+    if exact {
+        diags.extend(per_host.into_iter().flatten());
+    } else if let Some((first, others)) = per_host.split_first() {
+        diags.extend(
+            first
+                .iter()
+                .filter(|d| others.iter().all(|o| o.iter().any(|x| same(x, d))))
+                .cloned(),
+        );
     }
     if !diags.is_empty() {
         return Err(dedup(diags));
@@ -233,18 +254,18 @@ fn reads_facts(r: &RawResource) -> bool {
     walk(&r.params) || r.when.as_ref().is_some_and(walk)
 }
 
+/// What makes two diagnostics the same problem (seen on several hosts).
+fn problem(d: &Diag) -> (&'static str, String, Option<(u32, usize)>) {
+    (d.code, d.message.clone(), d.labels.first().map(|l| (l.0.source.0, l.0.offset)))
+}
+
+fn same(a: &Diag, b: &Diag) -> bool {
+    problem(a) == problem(b)
+}
+
 fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
     let mut seen = BTreeSet::new();
-    diags
-        .into_iter()
-        .filter(|d| {
-            seen.insert((
-                d.code,
-                d.message.clone(),
-                d.labels.first().map(|l| (l.0.source.0, l.0.offset)),
-            ))
-        })
-        .collect()
+    diags.into_iter().filter(|d| seen.insert(problem(d))).collect()
 }
 
 fn compile_host(
