@@ -108,8 +108,14 @@ fn a_plan_managing_one_path_twice_changes_nothing() {
 #[test]
 fn a_value_starting_with_braces_must_be_quoted() {
     let rendered = validate("unquoted_template");
-    assert!(rendered.contains("a value that starts with `{{` must be quoted"), "{rendered}");
-    assert!(rendered.contains(r#"write it quoted: `path: "{{ base }}/a"`"#), "{rendered}");
+    assert!(
+        rendered.contains("a value that starts with `{{` must be quoted"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(r#"write it quoted: `path: "{{ base }}/a"`"#),
+        "{rendered}"
+    );
     assert!(rendered.contains("unquoted_template.yaml:7:13"), "{rendered}");
 }
 
@@ -142,14 +148,26 @@ fn errors_of_every_phase_are_reported_together() {
         ("plumb::plan::cycle", ":12:9"),
     ] {
         assert!(rendered.contains(code), "missing {code}:\n{rendered}");
-        assert!(rendered.contains(&format!("errors_of_every_phase.yaml{at}")), "missing {at}:\n{rendered}");
+        assert!(
+            rendered.contains(&format!("errors_of_every_phase.yaml{at}")),
+            "missing {at}:\n{rendered}"
+        );
     }
     assert!(rendered.contains("4 errors"), "{rendered}");
     let out = Plumb::new()
-        .args(["validate", "tests/fixtures/diag/errors_of_every_phase.yaml", "-l", "nosuch"])
+        .args([
+            "validate",
+            "tests/fixtures/diag/errors_of_every_phase.yaml",
+            "-l",
+            "nosuch",
+        ])
         .run();
     assert!(out.stderr.contains("5 errors"), "{}", out.stderr);
-    assert!(out.stderr.contains("--limit: unknown host or group `nosuch`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--limit: unknown host or group `nosuch`"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// With a wrong `hosts:`, the hosts meant are unknown: the resource errors

@@ -256,7 +256,11 @@ fn reads_facts(r: &RawResource) -> bool {
 
 /// What makes two diagnostics the same problem (seen on several hosts).
 fn problem(d: &Diag) -> (&'static str, String, Option<(u32, usize)>) {
-    (d.code, d.message.clone(), d.labels.first().map(|l| (l.0.source.0, l.0.offset)))
+    (
+        d.code,
+        d.message.clone(),
+        d.labels.first().map(|l| (l.0.source.0, l.0.offset)),
+    )
 }
 
 fn same(a: &Diag, b: &Diag) -> bool {
@@ -491,7 +495,11 @@ fn shared_identities(resources: &[HostResource], raws: &[&RawResource], sources:
                 Claim::Path(p) => ("path", p),
                 Claim::Key(ns, v) => (ns, v),
             };
-            let value = if value.starts_with('/') { normal_path(&value) } else { value };
+            let value = if value.starts_with('/') {
+                normal_path(&value)
+            } else {
+                value
+            };
             let j = *owners.entry((what, value.clone())).or_insert(i);
             if j == i || !reported.insert((j, i)) {
                 continue;

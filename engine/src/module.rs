@@ -481,7 +481,9 @@ impl PrepareCx<'_> {
         let help = if ROOT_FOLDERS.contains(&top) && rel.len() > top.len() {
             format!("write it from the root: `/{rel}`")
         } else {
-            format!("write the whole path on the host, from `/`: plumb cannot tell which folder `{rel}` was meant to be in")
+            format!(
+                "write the whole path on the host, from `/`: plumb cannot tell which folder `{rel}` was meant to be in"
+            )
         };
         self.error(
             path,

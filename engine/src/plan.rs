@@ -539,7 +539,11 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
         }
     }
     if let (Some(m), Some(first)) = (modules.first(), beside.first()) {
-        let names = beside.iter().map(|e| format!("`{}`", e.key)).collect::<Vec<_>>().join(", ");
+        let names = beside
+            .iter()
+            .map(|e| format!("`{}`", e.key))
+            .collect::<Vec<_>>()
+            .join(", ");
         let empty = matches!(m.value.value, Value::Null);
         let are = if beside.len() == 1 { "is" } else { "are" };
         let message = if empty {
@@ -547,7 +551,12 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
         } else {
             format!("{names} {are} written beside `{}:` instead of under it", m.key)
         };
-        let mut d = Diag::new("plumb::plan::params_beside_module", message, first.key_span, "beside the module key");
+        let mut d = Diag::new(
+            "plumb::plan::params_beside_module",
+            message,
+            first.key_span,
+            "beside the module key",
+        );
         for e in &beside[1..] {
             d = d.with_label(e.key_span, "beside the module key");
         }

@@ -280,10 +280,7 @@ fn unquoted_template(text: &str, offset: usize) -> Option<(usize, String)> {
         } else {
             format!("\"{value}\"")
         };
-        Some((
-            start + indent + value_at,
-            format!("`{}{quoted}`", &body[..value_at]),
-        ))
+        Some((start + indent + value_at, format!("`{}{quoted}`", &body[..value_at])))
     })
 }
 

@@ -142,10 +142,7 @@ impl Module for Filesystem {
 
     fn claims(p: &Params) -> Claims {
         let aliases = device_aliases(&p.dev);
-        let manages = aliases
-            .iter()
-            .map(|d| Claim::Key("filesystem on", d.clone()))
-            .collect();
+        let manages = aliases.iter().map(|d| Claim::Key("filesystem on", d.clone())).collect();
         let mut provides: Vec<Claim> = aliases.into_iter().map(|d| Claim::Key("fs", d)).collect();
         // A mount of `LABEL=x` needs the filesystem labelled x. (A UUID is
         // made by mkfs, so a plan cannot name it before.)

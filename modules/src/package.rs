@@ -10,8 +10,7 @@
 //! package; the probe simulates the removal and the diff names them.
 
 use plumb_engine::module::{
-    Claim, Claims,
-    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};

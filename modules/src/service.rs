@@ -10,8 +10,7 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Claim, Claims,
-    Change, Changes, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
