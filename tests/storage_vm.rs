@@ -185,7 +185,9 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
         "filesystem: {dev: /dev/mapper/vg0-logs, type: xfs}",
         "filesystem: {dev: /dev/mapper/vg0-logs, type: xfs, grow: true}",
     ));
-    assert!(std::fs::read_to_string(&plan).unwrap().contains("type: xfs, grow: true"));
+    assert!(std::fs::read_to_string(&plan)
+        .unwrap()
+        .contains("type: xfs, grow: true"));
     let d = rig.run("diff", &plan, &[]);
     expect(&d, 2, "the volume grew by hand, its xfs did not");
     assert_eq!(resource(&d, "logs-fs")["changes"][0]["field"], "size");
