@@ -179,14 +179,18 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
 
     // An unmounted XFS is grown too (plumb mounts it at a temporary place).
     rig.sh("umount /srv/logs && lvextend -q -L 1792M vg0/logs");
-    let plan = rig.write_plan(&volumes_plan(
-        "2G",
-        "1792M",
-        "  - id: logs-grow\n    filesystem: {dev: /dev/vg0/logs, type: xfs, grow: true}\n",
+    // (`grow` on the filesystem resource itself: a second `filesystem` on
+    // the same device is refused.)
+    let plan = rig.write_plan(&volumes_plan("2G", "1792M", "").replace(
+        "filesystem: {dev: /dev/mapper/vg0-logs, type: xfs}",
+        "filesystem: {dev: /dev/mapper/vg0-logs, type: xfs, grow: true}",
     ));
+    assert!(std::fs::read_to_string(&plan)
+        .unwrap()
+        .contains("type: xfs, grow: true"));
     let d = rig.run("diff", &plan, &[]);
     expect(&d, 2, "the volume grew by hand, its xfs did not");
-    assert_eq!(resource(&d, "logs-grow")["changes"][0]["field"], "size");
+    assert_eq!(resource(&d, "logs-fs")["changes"][0]["field"], "size");
     expect(&rig.run("apply", &plan, &[]), 0, "xfs grown and mounted again");
     assert!(rig.df_bytes("/srv/logs") > 1700 << 20);
     rig.sh("sha256sum -c /root/log.sum");

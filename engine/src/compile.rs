@@ -110,7 +110,19 @@ pub fn compile(
     opts: &CompileOptions,
 ) -> Result<Compiled, Vec<Diag>> {
     let mut diags = Vec::new();
-    let mut selected = inventory.select(&plan.hosts)?;
+    // When the host selection itself is wrong, the hosts meant are unknown:
+    // the plan is still compiled for every candidate host, and the errors
+    // that every one of them has (they do not depend on the host) are
+    // reported with the selection's, so that one run shows all of them.
+    let mut exact = true;
+    let mut selected = match inventory.select(&plan.hosts) {
+        Ok(s) => s,
+        Err(d) => {
+            diags.extend(d);
+            exact = false;
+            inventory.hosts.iter().collect()
+        }
+    };
     if !opts.limit.is_empty() {
         let limit: Vec<crate::plan::Located> = opts
             .limit
@@ -126,15 +138,13 @@ pub fn compile(
                 selected.retain(|h| names.contains(h.name.as_str()));
             }
             Err(d) => {
-                return Err(d
-                    .into_iter()
-                    .map(|mut d| {
-                        d.labels.clear();
-                        d.code = "plumb::cli::unknown_limit";
-                        d.message = format!("--limit: {}", d.message);
-                        d
-                    })
-                    .collect())
+                exact = false;
+                diags.extend(d.into_iter().map(|mut d| {
+                    d.labels.clear();
+                    d.code = "plumb::cli::unknown_limit";
+                    d.message = format!("--limit: {}", d.message);
+                    d
+                }));
             }
         }
     }
@@ -150,15 +160,26 @@ pub fn compile(
             }
         }
     }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
     let mut hosts = Vec::new();
-    for host in selected {
+    let mut per_host = Vec::new();
+    for host in &selected {
         match compile_for(&plan, host, &narrowed, registry, sources, opts, None) {
-            Ok(hp) => hosts.push(hp),
-            Err(d) => diags.extend(d),
+            Ok(hp) => {
+                hosts.push(hp);
+                per_host.push(Vec::new());
+            }
+            Err(d) => per_host.push(dedup(d)),
         }
+    }
+    if exact {
+        diags.extend(per_host.into_iter().flatten());
+    } else if let Some((first, others)) = per_host.split_first() {
+        diags.extend(
+            first
+                .iter()
+                .filter(|d| others.iter().all(|o| o.iter().any(|x| same(x, d))))
+                .cloned(),
+        );
     }
     if !diags.is_empty() {
         return Err(dedup(diags));
@@ -271,18 +292,22 @@ fn unknown_facts(r: &RawResource, sources: &Sources) -> Vec<Diag> {
     out
 }
 
+/// What makes two diagnostics the same problem (seen on several hosts).
+fn problem(d: &Diag) -> (&'static str, String, Option<(u32, usize)>) {
+    (
+        d.code,
+        d.message.clone(),
+        d.labels.first().map(|l| (l.0.source.0, l.0.offset)),
+    )
+}
+
+fn same(a: &Diag, b: &Diag) -> bool {
+    problem(a) == problem(b)
+}
+
 fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
     let mut seen = BTreeSet::new();
-    diags
-        .into_iter()
-        .filter(|d| {
-            seen.insert((
-                d.code,
-                d.message.clone(),
-                d.labels.first().map(|l| (l.0.source.0, l.0.offset)),
-            ))
-        })
-        .collect()
+    diags.into_iter().filter(|d| seen.insert(problem(d))).collect()
 }
 
 fn compile_host(
@@ -334,7 +359,10 @@ fn compile_host(
                 }
                 Ok(true) => {}
                 Err(d) => {
+                    // Kept (without a resource) so that the graph's other
+                    // problems are still found.
                     diags.extend(d);
+                    resources.push(hr);
                     continue;
                 }
             }
@@ -343,6 +371,7 @@ fn compile_host(
             Ok(p) => p,
             Err(d) => {
                 diags.extend(d);
+                resources.push(hr);
                 continue;
             }
         };
@@ -359,9 +388,9 @@ fn compile_host(
         }
         resources.push(hr);
     }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
+    // A resource with errors has no claims: the checks below see the
+    // rest, so that independent problems are reported together.
+    diags.extend(shared_identities(&resources, raws, sources));
     let index: BTreeMap<String, usize> = resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
     let mut edges: Vec<(usize, usize, EdgeKind)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
@@ -396,7 +425,10 @@ fn compile_host(
         }
     }
     if toposort(&graph, None).is_err() {
-        return Err(cycle_diags(&graph, raws));
+        diags.extend(cycle_diags(&graph, raws));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
     }
     let order = stable_order(&resources);
     Ok(HostPlan {
@@ -488,6 +520,58 @@ fn edges_from_claims(claims: &[Claims], edges: &mut Vec<(usize, usize, EdgeKind)
             }
         }
     }
+}
+
+/// Two resources of one host that manage the same thing (one path, one
+/// mount point, one logical volume, …) would undo each other on every
+/// apply: each such pair is an error at the second, naming the first.
+fn shared_identities(resources: &[HostResource], raws: &[&RawResource], sources: &Sources) -> Vec<Diag> {
+    let mut owners: HashMap<(&'static str, String), usize> = HashMap::new();
+    let mut reported = BTreeSet::new();
+    let mut diags = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        let Some(res) = &r.resource else { continue };
+        for claim in res.claims().manages {
+            let (what, value) = match claim {
+                Claim::Path(p) => ("path", p),
+                Claim::Key(ns, v) => (ns, v),
+            };
+            let value = if value.starts_with('/') {
+                normal_path(&value)
+            } else {
+                value
+            };
+            let j = *owners.entry((what, value.clone())).or_insert(i);
+            if j == i || !reported.insert((j, i)) {
+                continue;
+            }
+            let (first, second) = (raws[j], raws[i]);
+            let file = sources.get(first.id.span.source);
+            let (line, col) = crate::source::line_col(&file.text, first.id.span.offset);
+            diags.push(
+                Diag::new(
+                    "plumb::plan::managed_twice",
+                    format!(
+                        "`{}` ({}:{line}:{col}) and `{}` both manage the {what} `{value}`",
+                        first.id.value, file.name, second.id.value
+                    ),
+                    second.id.span,
+                    format!("manages the {what} `{value}` again"),
+                )
+                .with_label(first.id.span, "first manages it here")
+                .with_help(
+                    "each apply would undo the other's work: keep one resource, or give them different hosts with `hosts:`",
+                ),
+            );
+        }
+    }
+    diags
+}
+
+/// `path` with repeated slashes, `.` segments and trailing slashes removed.
+fn normal_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    format!("/{}", parts.join("/"))
 }
 
 fn meets(provided: &Claim, need: &Claim) -> Option<String> {

@@ -372,10 +372,16 @@ pub enum Claim {
 /// A resource's claims.
 #[derive(Clone, Debug, Default)]
 pub struct Claims {
-    /// What it manages.
+    /// What it manages, for the resources that rely on it.
     pub provides: Vec<Claim>,
     /// What it relies on.
     pub needs: Vec<Claim>,
+    /// What it alone may manage on a host: its identities. Two resources of
+    /// one host with a common identity would undo each other's work on every
+    /// apply, so the engine refuses the plan. A path here is the path
+    /// itself (its ancestors are not involved), compared after removing
+    /// repeated and trailing slashes; so is a key value that starts with `/`.
+    pub manages: Vec<Claim>,
 }
 
 /// Documentation of a module, shown by `plumb doc`.
@@ -401,6 +407,12 @@ pub struct ParamDoc {
     /// What it does.
     pub doc: &'static str,
 }
+
+/// The folders of a Linux root that a relative path may have meant
+/// (`etc/motd` was likely `/etc/motd`).
+const ROOT_FOLDERS: &[&str] = &[
+    "boot", "dev", "etc", "home", "mnt", "media", "opt", "proc", "root", "run", "srv", "sys", "tmp", "usr", "var",
+];
 
 /// What a module's `prepare` may use: the plan's folder for local files, the
 /// templating of local template files, and a place for errors that point at
@@ -460,16 +472,48 @@ impl PrepareCx<'_> {
             .push(Diag::new(code, message, span, "").with_help_opt(help));
     }
 
-    /// Require `value` of parameter `path` to be an absolute path.
+    /// Require `value` of parameter `path` to be an absolute path. The help
+    /// proposes a path only when the value's first folder is one of the
+    /// root's usual folders (`etc/motd` → `/etc/motd`): any other guess
+    /// (`/app.conf` for `app.conf`) would likely be wrong.
     pub fn require_absolute(&self, path: &str, value: &str) {
-        if !value.starts_with('/') {
-            self.error(
-                path,
-                "plumb::plan::relative_path",
-                format!("`{path}` must be an absolute path, found `{value}`"),
-                Some(format!("write it from the root: `/{}`", value.trim_start_matches("./"))),
-            );
+        if value.starts_with('/') {
+            return;
         }
+        let rel = value.trim_start_matches("./");
+        let top = rel.split('/').next().unwrap_or_default();
+        let help = if ROOT_FOLDERS.contains(&top) && rel.len() > top.len() {
+            format!("write it from the root: `/{rel}`")
+        } else {
+            format!(
+                "write the whole path on the host, from `/`: plumb cannot tell which folder `{rel}` was meant to be in"
+            )
+        };
+        self.error(
+            path,
+            "plumb::plan::relative_path",
+            format!("`{path}` must be an absolute path, found `{value}`"),
+            Some(help),
+        );
+    }
+
+    /// Require `value` of parameter `path` to be a device's absolute path;
+    /// a bare name (`vdc`) is proposed under `/dev`.
+    pub fn require_device(&self, path: &str, value: &str) {
+        if value.starts_with('/') {
+            return;
+        }
+        let help = if value.is_empty() || value.contains('/') {
+            "name the device by its path: `/dev/vdb`, `/dev/disk/by-id/…`".to_string()
+        } else {
+            format!("name the device by its path: `/dev/{value}`")
+        };
+        self.error(
+            path,
+            "plumb::plan::relative_path",
+            format!("`{path}` must be a device's absolute path, found `{value}`"),
+            Some(help),
+        );
     }
 
     /// A local file named by parameter `path`, relative to the plan's folder.
@@ -542,7 +586,8 @@ pub trait Module: Send + Sync + 'static {
     /// files, check paths), reporting problems through `cx`.
     fn prepare(_p: &mut Self::Params, _cx: &PrepareCx<'_>) {}
 
-    /// What it manages and relies on (implicit graph edges).
+    /// What it manages and relies on (implicit graph edges), and what it
+    /// alone may manage (see [`Claims::manages`]).
     fn claims(_p: &Self::Params) -> Claims {
         Claims::default()
     }
@@ -797,7 +842,14 @@ impl<M: Module> ModuleEntry for Entry<M> {
         M::REFRESHABLE
     }
     fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>> {
-        let mut p: M::Params = yaml::from_node(params, anchor)?;
+        // When some parameters are wrong, the others are still checked by
+        // `prepare` (a relative path is reported beside a bad mode); only
+        // its errors about parameters that were read are kept, since an
+        // error about the resource as a whole may come from a left-out one.
+        let (p, mut diags, left_out) = yaml::from_node_partial::<M::Params>(params, anchor);
+        let Some(mut p) = p else {
+            return Err(diags);
+        };
         let pcx = PrepareCx {
             params,
             anchor,
@@ -809,7 +861,25 @@ impl<M: Module> ModuleEntry for Entry<M> {
             vars: cx.vars,
         };
         M::prepare(&mut p, &pcx);
-        let diags = pcx.diags.into_inner();
+        let prepared = pcx.diags.into_inner();
+        if diags.is_empty() {
+            diags = prepared;
+        } else {
+            let kept: Vec<Span> = params
+                .as_map()
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| !left_out.contains(&e.key))
+                .map(|e| e.value.span)
+                .collect();
+            diags.extend(prepared.into_iter().filter(|d| {
+                d.labels.first().is_some_and(|(at, _)| {
+                    kept.iter().any(|k| {
+                        k.source == at.source && at.offset >= k.offset && at.offset + at.len <= k.offset + k.len
+                    })
+                })
+            }));
+        }
         if !diags.is_empty() {
             return Err(diags);
         }

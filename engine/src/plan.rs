@@ -430,6 +430,14 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let mut become_ = None;
     let mut sensitive = false;
     let mut unknown_module = false;
+    // Parameters of the resource's module written beside its key instead
+    // of under it (a missing indentation): reported together, below.
+    let module_params = entries
+        .iter()
+        .find_map(|e| registry.get(&e.key))
+        .map(|m| m.param_names())
+        .unwrap_or_default();
+    let mut beside = Vec::new();
     for e in entries {
         match e.key.as_str() {
             "id" => match e.value.scalar_text().as_deref() {
@@ -473,6 +481,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 _ => diags.push(wrong_type(&e.value, "a boolean")),
             },
             key if registry.get(key).is_some() => modules.push(e),
+            key if module_params.contains(&key) => beside.push(e),
             key => {
                 let modules_near = nearest(key, registry.names());
                 let envelope_near = nearest(key, ENVELOPE_KEYS.iter().copied());
@@ -528,6 +537,37 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 }
             }
         }
+    }
+    if let (Some(m), Some(first)) = (modules.first(), beside.first()) {
+        let names = beside
+            .iter()
+            .map(|e| format!("`{}`", e.key))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let empty = matches!(m.value.value, Value::Null);
+        let are = if beside.len() == 1 { "is" } else { "are" };
+        let message = if empty {
+            format!("`{}:` has no parameters; {names} {are} written beside it", m.key)
+        } else {
+            format!("{names} {are} written beside `{}:` instead of under it", m.key)
+        };
+        let mut d = Diag::new(
+            "plumb::plan::params_beside_module",
+            message,
+            first.key_span,
+            "beside the module key",
+        );
+        for e in &beside[1..] {
+            d = d.with_label(e.key_span, "beside the module key");
+        }
+        diags.push(
+            d.with_label(m.key_span, if empty { "empty" } else { "its parameters" })
+                .with_help(if empty {
+                    format!("indent them under `{}:`", m.key)
+                } else {
+                    format!("move them into `{}:`'s parameters", m.key)
+                }),
+        );
     }
     let span = item.span;
     if id.is_none() && diags.len() == before {

@@ -197,6 +197,7 @@ impl Templates {
                 self.env
                     .compile_expression(expr)
                     .and_then(|e| e.eval(cx.ctx.clone()))
+                    .and_then(defined)
                     .map(|v| v.is_true())
                     .map_err(|e| self.explain(&e.into(), s, node.span, &cx))
             }
@@ -624,6 +625,16 @@ impl From<minijinja::Error> for RenderError {
     }
 }
 
+/// A condition's value, or an error when it is undefined: `when: "{{ nope }}"`
+/// must not read as false.
+fn defined(v: JinjaValue) -> Result<JinjaValue, minijinja::Error> {
+    if v.is_undefined() {
+        Err(minijinja::Error::new(ErrorKind::UndefinedError, "undefined value"))
+    } else {
+        Ok(v)
+    }
+}
+
 /// One variable a template reads that is not there.
 struct Undefined {
     /// As written in the template (`nope`, `cfg.port`).
@@ -756,6 +767,7 @@ pub fn eval_condition(expr: &str, vars: &Vars) -> Result<bool, String> {
     t.env
         .compile_expression(expr)
         .and_then(|e| e.eval(Templates::ctx(vars)))
+        .and_then(defined)
         .map(|v| v.is_true())
         .map_err(|e| {
             let mut msg = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
@@ -958,6 +970,18 @@ mod tests {
             "{:?}",
             &text[sp.offset..sp.offset + sp.len]
         );
+    }
+
+    #[test]
+    fn an_undefined_condition_is_an_error_not_false() {
+        let vars = plan_vars("manage: true\n");
+        for text in ["w: \"{{ manag }}\"\n", "w: \"manag\"\n"] {
+            let (s, n) = node(text);
+            let w = &n.get("w").unwrap().value;
+            let errs = Templates::new().condition(w, &vars, &s).unwrap_err();
+            assert_eq!(errs[0].help.as_deref(), Some("did you mean `manage`?"), "{text}");
+        }
+        assert!(eval_condition("{{ manag }}", &vars).is_err());
     }
 
     #[test]

@@ -271,9 +271,53 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
             } else {
                 "here"
             };
+            if let Some((at, quoted)) = unquoted_template(text, offset) {
+                return Err(Diag::new(
+                    "plumb::yaml::unquoted_template",
+                    "invalid YAML: a value that starts with `{{` must be quoted (unquoted, YAML reads `{` as the start of a mapping)",
+                    Span::new(id, at, 2),
+                    "this value starts with `{{`",
+                )
+                .with_help(format!("write it quoted: {quoted}")));
+            }
             Err(Diag::new(code, msg, Span::new(id, offset, len), label))
         }
     }
+}
+
+/// For a syntax error on a line (or just after a line) whose value starts
+/// with `{{`: where that value starts, and the line written with it quoted.
+fn unquoted_template(text: &str, offset: usize) -> Option<(usize, String)> {
+    let offset = offset.min(text.len());
+    if !text.is_char_boundary(offset) {
+        return None;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    // The error may be reported at the start of the next line.
+    let starts = [
+        line_start,
+        text[..line_start.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1),
+    ];
+    starts.into_iter().find_map(|start| {
+        let line = text[start..].lines().next()?;
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map_or(body, str::trim_start);
+        let value_at = if body.starts_with("{{") {
+            0
+        } else {
+            let (_, after) = body.split_once(": ")?;
+            let after = after.trim_start();
+            after.starts_with("{{").then(|| body.len() - after.len())?
+        };
+        let indent = line.len() - body.len();
+        let value = body[value_at..].trim_end();
+        let quoted = if value.contains('"') || value.contains('\\') {
+            format!("'{}'", value.replace('\'', "''"))
+        } else {
+            format!("\"{value}\"")
+        };
+        Some((start + indent + value_at, format!("`{}{quoted}`", &body[..value_at])))
+    })
 }
 
 fn clean_saphyr_message(msg: &str) -> String {
@@ -463,6 +507,16 @@ fn flow_len(text: &str) -> Option<usize> {
 /// Every unknown key (with did-you-mean) and the first type error, each as a
 /// diagnostic at its place.
 pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Vec<Diag>> {
+    match from_node_partial(node, anchor) {
+        (Some(v), diags, _) if diags.is_empty() => Ok(v),
+        (_, diags, _) => Err(diags),
+    }
+}
+
+/// As [`from_node`], and also what could be read: the value without the
+/// mapping entries that hold errors (their keys are the third item), when
+/// the rest reads.
+pub fn from_node_partial<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Option<T>, Vec<Diag>, Vec<String>) {
     // serde stops at a struct's first bad field. To report every bad
     // parameter of a mapping at once, the entry that holds the error is
     // left out and the rest is read again, until it reads or an error
@@ -482,8 +536,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
             diags.extend(extra.into_inner());
         }
         let e = match result {
-            Ok(v) if diags.is_empty() => return Ok(v),
-            Ok(_) => return Err(diags),
+            Ok(v) => return (Some(v), diags, left_out),
             Err(e) => e,
         };
         let missing_because_left_out = e.code == "plumb::plan::missing_param"
@@ -494,7 +547,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
         }
         let next = current.get_or_insert_with(|| node.clone());
         let (Some(at), Value::Map(entries)) = (at, &mut next.value) else {
-            return Err(diags);
+            return (None, diags, left_out);
         };
         let inside = |outer: Span| {
             at.source == outer.source && at.offset >= outer.offset && at.offset + at.len <= outer.offset + outer.len
@@ -504,7 +557,7 @@ pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Ve
             .position(|en| inside(en.value.span) || inside(en.key_span))
         {
             Some(i) => left_out.push(entries.remove(i).key),
-            None => return Err(diags),
+            None => return (None, diags, left_out),
         }
     }
 }

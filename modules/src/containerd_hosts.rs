@@ -232,6 +232,7 @@ impl Module for ContainerdHosts {
         Claims {
             provides: Vec::new(),
             needs: vec![Claim::Path(p.path.clone())],
+            manages: vec![Claim::Path(p.path.clone())],
         }
     }
 

@@ -114,6 +114,7 @@ impl Module for Directory {
                 Claim::Key("dir", crate::fstab::normalize(&p.path).to_string()),
             ],
             needs: vec![Claim::Path(p.path.clone())],
+            manages: vec![Claim::Path(p.path.clone())],
         }
     }
 

@@ -172,6 +172,7 @@ impl Module for DockerDaemon {
         Claims {
             provides: Vec::new(),
             needs: vec![Claim::Path(p.path.clone())],
+            manages: vec![Claim::Path(p.path.clone())],
         }
     }
 

@@ -147,6 +147,7 @@ impl Module for File {
         Claims {
             provides: Vec::new(),
             needs: vec![Claim::Path(p.path.clone())],
+            manages: vec![Claim::Path(p.path.clone())],
         }
     }
 

@@ -114,7 +114,7 @@ impl Module for Filesystem {
     }
 
     fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
-        cx.require_absolute("dev", &p.dev);
+        cx.require_device("dev", &p.dev);
         if let Some(l) = &p.label {
             let max = max_label(p.fstype);
             if l.len() > max {
@@ -141,10 +141,9 @@ impl Module for Filesystem {
     }
 
     fn claims(p: &Params) -> Claims {
-        let mut provides: Vec<Claim> = device_aliases(&p.dev)
-            .into_iter()
-            .map(|d| Claim::Key("fs", d))
-            .collect();
+        let aliases = device_aliases(&p.dev);
+        let manages = aliases.iter().map(|d| Claim::Key("filesystem on", d.clone())).collect();
+        let mut provides: Vec<Claim> = aliases.into_iter().map(|d| Claim::Key("fs", d)).collect();
         // A mount of `LABEL=x` needs the filesystem labelled x. (A UUID is
         // made by mkfs, so a plan cannot name it before.)
         if let Some(l) = &p.label {
@@ -153,6 +152,7 @@ impl Module for Filesystem {
         Claims {
             provides,
             needs: vec![Claim::Key("blockdev", p.dev.clone())],
+            manages,
         }
     }
 

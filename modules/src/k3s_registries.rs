@@ -241,6 +241,7 @@ impl Module for K3sRegistries {
         Claims {
             provides: Vec::new(),
             needs: vec![Claim::Path(p.path.clone())],
+            manages: vec![Claim::Path(p.path.clone())],
         }
     }
 

@@ -226,6 +226,7 @@ impl Module for LogicalVolume {
                 Claim::Key("blockdev", mapper_path(&p.vg, &p.name)),
             ],
             needs: vec![Claim::Key("vg", p.vg.clone())],
+            manages: vec![Claim::Key("logical volume", format!("{}/{}", p.vg, p.name))],
         }
     }
 

@@ -135,7 +135,7 @@ impl Module for VolumeGroup {
             );
         }
         for (i, d) in p.pvs.iter().enumerate() {
-            cx.require_absolute(&format!("pvs.{i}"), d);
+            cx.require_device(&format!("pvs.{i}"), d);
             if d.contains([',', ' ', '\n']) {
                 cx.error(
                     &format!("pvs.{i}"),
@@ -172,6 +172,9 @@ impl Module for VolumeGroup {
         Claims {
             provides: vec![Claim::Key("vg", p.name.clone())],
             needs: p.pvs.iter().map(|d| Claim::Key("blockdev", d.clone())).collect(),
+            manages: std::iter::once(Claim::Key("volume group", p.name.clone()))
+                .chain(p.pvs.iter().map(|d| Claim::Key("physical volume", d.clone())))
+                .collect(),
         }
     }
 

@@ -520,6 +520,8 @@ impl Module for Mount {
         Claims {
             provides: vec![Claim::Path(p.path.clone())],
             needs,
+            // Not the path: a `directory` resource may make the mount point.
+            manages: vec![Claim::Key("mount point", p.path.clone())],
         }
     }
 

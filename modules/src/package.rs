@@ -10,7 +10,7 @@
 //! package; the probe simulates the removal and the diff names them.
 
 use plumb_engine::module::{
-    Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,13 @@ impl Module for Package {
         }
         let mut seen = std::collections::BTreeSet::new();
         p.name.0.retain(|n| seen.insert(n.clone()));
+    }
+
+    fn claims(p: &Params) -> Claims {
+        Claims {
+            manages: p.name.0.iter().map(|n| Claim::Key("package", n.clone())).collect(),
+            ..Claims::default()
+        }
     }
 
     fn probe(p: &Params) -> Sh {

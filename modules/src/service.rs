@@ -10,7 +10,7 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Change, Changes, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -201,6 +201,13 @@ impl Module for Service {
             );
         }
         p.unit = unit_name(&p.name);
+    }
+
+    fn claims(p: &Params) -> Claims {
+        Claims {
+            manages: vec![Claim::Key("service", p.unit.clone())],
+            ..Claims::default()
+        }
     }
 
     fn probe(p: &Params) -> Sh {
