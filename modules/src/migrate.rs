@@ -81,20 +81,75 @@ release() {
   done
   umount -l "$1"
 }
+# The units that go down: the listed ones that run, and every running unit
+# that can start a listed one again (`TriggeredBy=`: its sockets, paths and
+# timers; docker.socket for docker). They stop in one transaction, so
+# systemd orders the stops and no socket is left to start its service again
+# (a connection waiting on it would, at once).
+live() {
+  case $(systemctl show -p ActiveState --value -- "$1" 2>/dev/null) in
+    active|activating|reloading|deactivating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+add() { case " $active " in *" $1 "*) ;; *) active="$active $1" ;; esac; }
+start_again() {
+  [ -n "$active" ] || return 0
+  # One transaction: each socket is listening again before its service runs.
+  systemctl start -- $active && return 0
+  for u in $active; do live "$u" || say "could not start $u again"; done
+  return 1
+}
+# A unit that runs again after it was stopped, named with the running
+# units that can start it (that trigger it, or pull it in when they start)
+# and were not stopped with it.
+restarted() {
+  first=
+  for u in $active; do
+    live "$u" || continue
+    [ -n "$first" ] || first=$u
+    by=
+    for d in $(systemctl show -p TriggeredBy,WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
+      case $d in *.target|*.slice) continue ;; esac
+      case " $active " in *" $d "*) continue ;; esac
+      if live "$d"; then by="$by $d"; fi
+    done
+    if [ -n "$by" ]; then
+      echo "$u started again after it was stopped: it is started by$by, which runs (stop it too: list it in migrate.stop)"
+      return 0
+    fi
+  done
+  [ -n "$first" ] || return 1
+  echo "$first started again after it was stopped, by no unit that runs (something ran \`systemctl start\`: see \`journalctl -u $first\`)"
+}
 restore() {
   if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
-  for svc in $active; do systemctl start "$svc" || say "could not start $svc again"; done
+  start_again
 }
 fail() { say "migration of $path failed: $*"; say "nothing was switched: $path holds its old data as before"; restore; exit 1; }
+# Filesystems mounted below the path, and mounts elsewhere built on files
+# below it (an overlay's lowerdir/upperdir: the containers of a runtime
+# that keeps running when its service stops).
+below() {
+  findmnt -ln -o TARGET,OPTIONS | awk -v p="$path/" '
+    index($1, p) == 1 { print $1; next }
+    { n = split($2, o, ","); for (i = 1; i <= n; i++) if (index(o[i], "=" p) || index(o[i], ":" p)) { print $1; break } }' | head -n 3
+}
+# Processes whose root is below the path (a container's, when its runtime
+# keeps it running).
+users() {
+  for d in /proc/[0-9]*; do
+    r=$(readlink "$d/root" 2>/dev/null) || continue
+    case $r in "$path"/*) echo "${d#/proc/} ($(cat "$d/comm" 2>/dev/null))" ;; esac
+  done | head -n 3 | tr '\n' ' '
+}
 
 if [ ! -d "$path" ]; then fail "$path is not a directory"; fi
 path=$(cd -P -- "$path" && pwd -P)
 old="$path.plumb-old-${plumb_run:-run}"
 if [ -e "$old" ] || [ -L "$old" ]; then fail "$old already exists"; fi
-below=$(findmnt -ln -o TARGET | awk -v p="$path/" 'index($0, p) == 1' | head -n 3)
-if [ -n "$below" ]; then fail "filesystems are mounted below $path ($below): unmount them first"; fi
 old_src=$(findmnt -n -o SOURCE -M "$path" | tail -n 1)
 old_fstype=$(findmnt -n -o FSTYPE -M "$path" | tail -n 1)
 old_opts=$(findmnt -n -o OPTIONS -M "$path" | tail -n 1)
@@ -102,11 +157,35 @@ old_opts=$(findmnt -n -o OPTIONS -M "$path" | tail -n 1)
 if [ $# -gt 0 ]; then
   command -v systemctl >/dev/null 2>&1 || fail "cannot stop $*: no systemctl on this host"
   for svc in "$@"; do
-    if systemctl is-active --quiet "$svc"; then active="$active $svc"; fi
+    id=$(systemctl show -p Id --value -- "$svc" 2>/dev/null)
+    [ -n "$id" ] || id=$svc
+    if live "$id"; then add "$id"; fi
+    for t in $(systemctl show -p TriggeredBy --value -- "$id" 2>/dev/null); do
+      if live "$t"; then add "$t"; fi
+    done
   done
-  for svc in $active; do
-    systemctl stop "$svc" || fail "could not stop $svc"
-  done
+  if [ -n "$active" ]; then
+    timeout 300 systemctl stop -- $active || fail "could not stop$active (systemctl stop failed, or took more than 300 s)"
+    # Each unit is inactive, and stays so: a unit that something starts
+    # again (a socket, a unit that pulls it in) would write into the data
+    # while it is copied.
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      sleep 0.2
+      why=$(restarted) && fail "$why"
+    done
+  fi
+fi
+# Whatever the stopped units held is unmounted by now (a moment's grace for
+# a process that is still exiting).
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  held=$(below)
+  [ -z "$held" ] && break
+  sleep 0.5
+done
+if [ -n "$held" ]; then
+  why=$(restarted) && fail "$why; filesystems are mounted below $path ($(echo $held))"
+  procs=$(users)
+  fail "filesystems are mounted below $path or use files there ($(echo $held))${procs:+, used by processes $procs}: stop what holds them (list it in migrate.stop) or unmount them first"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/plumb-migrate.XXXXXX") || fail "cannot make a temporary mount point"
@@ -153,6 +232,9 @@ files=$(grep -c '' "$work/old.sums")
 bytes=$(du -sxB1 "$path" | cut -f 1)
 command -v getfattr >/dev/null 2>&1 || echo "plumb-note=xattrs and ACLs were copied but not compared: getfattr (package attr) is missing"
 
+# A unit that came back during the copy may have written into the data.
+why=$(restarted) && fail "$why, during the copy"
+
 # The switch.
 release "$tmp" || fail "cannot unmount the temporary mount"
 tmp_mounted=0
@@ -182,8 +264,6 @@ elif [ "$keep" = 1 ]; then
 else
   rm -rf -- "$old" && echo "plumb-note=old data deleted after the verified switch"
 fi
-failed=
-for svc in $active; do systemctl start "$svc" || failed="$failed $svc"; done
-if [ -n "$failed" ]; then say "the data moved, but these services did not start again:$failed"; exit 1; fi
-[ -z "$active" ] || echo "plumb-note=services restarted:$active"
+if ! start_again; then say "the data moved, but not all of these units started again:$active"; exit 1; fi
+[ -z "$active" ] || echo "plumb-note=units stopped and started again:$active"
 "#;
