@@ -410,3 +410,74 @@ fn a_migration_names_the_unit_that_started_a_stopped_service_again() {
     );
     assert!(!node.sh("cat /etc/fstab").contains("/srv/app"), "fstab untouched");
 }
+
+/// A runtime in the manner of k3s: `KillMode=process`, so stopping its unit
+/// leaves its pods running, on overlays mounted elsewhere (here
+/// /run/plumb-pod/rootfs) that are built from files below the data
+/// (`lowerdir=/srv/app/k3s/…`). Its killall script stops the unit and
+/// the pods, as `k3s-killall.sh` does.
+const K3S_SERVICE: &str = "[Service]\nKillMode=process\n\
+    ExecStartPre=/bin/mkdir -p /srv/app/k3s/snapshots/1 /run/plumb-pod/upper /run/plumb-pod/work /run/plumb-pod/rootfs\n\
+    ExecStartPre=/bin/sh -c 'mountpoint -q /run/plumb-pod/rootfs || mount -t overlay plumb-pod -o lowerdir=/srv/app/k3s/snapshots/1,upperdir=/run/plumb-pod/upper,workdir=/run/plumb-pod/work /run/plumb-pod/rootfs'\n\
+    ExecStart=/bin/sleep infinity\n";
+const K3S_KILLALL: &str = "#!/bin/sh\nsystemctl stop plumb-k3s.service\numount /run/plumb-pod/rootfs\n";
+
+#[test]
+fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them() {
+    if !Lab::available() || !storage::available() {
+        return;
+    }
+    let node = Node::new(Lab::up_systemd(1));
+    assert_eq!(node.sh("systemctl is-system-running --wait || true"), "running");
+    std::fs::write(node.view("/etc/systemd/system/plumb-k3s.service"), K3S_SERVICE).unwrap();
+    std::fs::write(node.view("/usr/local/bin/plumb-k3s-killall.sh"), K3S_KILLALL).unwrap();
+    node.sh(
+        "chmod 755 /usr/local/bin/plumb-k3s-killall.sh && mkdir -p /srv/app/k3s/snapshots/1 \
+         && echo layer > /srv/app/k3s/snapshots/1/file && systemctl daemon-reload && systemctl start plumb-k3s",
+    );
+    assert_eq!(
+        node.sh("cat /run/plumb-pod/rootfs/file"),
+        "layer",
+        "the pod runs on the data"
+    );
+    let disk = LoopDev::new(node.dir.path(), "app", "64M");
+    let vars = [format!("dev={}", disk.dev)];
+    let plan = |extra: &str| {
+        format!(
+            "resources:\n  - id: app-fs\n    filesystem: {{dev: \"{{{{ dev }}}}\", type: ext4}}\n  - id: app-mount\n    mount:\n      path: /srv/app\n      src: \"{{{{ dev }}}}\"\n      fstype: ext4\n      migrate: {{stop: [plumb-k3s]{extra}}}\n"
+        )
+    };
+
+    // Stopping the unit is not enough: the pod still uses the data.
+    node.plan(&plan(""));
+    let a = node.plumb("apply", &vars);
+    expect(&a, 1, "pods still use the data");
+    let err = resource(&a, "app-mount")["error"].to_string();
+    assert!(
+        err.contains("use files there (/run/plumb-pod/rootfs)") && err.contains("holds its old data as before"),
+        "{err}"
+    );
+    assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");
+    assert_eq!(node.sh("systemctl is-active plumb-k3s"), "active", "started again");
+
+    // With the killall script as its stop command, it moves.
+    node.plan(&plan(", stop_command: /usr/local/bin/plumb-k3s-killall.sh"));
+    let d = node.plumb("diff", &vars);
+    let to = resource(&d, "app-mount")["changes"][0]["to"].to_string();
+    assert!(
+        to.contains("units stopped meanwhile: plumb-k3s.service; then `/usr/local/bin/plumb-k3s-killall.sh` runs"),
+        "{to}"
+    );
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "migrated with the pods stopped");
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    assert_eq!(node.sh("systemctl is-active plumb-k3s"), "active", "started again");
+    assert_eq!(
+        node.sh("cat /run/plumb-pod/rootfs/file"),
+        "layer",
+        "the pod runs again, on the new filesystem"
+    );
+    assert!(node
+        .sh("findmnt -n -o OPTIONS /run/plumb-pod/rootfs")
+        .contains("lowerdir=/srv/app/k3s/snapshots/1"));
+}

@@ -30,6 +30,8 @@ pub(crate) struct Migration<'a> {
     pub(crate) opts: &'a str,
     /// Services to stop during the copy.
     pub(crate) stop: &'a [String],
+    /// A command run once they are stopped, for what they leave running.
+    pub(crate) stop_command: Option<&'a str>,
     /// Keep the old data (renamed aside) rather than delete it after the
     /// verified switch.
     pub(crate) keep_old: bool,
@@ -52,6 +54,8 @@ pub(crate) fn script(m: &Migration<'_>) -> Sh {
         .val(m.opts)
         .raw("; keep=")
         .val(if m.keep_old { "1" } else { "0" })
+        .raw("; stop_command=")
+        .val(m.stop_command.unwrap_or_default())
         .raw("\nset --");
     for svc in m.stop {
         s = s.arg(svc);
@@ -175,6 +179,11 @@ if [ $# -gt 0 ]; then
     done
   fi
 fi
+# What the units leave running when they stop (k3s leaves its pods).
+if [ -n "$stop_command" ]; then
+  sh -c "$stop_command" >&2 || fail "the stop command failed (exit $?): $stop_command"
+  why=$(restarted) && fail "$why"
+fi
 # Whatever the stopped units held is unmounted by now (a moment's grace for
 # a process that is still exiting).
 for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -185,7 +194,8 @@ done
 if [ -n "$held" ]; then
   why=$(restarted) && fail "$why; filesystems are mounted below $path ($(echo $held))"
   procs=$(users)
-  fail "filesystems are mounted below $path or use files there ($(echo $held))${procs:+, used by processes $procs}: stop what holds them (list it in migrate.stop) or unmount them first"
+  [ -z "$procs" ] || procs=", used by processes $procs(containers left running when their service stopped, as Docker's with live-restore and k3s's pods are: stop them with migrate.stop_command)"
+  fail "filesystems are mounted below $path or use files there ($(echo $held))$procs: stop what holds them (list it in migrate.stop) or unmount them first"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/plumb-migrate.XXXXXX") || fail "cannot make a temporary mount point"

@@ -44,6 +44,7 @@ pub struct Migrate {
     stop: Vec<String>,
     #[serde(default = "yes")]
     keep_old: bool,
+    stop_command: Option<String>,
 }
 
 /// Parameters of `mount`.
@@ -521,7 +522,7 @@ impl Module for Mount {
                 ParamDoc { name: "passno", ty: "integer", default: "0", doc: "fstab's sixth field (fsck order)." },
                 ParamDoc { name: "state", ty: "mounted | present | unmounted | absent", default: "mounted", doc: "See above." },
                 ParamDoc { name: "fstab", ty: "absolute path", default: "/etc/fstab", doc: "The fstab file to manage." },
-                ParamDoc { name: "migrate", ty: "{stop: [services], keep_old: bool}", default: "none", doc: "Move what the mount point holds onto the new filesystem, verified; `stop` lists systemd services to stop meanwhile (only those running are stopped and started again); `keep_old` (default true) keeps the old data aside, false deletes it after the verified switch." },
+                ParamDoc { name: "migrate", ty: "{stop: [units], stop_command: command, keep_old: bool}", default: "none", doc: "Move what the mount point holds onto the new filesystem, verified; `stop` lists systemd units to stop meanwhile (only those running are stopped and started again, with the running sockets, paths and timers that could start them again: `docker.socket` for `docker`); `stop_command` runs once they are stopped, for what they leave running (k3s's pods); `keep_old` (default true) keeps the old data aside, false deletes it after the verified switch." },
             ],
             example: "- id: docker-mount\n  mount:\n    path: /var/lib/docker\n    src: /dev/vg_fast/docker\n    fstype: ext4\n    opts: [defaults, noatime]\n    migrate: {stop: [docker]}\n",
         }
@@ -599,6 +600,14 @@ impl Module for Mount {
                     "plumb::plan::conflicting_params",
                     "`migrate` needs `state: mounted`",
                     None,
+                );
+            }
+            if m.stop_command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                cx.error(
+                    "migrate.stop_command",
+                    "plumb::plan::invalid_value",
+                    "`stop_command` is empty",
+                    Some("give the command, or leave `stop_command` out".into()),
                 );
             }
             for (i, s) in m.stop.iter().enumerate() {
@@ -793,7 +802,14 @@ impl Module for Mount {
                         let stop = p
                             .migrate
                             .as_ref()
-                            .map(|m| downtime(&m.stop, &s.units))
+                            .map(|m| {
+                                let then = m
+                                    .stop_command
+                                    .as_deref()
+                                    .map(|c| format!("; then `{c}` runs"))
+                                    .unwrap_or_default();
+                                format!("{}{then}", downtime(&m.stop, &s.units))
+                            })
                             .unwrap_or_default();
                         c.push(
                             Change::new(
@@ -870,6 +886,7 @@ impl Module for Mount {
                     fstype,
                     opts: &p.opts_text(),
                     stop: &m.stop,
+                    stop_command: m.stop_command.as_deref(),
                     keep_old: m.keep_old,
                 }),
                 stdin: None,
@@ -1141,6 +1158,7 @@ mod tests {
             migrate: migrate.then(|| Migrate {
                 stop: vec![],
                 keep_old: true,
+                stop_command: None,
             }),
         }
     }
