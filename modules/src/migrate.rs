@@ -3,7 +3,13 @@
 //! is mounted there.
 //!
 //! The order is what makes it safe: the listed services that are running
-//! are stopped; the new filesystem is mounted at a temporary place and must
+//! are stopped in one transaction with the running units that could start
+//! them again (their `TriggeredBy=` sockets, paths and timers: a client of
+//! `docker.socket` starts Docker again at once), they must stay stopped
+//! (one that comes back is named, with the units that can start it), and
+//! only then must nothing be mounted below the path (nor built on files
+//! there, as k3s's pods' overlays are: `stop_command` stops what the units
+//! leave running); the new filesystem is mounted at a temporary place and must
 //! be empty (but for `lost+found`); the tree is copied with `rsync
 //! -aHAXSx --numeric-ids` (owners, modes, times, hard links, symlinks, ACLs,
 //! xattrs, sparse files; `cp -ax` when rsync is missing); the two trees
@@ -11,7 +17,8 @@
 //! link target, hard-link grouping and xattrs/ACLs of every entry). Only
 //! then does the switch happen: the old directory is renamed aside (or the
 //! old filesystem unmounted), the new one mounted at the path, and the
-//! services started again. A failure at any point before the switch
+//! stopped units started again (one transaction, so each socket listens
+//! again before its service runs). A failure at any point before the switch
 //! unmounts the temporary mount and starts the services again, leaving the
 //! old data where and as it was; a failure to mount at the path undoes the
 //! switch the same way.

@@ -507,7 +507,7 @@ impl Module for Mount {
                       rewritten atomically with a backup and only this mount point's line changes. A \
                       different filesystem mounted at the path is reported, never mounted over, and so is a \
                       directory that holds data — unless `migrate:` is set: then the listed services are \
-                      stopped, the data is copied onto the new filesystem (owners, modes, hard links, \
+                      stopped (with the sockets, paths and timers that could start them again), the data is copied onto the new filesystem (owners, modes, hard links, \
                       symlinks, sparse files, ACLs, xattrs), both trees are compared by sha256 and metadata, \
                       the old data is kept aside as `PATH.plumb-old-<run id>` (printed in the report), the \
                       new filesystem is mounted at the path and the services are started again; a failure \
