@@ -381,7 +381,7 @@ fn a_migration_stops_the_socket_that_would_start_the_service_again() {
 
 /// A unit that pulls the daemon in each time it restarts, as a container's
 /// unit with `Wants=docker.service` and `Restart=always` does.
-const KEEPER: &str = "[Unit]\nWants=plumb-dockerd.service\nAfter=plumb-dockerd.service\n\
+const KEEPER: &str = "[Unit]\nWants=plumb-dockerd.service\nAfter=plumb-dockerd.service\nStartLimitIntervalSec=0\n\
     [Service]\nExecStart=/bin/sleep 0.3\nRestart=always\nRestartSec=200ms\n";
 
 #[test]
@@ -419,8 +419,9 @@ fn a_migration_names_the_unit_that_started_a_stopped_service_again() {
 const K3S_SERVICE: &str = "[Service]\nKillMode=process\n\
     ExecStartPre=/bin/mkdir -p /srv/app/k3s/snapshots/1 /run/plumb-pod/upper /run/plumb-pod/work /run/plumb-pod/rootfs\n\
     ExecStartPre=/bin/sh -c 'mountpoint -q /run/plumb-pod/rootfs || mount -t overlay plumb-pod -o lowerdir=/srv/app/k3s/snapshots/1,upperdir=/run/plumb-pod/upper,workdir=/run/plumb-pod/work /run/plumb-pod/rootfs'\n\
-    ExecStart=/bin/sleep infinity\n";
-const K3S_KILLALL: &str = "#!/bin/sh\nsystemctl stop plumb-k3s.service\numount /run/plumb-pod/rootfs\n";
+    ExecStart=/bin/sh -c 'unshare -m --propagation private /bin/sleep infinity & echo $$! > /run/plumb-pod/pid; exec /bin/sleep infinity'\n";
+const K3S_KILLALL: &str =
+    "#!/bin/sh\nsystemctl stop plumb-k3s.service\nkill $(cat /run/plumb-pod/pid)\numount /run/plumb-pod/rootfs\n";
 
 #[test]
 fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them() {
@@ -440,6 +441,7 @@ fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them()
         "layer",
         "the pod runs on the data"
     );
+    let pod = node.sh("sleep 0.2; cat /run/plumb-pod/pid");
     let disk = LoopDev::new(node.dir.path(), "app", "64M");
     let vars = [format!("dev={}", disk.dev)];
     let plan = |extra: &str| {
@@ -454,7 +456,10 @@ fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them()
     expect(&a, 1, "pods still use the data");
     let err = resource(&a, "app-mount")["error"].to_string();
     assert!(
-        err.contains("use files there (/run/plumb-pod/rootfs)") && err.contains("holds its old data as before"),
+        err.contains("use files there (/run/plumb-pod/rootfs)")
+            && err.contains(&format!("held by processes that still run: {pod} (sleep)"))
+            && err.contains("started again: plumb-k3s.service")
+            && err.contains("holds its old data as before"),
         "{err}"
     );
     assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");

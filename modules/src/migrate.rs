@@ -111,33 +111,35 @@ start_again() {
   for u in $active; do live "$u" || say "could not start $u again"; done
   return 1
 }
-# A unit that runs again after it was stopped, named with the running
-# units that can start it (that trigger it, or pull it in when they start)
-# and were not stopped with it.
+# A unit that runs again after it was stopped, named with the units that
+# can start it (that trigger it, or pull it in when they start) and were
+# not stopped with it: those that run, or else all of them with their state
+# (one that restarts in a loop may have just hit its start limit).
 restarted() {
   first=
   for u in $active; do
     live "$u" || continue
-    [ -n "$first" ] || first=$u
-    by=
+    by=; all=
     for d in $(systemctl show -p TriggeredBy,WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
       case $d in *.target|*.slice) continue ;; esac
       case " $active " in *" $d "*) continue ;; esac
       if live "$d"; then by="$by $d"; fi
+      all="$all $d ($(systemctl show -p ActiveState --value -- "$d" 2>/dev/null))"
     done
     if [ -n "$by" ]; then
       echo "$u started again after it was stopped: it is started by$by, which runs (stop it too: list it in migrate.stop)"
       return 0
     fi
+    [ -n "$first" ] || first="$u started again after it was stopped; ${all:+units that can start it:$all; }see \`journalctl -u $u\`"
   done
   [ -n "$first" ] || return 1
-  echo "$first started again after it was stopped, by no unit that runs (something ran \`systemctl start\`: see \`journalctl -u $first\`)"
+  echo "$first"
 }
 restore() {
   if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
-  start_again
+  if start_again && [ -n "$active" ]; then say "started again:$active"; fi
 }
 fail() { say "migration of $path failed: $*"; say "nothing was switched: $path holds its old data as before"; restore; exit 1; }
 # Filesystems mounted below the path, and mounts elsewhere built on files
@@ -148,12 +150,17 @@ below() {
     index($1, p) == 1 { print $1; next }
     { n = split($2, o, ","); for (i = 1; i <= n; i++) if (index(o[i], "=" p) || index(o[i], ":" p)) { print $1; break } }' | head -n 3
 }
-# Processes whose root is below the path (a container's, when its runtime
-# keeps it running).
+# Processes in a mount namespace of their own that sees files below the
+# path (a container's: what keeps its overlay, when its runtime left it
+# running).
 users() {
+  self=$(readlink /proc/self/ns/mnt)
   for d in /proc/[0-9]*; do
-    r=$(readlink "$d/root" 2>/dev/null) || continue
-    case $r in "$path"/*) echo "${d#/proc/} ($(cat "$d/comm" 2>/dev/null))" ;; esac
+    ns=$(readlink "$d/ns/mnt" 2>/dev/null) || continue
+    [ "$ns" = "$self" ] && continue
+    if grep -qF -e " $path/" -e "=$path/" -e ":$path/" "$d/mountinfo" 2>/dev/null; then
+      echo "${d#/proc/} ($(cat "$d/comm" 2>/dev/null))"
+    fi
   done | head -n 3 | tr '\n' ' '
 }
 
@@ -201,7 +208,7 @@ done
 if [ -n "$held" ]; then
   why=$(restarted) && fail "$why; filesystems are mounted below $path ($(echo $held))"
   procs=$(users)
-  [ -z "$procs" ] || procs=", used by processes $procs(containers left running when their service stopped, as Docker's with live-restore and k3s's pods are: stop them with migrate.stop_command)"
+  [ -z "$procs" ] || procs=", held by processes that still run: $procs(containers left running when their service stopped, as Docker's are with live-restore and k3s's pods are: stop them first, e.g. with migrate.stop_command)"
   fail "filesystems are mounted below $path or use files there ($(echo $held))$procs: stop what holds them (list it in migrate.stop) or unmount them first"
 fi
 
