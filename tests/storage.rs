@@ -105,11 +105,15 @@ impl Rig {
         fs::write(
             bin.join("systemctl"),
             format!(
-                "#!/bin/sh\n# test stub: no systemd runs here\necho \"$*\" >> '{d}/log'\ncase \"$1\" in\n\
-                 is-active) shift; [ \"$1\" = --quiet ] && shift; [ -e \"{d}/$1.up\" ] ;;\n\
-                 stop) rm -f \"{d}/$2.up\" ;;\n\
-                 start) touch \"{d}/$2.up\" ;;\n\
-                 *) exit 1 ;;\nesac\n",
+                "#!/bin/sh\n# test stub: no systemd runs here\ncmd=$1; shift; units=; prop=\n\
+                 while [ $# -gt 0 ]; do case $1 in --|--value|--quiet) ;; -p) shift; prop=$1 ;; *) units=\"$units $1\" ;; esac; shift; done\n\
+                 [ \"$cmd\" = show ] || echo \"$cmd$units\" >> '{d}/log'\n\
+                 for u in $units; do case $cmd in\n\
+                 is-active) [ -e \"{d}/$u.up\" ] || exit 3 ;;\n\
+                 show) case $prop in Id) echo \"$u\" ;; ActiveState) if [ -e \"{d}/$u.up\" ]; then echo active; else echo inactive; fi ;; *) echo ;; esac ;;\n\
+                 stop) rm -f \"{d}/$u.up\" ;;\n\
+                 start) touch \"{d}/$u.up\" ;;\n\
+                 *) exit 1 ;;\nesac; done\n",
                 d = svc.display()
             ),
         )

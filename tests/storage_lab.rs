@@ -134,10 +134,13 @@ fn a_migration_over_ssh_stops_and_starts_a_real_service_and_verifies_the_copy() 
     let m = resource(&d, "app-mount");
     assert_eq!(m["risk"], "disruptive");
     assert_eq!(m["after"][0], "app-fs");
-    assert!(m["changes"][0]["to"]
-        .as_str()
-        .unwrap()
-        .contains("services stopped meanwhile: plumb-writer, plumb-not-running"));
+    let to = m["changes"][0]["to"].as_str().unwrap();
+    assert!(
+        to.contains(
+            "units stopped meanwhile: plumb-writer.service; not running, left alone: plumb-not-running.service"
+        ),
+        "{to}"
+    );
 
     let a = node.plumb("apply", &vars);
     expect(&a, 0, "migrated over SSH");
@@ -146,7 +149,10 @@ fn a_migration_over_ssh_stops_and_starts_a_real_service_and_verifies_the_copy() 
         notes.contains("verified by sha256") && notes.contains("old data kept at /srv/app.plumb-old-"),
         "{notes}"
     );
-    assert!(notes.contains("services restarted: plumb-writer"), "{notes}");
+    assert!(
+        notes.contains("units stopped and started again: plumb-writer.service\""),
+        "{notes}"
+    );
     assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
     assert_eq!(
         data(&node),
@@ -263,4 +269,220 @@ fn mount_states_over_ssh_use_the_node_s_own_fstab() {
     assert_eq!(node.sh("findmnt -n /mnt/data || true"), "");
     assert_eq!(node.sh("cat /etc/fstab"), fstab_before, "back to the bytes it had");
     expect(&node.plumb("diff", &vars), 0, "converged");
+}
+
+/// A daemon in the manner of dockerd: socket-activated (`plumb-dockerd.socket`
+/// listens on a unix socket and the service `Requires=` it), and while it
+/// runs it holds a filesystem mounted below the data it keeps (as dockerd
+/// holds its containers' overlays under /var/lib/docker), unmounted when it
+/// stops. It never accepts a connection, so one that arrives while it runs
+/// is still waiting when it stops — and systemd starts it again at once,
+/// as it does dockerd for a client of /run/docker.sock.
+const DOCKERD_SOCKET: &str = "[Unit]\nDescription=plumb test daemon socket\n\
+    [Socket]\nListenStream=/run/plumb-dockerd.sock\n";
+const DOCKERD_SERVICE: &str = "[Unit]\nDescription=plumb test daemon\n\
+    Requires=plumb-dockerd.socket\nAfter=plumb-dockerd.socket\n\
+    [Service]\n\
+    ExecStartPre=/bin/sh -c 'echo started >> /var/log/plumb-dockerd.events'\n\
+    ExecStartPre=/bin/mkdir -p /srv/app/overlay2/c1/merged\n\
+    ExecStartPre=/bin/mount -t tmpfs plumb-overlay /srv/app/overlay2/c1/merged\n\
+    ExecStart=/bin/sleep infinity\n\
+    ExecStopPost=-/bin/umount /srv/app/overlay2/c1/merged\n\
+    ExecStopPost=/bin/sh -c 'echo stopped >> /var/log/plumb-dockerd.events'\n";
+/// A client of the daemon's socket, as a monitoring agent polls Docker's:
+/// not in the plan's `stop` list.
+const DOCKERD_CLIENT: &str = "[Service]\n\
+    ExecStart=/usr/bin/perl -MIO::Socket::UNIX -e \"while (1) { IO::Socket::UNIX->new(Peer => '/run/plumb-dockerd.sock'); select(undef, undef, undef, 0.1) }\"\n";
+
+const DAEMON_PLAN: &str = r#"
+resources:
+  - id: app-fs
+    filesystem: {dev: "{{ dev }}", type: ext4, label: app}
+  - id: app-mount
+    mount:
+      path: /srv/app
+      src: "{{ dev }}"
+      fstype: ext4
+      migrate: {stop: [plumb-dockerd]}
+"#;
+
+/// A node running the socket-activated daemon over /srv/app, and its client.
+fn node_with_daemon(extra_units: &[(&str, &str)]) -> Option<Node> {
+    if !Lab::available() || !storage::available() {
+        return None;
+    }
+    let node = Node::new(Lab::up_systemd(1));
+    assert_eq!(node.sh("systemctl is-system-running --wait || true"), "running");
+    node.sh("mkdir -p /srv/app/volumes/v1 && echo precious > /srv/app/volumes/v1/data");
+    let units = [
+        ("plumb-dockerd.socket", DOCKERD_SOCKET),
+        ("plumb-dockerd.service", DOCKERD_SERVICE),
+        ("plumb-dockerd-client.service", DOCKERD_CLIENT),
+    ];
+    for (name, text) in units.iter().chain(extra_units) {
+        std::fs::write(node.view(&format!("/etc/systemd/system/{name}")), text).unwrap();
+    }
+    node.sh(
+        "systemctl daemon-reload && systemctl start plumb-dockerd.service plumb-dockerd-client.service && sleep 0.5",
+    );
+    assert_eq!(
+        node.sh("systemctl is-active plumb-dockerd.socket plumb-dockerd.service"),
+        "active\nactive"
+    );
+    assert_eq!(
+        node.sh("findmnt -n -o SOURCE /srv/app/overlay2/c1/merged"),
+        "plumb-overlay"
+    );
+    Some(node)
+}
+
+#[test]
+fn a_migration_stops_the_socket_that_would_start_the_service_again() {
+    let Some(node) = node_with_daemon(&[]) else { return };
+    let disk = LoopDev::new(node.dir.path(), "app", "64M");
+    let vars = [format!("dev={}", disk.dev)];
+    node.plan(DAEMON_PLAN);
+
+    // The review names every unit that goes down, the socket found by itself.
+    let d = node.plumb("diff", &vars);
+    expect(&d, 2, "migration pending");
+    let to = resource(&d, "app-mount")["changes"][0]["to"].to_string();
+    assert!(
+        to.contains(
+            "units stopped meanwhile: plumb-dockerd.service, plumb-dockerd.socket (it can start plumb-dockerd.service)"
+        ),
+        "{to}"
+    );
+
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "migrated with the socket stopped");
+    let notes = resource(&a, "app-mount")["notes"].to_string();
+    assert!(
+        notes.contains("units stopped and started again: plumb-dockerd.service plumb-dockerd.socket"),
+        "{notes}"
+    );
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    assert_eq!(node.sh("cat /srv/app/volumes/v1/data"), "precious");
+    // Stopped once and started once, with its socket, on the new filesystem.
+    assert_eq!(
+        node.sh("cat /var/log/plumb-dockerd.events"),
+        "started\nstopped\nstarted"
+    );
+    assert_eq!(
+        node.sh("systemctl is-active plumb-dockerd.socket plumb-dockerd.service"),
+        "active\nactive"
+    );
+    assert_eq!(
+        node.sh("findmnt -n -o SOURCE /srv/app/overlay2/c1/merged"),
+        "plumb-overlay",
+        "the daemon's mount is back, on the new filesystem"
+    );
+}
+
+/// A unit that pulls the daemon in each time it restarts, as a container's
+/// unit with `Wants=docker.service` and `Restart=always` does.
+const KEEPER: &str = "[Unit]\nWants=plumb-dockerd.service\nAfter=plumb-dockerd.service\nStartLimitIntervalSec=0\n\
+    [Service]\nExecStart=/bin/sleep 0.3\nRestart=always\nRestartSec=200ms\n";
+
+#[test]
+fn a_migration_names_the_unit_that_started_a_stopped_service_again() {
+    let Some(node) = node_with_daemon(&[("plumb-keeper.service", KEEPER)]) else {
+        return;
+    };
+    node.sh("systemctl start plumb-keeper.service");
+    let disk = LoopDev::new(node.dir.path(), "app", "64M");
+    node.plan(DAEMON_PLAN);
+    let a = node.plumb("apply", &[format!("dev={}", disk.dev)]);
+    expect(&a, 1, "the daemon comes back during the migration");
+    let err = resource(&a, "app-mount")["error"].to_string();
+    assert!(
+        err.contains("plumb-dockerd.service started again after it was stopped")
+            && err.contains("plumb-keeper.service")
+            && err.contains("holds its old data as before"),
+        "{err}"
+    );
+    assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");
+    assert_eq!(node.sh("cat /srv/app/volumes/v1/data"), "precious");
+    assert_eq!(
+        node.sh("systemctl is-active plumb-dockerd.socket plumb-dockerd.service"),
+        "active\nactive",
+        "the daemon and its socket run again"
+    );
+    assert!(!node.sh("cat /etc/fstab").contains("/srv/app"), "fstab untouched");
+}
+
+/// A runtime in the manner of k3s: `KillMode=process`, so stopping its unit
+/// leaves its pods running, on overlays mounted elsewhere (here
+/// /run/plumb-pod/rootfs) that are built from files below the data
+/// (`lowerdir=/srv/app/k3s/…`). Its killall script stops the unit and
+/// the pods, as `k3s-killall.sh` does.
+const K3S_SERVICE: &str = "[Service]\nKillMode=process\n\
+    ExecStartPre=/bin/mkdir -p /srv/app/k3s/snapshots/1 /run/plumb-pod/upper /run/plumb-pod/work /run/plumb-pod/rootfs\n\
+    ExecStartPre=/bin/sh -c 'mountpoint -q /run/plumb-pod/rootfs || mount -t overlay plumb-pod -o lowerdir=/srv/app/k3s/snapshots/1,upperdir=/run/plumb-pod/upper,workdir=/run/plumb-pod/work /run/plumb-pod/rootfs'\n\
+    ExecStart=/bin/sh -c 'unshare -m --propagation private /bin/sleep infinity & echo $$! > /run/plumb-pod/pid; exec /bin/sleep infinity'\n";
+const K3S_KILLALL: &str =
+    "#!/bin/sh\nsystemctl stop plumb-k3s.service\nkill $(cat /run/plumb-pod/pid)\numount /run/plumb-pod/rootfs\n";
+
+#[test]
+fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them() {
+    if !Lab::available() || !storage::available() {
+        return;
+    }
+    let node = Node::new(Lab::up_systemd(1));
+    assert_eq!(node.sh("systemctl is-system-running --wait || true"), "running");
+    std::fs::write(node.view("/etc/systemd/system/plumb-k3s.service"), K3S_SERVICE).unwrap();
+    std::fs::write(node.view("/usr/local/bin/plumb-k3s-killall.sh"), K3S_KILLALL).unwrap();
+    node.sh(
+        "chmod 755 /usr/local/bin/plumb-k3s-killall.sh && mkdir -p /srv/app/k3s/snapshots/1 \
+         && echo layer > /srv/app/k3s/snapshots/1/file && systemctl daemon-reload && systemctl start plumb-k3s",
+    );
+    assert_eq!(
+        node.sh("cat /run/plumb-pod/rootfs/file"),
+        "layer",
+        "the pod runs on the data"
+    );
+    let pod = node.sh("sleep 0.2; cat /run/plumb-pod/pid");
+    let disk = LoopDev::new(node.dir.path(), "app", "64M");
+    let vars = [format!("dev={}", disk.dev)];
+    let plan = |extra: &str| {
+        format!(
+            "resources:\n  - id: app-fs\n    filesystem: {{dev: \"{{{{ dev }}}}\", type: ext4}}\n  - id: app-mount\n    mount:\n      path: /srv/app\n      src: \"{{{{ dev }}}}\"\n      fstype: ext4\n      migrate: {{stop: [plumb-k3s]{extra}}}\n"
+        )
+    };
+
+    // Stopping the unit is not enough: the pod still uses the data.
+    node.plan(&plan(""));
+    let a = node.plumb("apply", &vars);
+    expect(&a, 1, "pods still use the data");
+    let err = resource(&a, "app-mount")["error"].to_string();
+    assert!(
+        err.contains("use files there (/run/plumb-pod/rootfs)")
+            && err.contains(&format!("held by processes that still run: {pod} (sleep)"))
+            && err.contains("started again: plumb-k3s.service")
+            && err.contains("holds its old data as before"),
+        "{err}"
+    );
+    assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");
+    assert_eq!(node.sh("systemctl is-active plumb-k3s"), "active", "started again");
+
+    // With the killall script as its stop command, it moves.
+    node.plan(&plan(", stop_command: /usr/local/bin/plumb-k3s-killall.sh"));
+    let d = node.plumb("diff", &vars);
+    let to = resource(&d, "app-mount")["changes"][0]["to"].to_string();
+    assert!(
+        to.contains("units stopped meanwhile: plumb-k3s.service; then `/usr/local/bin/plumb-k3s-killall.sh` runs"),
+        "{to}"
+    );
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "migrated with the pods stopped");
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    assert_eq!(node.sh("systemctl is-active plumb-k3s"), "active", "started again");
+    assert_eq!(
+        node.sh("cat /run/plumb-pod/rootfs/file"),
+        "layer",
+        "the pod runs again, on the new filesystem"
+    );
+    assert!(node
+        .sh("findmnt -n -o OPTIONS /run/plumb-pod/rootfs")
+        .contains("lowerdir=/srv/app/k3s/snapshots/1"));
 }

@@ -3,7 +3,13 @@
 //! is mounted there.
 //!
 //! The order is what makes it safe: the listed services that are running
-//! are stopped; the new filesystem is mounted at a temporary place and must
+//! are stopped in one transaction with the running units that could start
+//! them again (their `TriggeredBy=` sockets, paths and timers: a client of
+//! `docker.socket` starts Docker again at once), they must stay stopped
+//! (one that comes back is named, with the units that can start it), and
+//! only then must nothing be mounted below the path (nor built on files
+//! there, as k3s's pods' overlays are: `stop_command` stops what the units
+//! leave running); the new filesystem is mounted at a temporary place and must
 //! be empty (but for `lost+found`); the tree is copied with `rsync
 //! -aHAXSx --numeric-ids` (owners, modes, times, hard links, symlinks, ACLs,
 //! xattrs, sparse files; `cp -ax` when rsync is missing); the two trees
@@ -11,7 +17,8 @@
 //! link target, hard-link grouping and xattrs/ACLs of every entry). Only
 //! then does the switch happen: the old directory is renamed aside (or the
 //! old filesystem unmounted), the new one mounted at the path, and the
-//! services started again. A failure at any point before the switch
+//! stopped units started again (one transaction, so each socket listens
+//! again before its service runs). A failure at any point before the switch
 //! unmounts the temporary mount and starts the services again, leaving the
 //! old data where and as it was; a failure to mount at the path undoes the
 //! switch the same way.
@@ -30,6 +37,8 @@ pub(crate) struct Migration<'a> {
     pub(crate) opts: &'a str,
     /// Services to stop during the copy.
     pub(crate) stop: &'a [String],
+    /// A command run once they are stopped, for what they leave running.
+    pub(crate) stop_command: Option<&'a str>,
     /// Keep the old data (renamed aside) rather than delete it after the
     /// verified switch.
     pub(crate) keep_old: bool,
@@ -52,6 +61,8 @@ pub(crate) fn script(m: &Migration<'_>) -> Sh {
         .val(m.opts)
         .raw("; keep=")
         .val(if m.keep_old { "1" } else { "0" })
+        .raw("; stop_command=")
+        .val(m.stop_command.unwrap_or_default())
         .raw("\nset --");
     for svc in m.stop {
         s = s.arg(svc);
@@ -81,20 +92,82 @@ release() {
   done
   umount -l "$1"
 }
+# The units that go down: the listed ones that run, and every running unit
+# that can start a listed one again (`TriggeredBy=`: its sockets, paths and
+# timers; docker.socket for docker). They stop in one transaction, so
+# systemd orders the stops and no socket is left to start its service again
+# (a connection waiting on it would, at once).
+live() {
+  case $(systemctl show -p ActiveState --value -- "$1" 2>/dev/null) in
+    active|activating|reloading|deactivating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+add() { case " $active " in *" $1 "*) ;; *) active="$active $1" ;; esac; }
+start_again() {
+  [ -n "$active" ] || return 0
+  # One transaction: each socket is listening again before its service runs.
+  systemctl start -- $active && return 0
+  for u in $active; do live "$u" || say "could not start $u again"; done
+  return 1
+}
+# A unit that runs again after it was stopped, named with the units that
+# can start it (that trigger it, or pull it in when they start) and were
+# not stopped with it: those that run, or else all of them with their state
+# (one that restarts in a loop may have just hit its start limit).
+restarted() {
+  first=
+  for u in $active; do
+    live "$u" || continue
+    by=; all=
+    for d in $(systemctl show -p TriggeredBy,WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
+      case $d in *.target|*.slice) continue ;; esac
+      case " $active " in *" $d "*) continue ;; esac
+      if live "$d"; then by="$by $d"; fi
+      all="$all $d ($(systemctl show -p ActiveState --value -- "$d" 2>/dev/null))"
+    done
+    if [ -n "$by" ]; then
+      echo "$u started again after it was stopped: it is started by$by, which runs (stop it too: list it in migrate.stop)"
+      return 0
+    fi
+    [ -n "$first" ] || first="$u started again after it was stopped; ${all:+units that can start it:$all; }see \`journalctl -u $u\`"
+  done
+  [ -n "$first" ] || return 1
+  echo "$first"
+}
 restore() {
   if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
-  for svc in $active; do systemctl start "$svc" || say "could not start $svc again"; done
+  if start_again && [ -n "$active" ]; then say "started again:$active"; fi
 }
 fail() { say "migration of $path failed: $*"; say "nothing was switched: $path holds its old data as before"; restore; exit 1; }
+# Filesystems mounted below the path, and mounts elsewhere built on files
+# below it (an overlay's lowerdir/upperdir: the containers of a runtime
+# that keeps running when its service stops).
+below() {
+  findmnt -ln -o TARGET,OPTIONS | awk -v p="$path/" '
+    index($1, p) == 1 { print $1; next }
+    { n = split($2, o, ","); for (i = 1; i <= n; i++) if (index(o[i], "=" p) || index(o[i], ":" p)) { print $1; break } }' | head -n 3
+}
+# Processes in a mount namespace of their own that sees files below the
+# path (a container's: what keeps its overlay, when its runtime left it
+# running).
+users() {
+  self=$(readlink /proc/self/ns/mnt)
+  for d in /proc/[0-9]*; do
+    ns=$(readlink "$d/ns/mnt" 2>/dev/null) || continue
+    [ "$ns" = "$self" ] && continue
+    if grep -qF -e " $path/" -e "=$path/" -e ":$path/" "$d/mountinfo" 2>/dev/null; then
+      echo "${d#/proc/} ($(cat "$d/comm" 2>/dev/null))"
+    fi
+  done | head -n 3 | tr '\n' ' '
+}
 
 if [ ! -d "$path" ]; then fail "$path is not a directory"; fi
 path=$(cd -P -- "$path" && pwd -P)
 old="$path.plumb-old-${plumb_run:-run}"
 if [ -e "$old" ] || [ -L "$old" ]; then fail "$old already exists"; fi
-below=$(findmnt -ln -o TARGET | awk -v p="$path/" 'index($0, p) == 1' | head -n 3)
-if [ -n "$below" ]; then fail "filesystems are mounted below $path ($below): unmount them first"; fi
 old_src=$(findmnt -n -o SOURCE -M "$path" | tail -n 1)
 old_fstype=$(findmnt -n -o FSTYPE -M "$path" | tail -n 1)
 old_opts=$(findmnt -n -o OPTIONS -M "$path" | tail -n 1)
@@ -102,11 +175,41 @@ old_opts=$(findmnt -n -o OPTIONS -M "$path" | tail -n 1)
 if [ $# -gt 0 ]; then
   command -v systemctl >/dev/null 2>&1 || fail "cannot stop $*: no systemctl on this host"
   for svc in "$@"; do
-    if systemctl is-active --quiet "$svc"; then active="$active $svc"; fi
+    id=$(systemctl show -p Id --value -- "$svc" 2>/dev/null)
+    [ -n "$id" ] || id=$svc
+    if live "$id"; then add "$id"; fi
+    for t in $(systemctl show -p TriggeredBy --value -- "$id" 2>/dev/null); do
+      if live "$t"; then add "$t"; fi
+    done
   done
-  for svc in $active; do
-    systemctl stop "$svc" || fail "could not stop $svc"
-  done
+  if [ -n "$active" ]; then
+    timeout 300 systemctl stop -- $active || fail "could not stop$active (systemctl stop failed, or took more than 300 s)"
+    # Each unit is inactive, and stays so: a unit that something starts
+    # again (a socket, a unit that pulls it in) would write into the data
+    # while it is copied.
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      sleep 0.2
+      why=$(restarted) && fail "$why"
+    done
+  fi
+fi
+# What the units leave running when they stop (k3s leaves its pods).
+if [ -n "$stop_command" ]; then
+  sh -c "$stop_command" >&2 || fail "the stop command failed (exit $?): $stop_command"
+  why=$(restarted) && fail "$why"
+fi
+# Whatever the stopped units held is unmounted by now (a moment's grace for
+# a process that is still exiting).
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  held=$(below)
+  [ -z "$held" ] && break
+  sleep 0.5
+done
+if [ -n "$held" ]; then
+  why=$(restarted) && fail "$why; filesystems are mounted below $path ($(echo $held))"
+  procs=$(users)
+  [ -z "$procs" ] || procs=", held by processes that still run: $procs(containers left running when their service stopped, as Docker's are with live-restore and k3s's pods are: stop them first, e.g. with migrate.stop_command)"
+  fail "filesystems are mounted below $path or use files there ($(echo $held))$procs: stop what holds them (list it in migrate.stop) or unmount them first"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/plumb-migrate.XXXXXX") || fail "cannot make a temporary mount point"
@@ -153,6 +256,9 @@ files=$(grep -c '' "$work/old.sums")
 bytes=$(du -sxB1 "$path" | cut -f 1)
 command -v getfattr >/dev/null 2>&1 || echo "plumb-note=xattrs and ACLs were copied but not compared: getfattr (package attr) is missing"
 
+# A unit that came back during the copy may have written into the data.
+why=$(restarted) && fail "$why, during the copy"
+
 # The switch.
 release "$tmp" || fail "cannot unmount the temporary mount"
 tmp_mounted=0
@@ -182,8 +288,6 @@ elif [ "$keep" = 1 ]; then
 else
   rm -rf -- "$old" && echo "plumb-note=old data deleted after the verified switch"
 fi
-failed=
-for svc in $active; do systemctl start "$svc" || failed="$failed $svc"; done
-if [ -n "$failed" ]; then say "the data moved, but these services did not start again:$failed"; exit 1; fi
-[ -z "$active" ] || echo "plumb-note=services restarted:$active"
+if ! start_again; then say "the data moved, but not all of these units started again:$active"; exit 1; fi
+[ -z "$active" ] || echo "plumb-note=units stopped and started again:$active"
 "#;

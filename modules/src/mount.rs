@@ -44,6 +44,7 @@ pub struct Migrate {
     stop: Vec<String>,
     #[serde(default = "yes")]
     keep_old: bool,
+    stop_command: Option<String>,
 }
 
 /// Parameters of `mount`.
@@ -147,6 +148,118 @@ pub struct State {
     path_entries: u64,
     /// Bytes a migration would move (measured only when one would happen).
     data_bytes: Option<u64>,
+    /// The units of `migrate.stop` and the units that trigger them, as
+    /// systemd shows them (read only when a migration would happen, and
+    /// empty where systemd does not run).
+    units: Vec<UnitState>,
+}
+
+/// A systemd unit as `systemctl show` printed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UnitState {
+    id: String,
+    active: String,
+    /// The units that can start it: its sockets, paths and timers.
+    triggered_by: Vec<String>,
+}
+
+impl UnitState {
+    /// It runs, or is on its way up or down: a stop would stop it.
+    fn runs(&self) -> bool {
+        matches!(
+            self.active.as_str(),
+            "active" | "activating" | "reloading" | "deactivating"
+        )
+    }
+}
+
+/// `systemctl show -p Id,ActiveState,TriggeredBy` for several units: one
+/// block of `Key=value` lines each, blocks apart by an empty line.
+fn unit_states(text: &str) -> Vec<UnitState> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut u = UnitState::default();
+        for line in block.lines() {
+            match line.split_once('=') {
+                Some(("Id", v)) => u.id = v.to_string(),
+                Some(("ActiveState", v)) => u.active = v.to_string(),
+                Some(("TriggeredBy", v)) => u.triggered_by = v.split_whitespace().map(str::to_string).collect(),
+                _ => {}
+            }
+        }
+        if !u.id.is_empty() {
+            out.push(u);
+        }
+    }
+    out
+}
+
+/// The unit a name given to systemctl means: `docker` is `docker.service`.
+fn unit_id(name: &str) -> String {
+    const KINDS: [&str; 11] = [
+        ".service",
+        ".socket",
+        ".path",
+        ".timer",
+        ".target",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".device",
+        ".slice",
+        ".scope",
+    ];
+    if KINDS.iter().any(|k| name.ends_with(k)) {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
+}
+
+/// Whether a unit is in the list already (alone, or with why it stops).
+fn named(list: &[String], id: &str) -> bool {
+    list.iter().any(|s| s.split(' ').next() == Some(id))
+}
+
+/// What a migration stops, in words for the review: the listed units that
+/// run, the running units that can start them again, and the listed ones
+/// that do not run (left alone).
+fn downtime(stop: &[String], units: &[UnitState]) -> String {
+    if stop.is_empty() {
+        return String::new();
+    }
+    if units.is_empty() {
+        // No systemd to ask (or it did not answer): the plan's list as written.
+        return format!("; services stopped meanwhile (those running): {}", stop.join(", "));
+    }
+    let find = |id: &str| units.iter().find(|u| u.id == id);
+    let mut stopped: Vec<String> = Vec::new();
+    let mut idle = Vec::new();
+    for name in stop {
+        let id = unit_id(name);
+        match find(&id) {
+            Some(u) if u.runs() => {
+                if !named(&stopped, &id) {
+                    stopped.push(id.clone());
+                }
+            }
+            _ => idle.push(id.clone()),
+        }
+        for t in find(&id).map(|u| u.triggered_by.as_slice()).unwrap_or_default() {
+            if find(t).is_some_and(UnitState::runs) && !named(&stopped, t) {
+                stopped.push(format!("{t} (it can start {id})"));
+            }
+        }
+    }
+    let mut out = if stopped.is_empty() {
+        "; no unit to stop".to_string()
+    } else {
+        format!("; units stopped meanwhile: {}", stopped.join(", "))
+    };
+    if !idle.is_empty() {
+        out.push_str(&format!("; not running, left alone: {}", idle.join(", ")));
+    }
+    out
 }
 
 impl State {
@@ -394,7 +507,7 @@ impl Module for Mount {
                       rewritten atomically with a backup and only this mount point's line changes. A \
                       different filesystem mounted at the path is reported, never mounted over, and so is a \
                       directory that holds data — unless `migrate:` is set: then the listed services are \
-                      stopped, the data is copied onto the new filesystem (owners, modes, hard links, \
+                      stopped (with the sockets, paths and timers that could start them again), the data is copied onto the new filesystem (owners, modes, hard links, \
                       symlinks, sparse files, ACLs, xattrs), both trees are compared by sha256 and metadata, \
                       the old data is kept aside as `PATH.plumb-old-<run id>` (printed in the report), the \
                       new filesystem is mounted at the path and the services are started again; a failure \
@@ -409,7 +522,7 @@ impl Module for Mount {
                 ParamDoc { name: "passno", ty: "integer", default: "0", doc: "fstab's sixth field (fsck order)." },
                 ParamDoc { name: "state", ty: "mounted | present | unmounted | absent", default: "mounted", doc: "See above." },
                 ParamDoc { name: "fstab", ty: "absolute path", default: "/etc/fstab", doc: "The fstab file to manage." },
-                ParamDoc { name: "migrate", ty: "{stop: [services], keep_old: bool}", default: "none", doc: "Move what the mount point holds onto the new filesystem, verified; `stop` lists systemd services to stop meanwhile (only those running are stopped and started again); `keep_old` (default true) keeps the old data aside, false deletes it after the verified switch." },
+                ParamDoc { name: "migrate", ty: "{stop: [units], stop_command: command, keep_old: bool}", default: "none", doc: "Move what the mount point holds onto the new filesystem, verified; `stop` lists systemd units to stop meanwhile (only those running are stopped and started again, with the running sockets, paths and timers that could start them again: `docker.socket` for `docker`); `stop_command` runs once they are stopped, for what they leave running (k3s's pods); `keep_old` (default true) keeps the old data aside, false deletes it after the verified switch." },
             ],
             example: "- id: docker-mount\n  mount:\n    path: /var/lib/docker\n    src: /dev/vg_fast/docker\n    fstype: ext4\n    opts: [defaults, noatime]\n    migrate: {stop: [docker]}\n",
         }
@@ -489,6 +602,14 @@ impl Module for Mount {
                     None,
                 );
             }
+            if m.stop_command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                cx.error(
+                    "migrate.stop_command",
+                    "plumb::plan::invalid_value",
+                    "`stop_command` is empty",
+                    Some("give the command, or leave `stop_command` out".into()),
+                );
+            }
             for (i, s) in m.stop.iter().enumerate() {
                 let ok = !s.is_empty()
                     && !s.starts_with('-')
@@ -536,13 +657,19 @@ impl Module for Mount {
             .raw("\nmigrate=")
             .val(if migrate { "1" } else { "0" })
             .raw("\nbind=")
-            .val(if p.is_bind() { "1" } else { "0" });
+            .val(if p.is_bind() { "1" } else { "0" })
+            .raw("\nunits=")
+            .val(p.migrate.as_ref().map(|m| m.stop.join(" ")).unwrap_or_default());
         s.line(&Sh::raw_start(PROBE));
         s.line(&Sh::raw_start("echo --"));
         s.line(&section_marker("findmnt"));
         s.line(&Sh::raw_start("printf '%s\\n' \"$live\""));
         s.line(&section_marker("bindsrc"));
         s.line(&Sh::raw_start("printf '%s\\n' \"$bindsrc\""));
+        s.line(&section_marker("units"));
+        s.line(&Sh::raw_start(
+            "printf '%s\\n\\n%s\\n' \"$units_info\" \"$triggers_info\"",
+        ));
         s.line(&section_marker("fstab"));
         s.line(&Sh::raw_start("if [ -f \"$fstab\" ]; then cat -- \"$fstab\"; fi"));
         s
@@ -589,6 +716,7 @@ impl Module for Mount {
             path_kind,
             path_entries: f.get("path.entries").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             data_bytes: f.get("data.bytes").and_then(|v| v.trim().parse().ok()),
+            units: unit_states(&String::from_utf8_lossy(sec.get("units").map_or(&[][..], |v| v))),
         })
     }
 
@@ -676,9 +804,14 @@ impl Module for Mount {
                         let stop = p
                             .migrate
                             .as_ref()
-                            .map(|m| m.stop.join(", "))
-                            .filter(|x| !x.is_empty())
-                            .map(|x| format!("; services stopped meanwhile: {x}"))
+                            .map(|m| {
+                                let then = m
+                                    .stop_command
+                                    .as_deref()
+                                    .map(|c| format!("; then `{c}` runs"))
+                                    .unwrap_or_default();
+                                format!("{}{then}", downtime(&m.stop, &s.units))
+                            })
                             .unwrap_or_default();
                         c.push(
                             Change::new(
@@ -755,6 +888,7 @@ impl Module for Mount {
                     fstype,
                     opts: &p.opts_text(),
                     stop: &m.stop,
+                    stop_command: m.stop_command.as_deref(),
                     keep_old: m.keep_old,
                 }),
                 stdin: None,
@@ -874,7 +1008,20 @@ elif [ -n "$vis_src" ]; then
   elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
 fi
 echo "live.ours=$ours"
-if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi"#;
+if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi
+# The units a migration would stop: those listed, and what triggers them
+# (docker.socket for docker), so the review shows the whole downtime.
+units_info=; triggers_info=
+if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -n "$units" ] && command -v systemctl >/dev/null 2>&1; then
+  units_info=$(systemctl show -p Id,ActiveState,TriggeredBy -- $units 2>/dev/null)
+  trig=; rest=$units_info; nl='
+'
+  while :; do
+    case $rest in *TriggeredBy=*) ;; *) break ;; esac
+    rest=${rest#*TriggeredBy=}; trig="$trig ${rest%%"$nl"*}"
+  done
+  if [ -n "$trig" ]; then triggers_info=$(systemctl show -p Id,ActiveState -- $trig 2>/dev/null); fi
+fi"#;
 
 #[cfg(test)]
 mod tests {
@@ -996,6 +1143,7 @@ mod tests {
             path_kind: "dir".into(),
             path_entries: entries,
             data_bytes: Some(4096),
+            units: Vec::new(),
         }
     }
 
@@ -1012,6 +1160,7 @@ mod tests {
             migrate: migrate.then(|| Migrate {
                 stop: vec![],
                 keep_old: true,
+                stop_command: None,
             }),
         }
     }
@@ -1034,5 +1183,32 @@ mod tests {
         let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();
         assert!(e.contains("mounted from `/dev/sdz1`"), "{e}");
         assert!(Mount::check(&params(false), &state(Some(("/dev/vdb1", true)), 5)).is_ok());
+    }
+
+    #[test]
+    fn the_review_names_every_unit_a_migration_stops_and_the_sockets_that_would_start_them() {
+        let shown = "Id=docker.service\nActiveState=active\nTriggeredBy=docker.socket\n\n\
+                     Id=containerd.service\nActiveState=active\nTriggeredBy=\n\n\
+                     Id=k3s.service\nActiveState=inactive\nTriggeredBy=k3s.path\n\n\
+                     Id=docker.socket\nActiveState=active\n\nId=k3s.path\nActiveState=active\n";
+        let units = unit_states(shown);
+        assert_eq!(units.len(), 5);
+        let stop = opts(&["docker", "containerd", "k3s"]);
+        assert_eq!(
+            downtime(&stop, &units),
+            "; units stopped meanwhile: docker.service, docker.socket (it can start docker.service), \
+             containerd.service, k3s.path (it can start k3s.service); not running, left alone: k3s.service"
+        );
+        // Where systemd could not be asked, the list as the plan gives it.
+        assert_eq!(
+            downtime(&stop, &[]),
+            "; services stopped meanwhile (those running): docker, containerd, k3s"
+        );
+        assert_eq!(downtime(&[], &units), "");
+        // A socket the plan lists itself is named once.
+        assert_eq!(
+            downtime(&opts(&["docker.socket", "docker"]), &units),
+            "; units stopped meanwhile: docker.socket, docker.service"
+        );
     }
 }
