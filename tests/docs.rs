@@ -35,7 +35,11 @@ struct Block {
 
 impl Block {
     fn place(&self) -> String {
-        format!("{}:{}", self.doc.strip_prefix(repo()).unwrap_or(&self.doc).display(), self.line)
+        format!(
+            "{}:{}",
+            self.doc.strip_prefix(repo()).unwrap_or(&self.doc).display(),
+            self.line
+        )
     }
 
     /// The repository file the block says it shows: its intro ends with
@@ -44,7 +48,11 @@ impl Block {
         let intro = self.intro.trim_end().strip_suffix("`):")?;
         let path = &intro[intro.rfind("(`")? + 2..];
         let p = repo().join(path);
-        assert!(p.is_file(), "{}: the listing names `{path}`, which is not a file", self.place());
+        assert!(
+            p.is_file(),
+            "{}: the listing names `{path}`, which is not a file",
+            self.place()
+        );
         Some(p)
     }
 }
@@ -52,24 +60,33 @@ impl Block {
 fn blocks(doc: &Path) -> Vec<Block> {
     let text = fs::read_to_string(doc).expect("read doc");
     let mut out = Vec::new();
-    let mut open: Option<(String, usize, String, String)> = None;
+    // The fence, its indentation (a block inside a list item), its line,
+    // language and intro.
+    let mut open: Option<(String, usize, usize, String, String)> = None;
     let mut intro = String::new();
     let mut body = String::new();
     for (n, line) in text.lines().enumerate() {
+        let bare = line.trim_start();
+        let indent = line.len() - bare.len();
         match &open {
             None => {
-                let fence = ["```", "~~~"].into_iter().find(|f| line.starts_with(f));
-                if let Some(f) = fence {
-                    let len = line.len() - line.trim_start_matches(f.chars().next().unwrap()).len();
-                    let lang = line[len..].trim().to_string();
-                    open = Some((line[..len].to_string(), n + 1, lang, intro.clone()));
+                if let Some(f) = ["```", "~~~"].into_iter().find(|f| bare.starts_with(f)) {
+                    let mark = f.chars().next().unwrap();
+                    let len = bare.len() - bare.trim_start_matches(mark).len();
+                    open = Some((
+                        bare[..len].to_string(),
+                        indent,
+                        n + 1,
+                        bare[len..].trim().to_string(),
+                        intro.clone(),
+                    ));
                     body.clear();
-                } else if !line.trim().is_empty() {
+                } else if !bare.is_empty() {
                     intro = line.to_string();
                 }
             }
-            Some((fence, start, lang, intro_then)) => {
-                if line.trim_end() == fence {
+            Some((fence, fence_indent, start, lang, intro_then)) => {
+                if bare.trim_end() == fence {
                     out.push(Block {
                         doc: doc.to_path_buf(),
                         line: *start,
@@ -80,7 +97,7 @@ fn blocks(doc: &Path) -> Vec<Block> {
                     open = None;
                     intro.clear();
                 } else {
-                    body.push_str(line);
+                    body.push_str(line.get(*fence_indent.min(&indent)..).unwrap_or_default());
                     body.push('\n');
                 }
             }
@@ -109,7 +126,10 @@ fn every_listing_of_a_file_shows_the_file() {
             seen += 1;
         }
     }
-    assert!(seen >= 2, "the README lists the example plan and inventory; found {seen} listings");
+    assert!(
+        seen >= 2,
+        "the README lists the example plan and inventory; found {seen} listings"
+    );
 }
 
 /// What a YAML block of the docs is.
@@ -133,7 +153,11 @@ fn classify(b: &Block) -> Yaml {
     } else if key("hosts") {
         Yaml::Inventory
     } else {
-        panic!("{}: a YAML block that is neither a plan, a list of resources nor an inventory:\n{}", b.place(), b.text)
+        panic!(
+            "{}: a YAML block that is neither a plan, a list of resources nor an inventory:\n{}",
+            b.place(),
+            b.text
+        )
     }
 }
 
