@@ -155,7 +155,10 @@ fn checks(out: &mut String, h: &HostReport) {
     let mut any = false;
     for x in h.resources.iter().filter(|x| x.check) {
         if !any {
-            let _ = writeln!(out, "\n### Checks\n\n| check | result |\n|---|---|");
+            if !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "### Checks\n\n| check | result |\n|---|---|");
             any = true;
         }
         let result = match x.status {

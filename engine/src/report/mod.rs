@@ -249,7 +249,8 @@ pub fn check_later(r: &ResourceReport) -> String {
         "checked during apply".into()
     } else {
         let list = r.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
-        format!("checked once {list} is applied")
+        let verb = if r.after.len() == 1 { "is" } else { "are" };
+        format!("checked once {list} {verb} applied")
     }
 }
 
