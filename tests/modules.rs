@@ -433,35 +433,53 @@ fn sensitive_values_never_reach_any_output() {
 resources:
   - id: secret
     sensitive: true
-    file: {path: "{{ root }}/secret", content: "new-{{ env('PLUMB_TEST_SECRET') }}\n"}
+    file: {path: "{{ root }}/secret", content: "new-{{ env('PLUMB_TEST_SECRET') }}\n", mode: "0600"}
 "#,
     );
     let root = s.root();
+    let saved = s.path().join("reviewed.plan");
     for format in ["text", "json", "markdown"] {
         for cmd in ["diff", "apply"] {
-            let mut p = common::Plumb::new()
-                .arg(cmd)
-                .arg(s.path().join("plan.yaml"))
-                .arg("--var")
-                .arg(format!("root={}", root.display()))
-                .args(["--format", format])
-                .env("PLUMB_TEST_SECRET", "s3cr3t-value");
-            if cmd == "apply" {
-                p = p.arg("--yes");
-            }
-            let out = p.run();
-            for leak in ["s3cr3t-value", "hunter2"] {
+            for verbose in [false, true] {
+                let mut p = common::Plumb::new()
+                    .arg(cmd)
+                    .arg(s.path().join("plan.yaml"))
+                    .arg("--var")
+                    .arg(format!("root={}", root.display()))
+                    .args(["--format", format])
+                    .env("PLUMB_TEST_SECRET", "s3cr3t-value");
+                if cmd == "apply" {
+                    p = p.arg("--yes");
+                } else {
+                    p = p.arg("--out").arg(&saved);
+                }
+                if verbose {
+                    p = p.arg("-v");
+                }
+                let out = p.run();
                 assert!(
-                    !out.stdout.contains(leak) && !out.stderr.contains(leak),
-                    "{cmd} {format} leaked {leak}:\n{}",
-                    out.stdout
+                    out.stdout.contains("0600"),
+                    "{cmd} {format}: the mode stays visible:\n{}{}",
+                    out.stdout,
+                    out.stderr
                 );
-            }
-            if cmd == "apply" {
-                fs::write(root.join("secret"), "old-hunter2\n").unwrap();
+                let saved_text = fs::read_to_string(&saved).unwrap_or_default();
+                for leak in ["s3cr3t-value", "hunter2"] {
+                    assert!(
+                        !out.stdout.contains(leak) && !out.stderr.contains(leak),
+                        "{cmd} {format} leaked {leak}:\n{}",
+                        out.stdout
+                    );
+                    assert!(!saved_text.contains(leak), "the saved plan leaked {leak}");
+                }
+                if cmd == "apply" {
+                    fs::write(root.join("secret"), "old-hunter2\n").unwrap();
+                    fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o644)).unwrap();
+                }
             }
         }
     }
+    assert!(saved.exists(), "a saved plan was written");
 }
 
 #[test]

@@ -476,6 +476,18 @@ fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
         review.stdout
     );
     assert!(
+        review
+            .stdout
+            .contains("| `go-docker-space` | checked once `docker-mount` is applied |"),
+        "a GO check is listed with the checks:\n{}",
+        review.stdout
+    );
+    assert!(
+        !review.stdout.contains("### `go-docker-space`"),
+        "a GO check is not a change:\n{}",
+        review.stdout
+    );
+    assert!(
         !review.stdout.contains(secret) && !review.stderr.contains(secret),
         "the password leaked"
     );

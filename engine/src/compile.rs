@@ -47,6 +47,8 @@ pub struct HostResource {
     pub id: String,
     /// Its module's name.
     pub module: &'static str,
+    /// It is a check (`assert`), not a change.
+    pub check: bool,
     /// The typed resource (`None` when skipped by `when`).
     pub resource: Option<Box<dyn Resource>>,
     /// Why it is skipped before anything runs (`when` was false).
@@ -332,6 +334,7 @@ fn compile_host(
         let mut hr = HostResource {
             id: raw.id.value.clone(),
             module: module.name(),
+            check: module.is_check(),
             resource: None,
             skip: None,
             requires: Vec::new(),

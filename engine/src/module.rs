@@ -647,6 +647,10 @@ pub trait Module: Send + Sync + 'static {
     /// says what a refresh does).
     const REFRESHABLE: bool = false;
 
+    /// Whether the module is a check (`assert`), not a change: reports list
+    /// it apart, and it is never counted among changes.
+    const CHECK: bool = false;
+
     /// What to do when notified (only called when [`Module::REFRESHABLE`]),
     /// given the observed state and the changes `apply` makes in the same run
     /// (a service that `apply` starts needs no restart on top). No steps:
@@ -804,6 +808,8 @@ pub trait ModuleEntry: Send + Sync {
     fn param_names(&self) -> Vec<&'static str>;
     /// Whether a notify can target it.
     fn refreshable(&self) -> bool;
+    /// See [`Module::CHECK`].
+    fn is_check(&self) -> bool;
     /// Typed parameters from a (templated) node, prepared.
     ///
     /// # Errors
@@ -840,6 +846,9 @@ impl<M: Module> ModuleEntry for Entry<M> {
     }
     fn refreshable(&self) -> bool {
         M::REFRESHABLE
+    }
+    fn is_check(&self) -> bool {
+        M::CHECK
     }
     fn compile(&self, params: &Node, anchor: Span, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>> {
         // When some parameters are wrong, the others are still checked by

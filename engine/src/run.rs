@@ -425,6 +425,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
             after: std::mem::take(&mut s.after),
             notes: std::mem::take(&mut s.notes),
             sensitive: r.sensitive,
+            check: r.check,
         });
     }
     let any = |st: Status| report.resources.iter().any(|r| r.status == st);

@@ -51,9 +51,13 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // As Ansible does: the newline after a block tag (`{% for %}`,
+        // `{% endif %}`) is dropped, so a loop adds no blank lines; the
+        // spaces before a tag stay (no `lstrip_blocks`).
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
                 .keep_trailing_newline(true)
+                .trim_blocks(true)
                 .build()
                 .expect("default delimiters are valid"),
         );

@@ -44,6 +44,7 @@ impl Module for Assert {
     const NAME: &'static str = "assert";
     type Params = Params;
     type State = State;
+    const CHECK: bool = true;
 
     fn doc() -> ModuleDoc {
         ModuleDoc {

@@ -21,6 +21,9 @@ pub struct Params {
     onlyif: Option<String>,
     #[serde(default = "disruptive")]
     risk: Risk,
+    /// Run only when notified (Puppet's `refreshonly`, an Ansible handler).
+    #[serde(default)]
+    refresh_only: bool,
 }
 
 fn disruptive() -> Risk {
@@ -62,7 +65,8 @@ impl Module for Command {
             summary: "Runs a shell command, guarded: it runs only while `creates` does not exist, `unless` \
                       fails, and `onlyif` succeeds. A command without a guard is refused, because it would \
                       never converge. Guards run in `diff` too, so they must be read-only. A notified \
-                      command runs when its notifier changed. Its risk is `disruptive` unless you say \
+                      command runs when its notifier changed; with `refresh_only: true` it runs only \
+                      then (a handler), and needs no guard. Its risk is `disruptive` unless you say \
                       otherwise.",
             params: &[
                 ParamDoc { name: "run", ty: "shell command", default: "required", doc: "Run with `sh -c` on the host." },
@@ -70,18 +74,23 @@ impl Module for Command {
                 ParamDoc { name: "unless", ty: "shell command", default: "-", doc: "Done when this check succeeds." },
                 ParamDoc { name: "onlyif", ty: "shell command", default: "-", doc: "Run only when this check succeeds." },
                 ParamDoc { name: "risk", ty: "safe | restart | disruptive | destructive", default: "disruptive", doc: "The risk class shown in reviews." },
+                ParamDoc { name: "refresh_only", ty: "boolean", default: "false", doc: "Run only when a resource that notifies it changed (guards, if any, are still checked then)." },
             ],
             example: "- id: init-db\n  command:\n    run: /usr/local/bin/init-db --data /srv/db\n    creates: /srv/db/PG_VERSION\n",
         }
     }
 
     fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
-        if p.creates.is_none() && p.unless.is_none() && p.onlyif.is_none() {
+        if !p.refresh_only && p.creates.is_none() && p.unless.is_none() && p.onlyif.is_none() {
             cx.error(
                 "run",
                 "plumb::plan::unguarded_command",
                 "a command needs a guard, or it runs on every apply and never converges",
-                Some("add `creates: PATH`, `unless: CHECK` or `onlyif: CHECK`".into()),
+                Some(
+                    "add `creates: PATH`, `unless: CHECK` or `onlyif: CHECK`, or `refresh_only: true` to run \
+                     it only when notified"
+                        .into(),
+                ),
             );
         }
         if let Some(c) = &p.creates {
@@ -124,14 +133,14 @@ impl Module for Command {
 
     fn diff(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
-        if s.needed() {
+        if s.needed() && !p.refresh_only {
             c.push(Change::new("run", None, Some(p.run.clone())).risk(p.risk));
         }
         c
     }
 
-    fn apply(p: &Params, s: &State, c: &Changes) -> Vec<Step> {
-        Self::refresh(p, s, c)
+    fn apply(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
+        vec![run_step(p)]
     }
 
     fn verify(p: &Params, after: &State) -> Changes {
@@ -143,11 +152,19 @@ impl Module for Command {
         Self::diff(p, after)
     }
 
-    fn refresh(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
-        vec![Step::Run(Script {
-            label: p.run.clone(),
-            sh: Sh::user_command(&p.run, &[]),
-            stdin: None,
-        })]
+    fn refresh(p: &Params, s: &State, _c: &Changes) -> Vec<Step> {
+        // A handler's guards, when it has some, still say whether it is needed.
+        if p.refresh_only && !s.needed() {
+            return Vec::new();
+        }
+        vec![run_step(p)]
     }
+}
+
+fn run_step(p: &Params) -> Step {
+    Step::Run(Script {
+        label: p.run.clone(),
+        sh: Sh::user_command(&p.run, &[]),
+        stdin: None,
+    })
 }

@@ -1,4 +1,5 @@
-//! The JSON report: one document on stdout, schema in docs/REPORT.md.
+//! The JSON report: one document on stdout, described by the JSON Schema
+//! `docs/report.schema.json` (a test validates real reports against it).
 
 use super::RunReport;
 

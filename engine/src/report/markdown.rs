@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::text::change_line;
-use super::{HostStatus, Mode, RunReport, Status};
+use super::{check_later, checks_line, CheckSummary, HostReport, HostStatus, Mode, RunReport, Status};
 use crate::module::Risk;
 
 /// Render the review document. `description` is the plan's description.
@@ -30,18 +30,28 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(
         out,
-        "| host | status | safe | restart | disruptive | destructive | failed | unchanged |"
+        "| host | status | safe | restart | disruptive | destructive | failed | unchanged | checks |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
     for h in &r.hosts {
+        let changes = || h.resources.iter().filter(|x| !x.check);
         let count = |risk: Risk| {
-            h.resources
-                .iter()
+            changes()
                 .filter(|x| matches!(x.status, Status::Pending | Status::Changed) && x.risk == Some(risk))
                 .count()
         };
-        let failed = h.resources.iter().filter(|x| x.status == Status::Failed).count();
-        let ok = h.resources.iter().filter(|x| x.status == Status::Ok).count();
+        let failed = changes().filter(|x| x.status == Status::Failed).count();
+        let ok = changes().filter(|x| x.status == Status::Ok).count();
+        let mut tally = CheckSummary::default();
+        for x in h.resources.iter().filter(|x| x.check) {
+            match x.status {
+                Status::Ok | Status::Changed => tally.passed += 1,
+                Status::Pending => tally.pending += 1,
+                Status::Failed => tally.failed += 1,
+                Status::Skipped => tally.skipped += 1,
+            }
+        }
+        let checks = checks_line(&tally).unwrap_or_else(|| "—".into());
         let status = match h.status {
             HostStatus::Ok => "no changes",
             HostStatus::Changed => "changed",
@@ -51,7 +61,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         };
         let _ = writeln!(
             out,
-            "| `{}` | {status} | {} | {} | {} | {} | {failed} | {ok} |",
+            "| `{}` | {status} | {} | {} | {} | {} | {failed} | {ok} | {checks} |",
             h.name,
             count(Risk::Safe),
             count(Risk::Restart),
@@ -75,7 +85,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
             let _ = writeln!(out, "**Error:** {}\n", e.replace('\n', " "));
         }
         let mut any = false;
-        for x in &h.resources {
+        for x in h.resources.iter().filter(|x| !x.check) {
             if x.status == Status::Ok {
                 continue;
             }
@@ -111,8 +121,8 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                     if d.ends_with('\n') { "" } else { "\n" }
                 );
             }
-            if x.sensitive && !x.changes.is_empty() {
-                let _ = writeln!(out, "_Values hidden: this resource is sensitive._\n");
+            if x.hides_values() {
+                let _ = writeln!(out, "_Secret values hidden: this resource is sensitive._\n");
             }
             for n in &x.notes {
                 let _ = writeln!(out, "- {n}");
@@ -129,6 +139,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         if !any {
             let _ = writeln!(out, "No changes.");
         }
+        checks(&mut out, h);
     }
     if r.mode == Mode::Diff {
         let _ = writeln!(
@@ -137,6 +148,33 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         );
     }
     out
+}
+
+/// The host's checks as a table: each one, passed or not, is a criterion
+/// the meeting reads.
+fn checks(out: &mut String, h: &HostReport) {
+    let mut any = false;
+    for x in h.resources.iter().filter(|x| x.check) {
+        if !any {
+            if !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "### Checks\n\n| check | result |\n|---|---|");
+            any = true;
+        }
+        let result = match x.status {
+            Status::Ok | Status::Changed => "passed".to_string(),
+            Status::Pending => check_later(x),
+            Status::Failed => "**failed**".to_string(),
+            Status::Skipped => "skipped".to_string(),
+        };
+        let why = x
+            .error
+            .as_ref()
+            .map(|e| format!(": {}", e.replace('\n', " ").replace('|', "\\|")))
+            .unwrap_or_default();
+        let _ = writeln!(out, "| `{}` | {result}{why} |", x.id);
+    }
 }
 
 fn code_span(s: &str) -> String {

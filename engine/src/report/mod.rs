@@ -93,6 +93,12 @@ pub struct ResourceReport {
     /// Whether values were hidden.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// A check (`assert`), not a change: `ok` passed, `failed` failed,
+    /// `pending` is checked once its pending requirements (`after`) are
+    /// applied. A check has no changes and no risk, and is counted in
+    /// [`Summary::checks`], never among the changes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub check: bool,
     /// Hash of the observed state and the changes: what a saved plan
     /// compares at apply time (never printed).
     #[serde(skip)]
@@ -133,6 +139,21 @@ pub struct Summary {
     pub skipped: usize,
     /// Whether Ctrl-C stopped the run early.
     pub interrupted: bool,
+    /// The checks (`assert`), which the counts above leave out.
+    pub checks: CheckSummary,
+}
+
+/// Counts of the checks over every host.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckSummary {
+    /// Checks that hold.
+    pub passed: usize,
+    /// Checks that do not hold: the run fails.
+    pub failed: usize,
+    /// Checks made only once their pending requirements are applied.
+    pub pending: usize,
+    /// Checks not made (`when` false, a requirement failed).
+    pub skipped: usize,
 }
 
 /// How the inventory of a run was chosen.
@@ -206,18 +227,33 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Fill in the summary from the hosts.
+    /// Fill in the summary from the hosts. Checks are counted apart, and
+    /// lose whatever a prediction put in their changes: a check changes
+    /// nothing.
     pub fn summarize(&mut self, interrupted: bool) {
         let mut s = Summary {
             hosts: self.hosts.len(),
             interrupted,
             ..Summary::default()
         };
-        for h in &self.hosts {
+        for h in &mut self.hosts {
             if matches!(h.status, HostStatus::Failed | HostStatus::Unreachable) {
                 s.hosts_failed += 1;
             }
-            for r in &h.resources {
+            for r in &mut h.resources {
+                if r.check {
+                    r.changes.clear();
+                    r.diff = None;
+                    r.risk = None;
+                    let c = &mut s.checks;
+                    match r.status {
+                        Status::Ok | Status::Changed => c.passed += 1,
+                        Status::Pending => c.pending += 1,
+                        Status::Failed => c.failed += 1,
+                        Status::Skipped => c.skipped += 1,
+                    }
+                    continue;
+                }
                 match r.status {
                     Status::Ok => s.ok += 1,
                     Status::Changed => s.changed += 1,
@@ -234,7 +270,7 @@ impl RunReport {
     #[must_use]
     pub fn exit_code(&self) -> i32 {
         let s = &self.summary;
-        if s.hosts_failed > 0 || s.failed > 0 || s.interrupted {
+        if s.hosts_failed > 0 || s.failed > 0 || s.checks.failed > 0 || s.interrupted {
             return 1;
         }
         match self.mode {
@@ -244,18 +280,63 @@ impl RunReport {
     }
 }
 
+/// The checks' counts in words (`2 passed, 1 failed`), or `None` when
+/// the run has no check.
+#[must_use]
+pub fn checks_line(c: &CheckSummary) -> Option<String> {
+    let parts: Vec<String> = [
+        (c.passed, "passed"),
+        (c.failed, "failed"),
+        (c.pending, "checked after apply"),
+        (c.skipped, "skipped"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, w)| format!("{n} {w}"))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// When a pending check is made: once its pending requirements are applied.
+#[must_use]
+pub fn check_later(r: &ResourceReport) -> String {
+    if r.after.is_empty() {
+        "checked during apply".into()
+    } else {
+        let list = r.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+        let verb = if r.after.len() == 1 { "is" } else { "are" };
+        format!("checked once {list} {verb} applied")
+    }
+}
+
+impl ResourceReport {
+    /// Whether the resource is sensitive and some of its values were
+    /// hidden (its metadata alone is never hidden).
+    #[must_use]
+    pub fn hides_values(&self) -> bool {
+        let hidden = |v: &Option<String>| v.as_deref() == Some(HIDDEN);
+        self.sensitive && self.changes.iter().any(|c| hidden(&c.from) || hidden(&c.to))
+    }
+}
+
 /// Text shown in place of a secret value.
 pub const HIDDEN: &str = "(sensitive)";
 
-/// The changes as they may be printed: values of a sensitive resource, and
-/// of sensitive changes, replaced by [`HIDDEN`]; diffs dropped.
+/// What a reviewer must see of a sensitive resource: where it is, who may
+/// read it, and whether it exists. Every other value of a sensitive
+/// resource (its content, a command, a setting) may be or hold the secret.
+pub const VISIBLE_WHEN_SENSITIVE: &[&str] = &["path", "mode", "owner", "group", "state"];
+
+/// The changes as they may be printed: the values of a sensitive resource
+/// (but its path, mode, owner, group and state) and of secret changes
+/// replaced by [`HIDDEN`]; the content diff dropped.
 #[must_use]
 pub fn redact(changes: &Changes, sensitive: bool) -> (Vec<ChangeReport>, Option<String>) {
     let items = changes
         .items
         .iter()
         .map(|c: &Change| {
-            let hide = sensitive || c.sensitive;
+            let hide = c.sensitive || (sensitive && !VISIBLE_WHEN_SENSITIVE.contains(&c.field.as_str()));
             let shown = |v: &Option<String>| {
                 if hide {
                     v.as_ref().map(|_| HIDDEN.to_string())

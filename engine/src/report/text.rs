@@ -77,7 +77,10 @@ pub fn render(r: &RunReport, o: TextOptions) -> String {
     if s.hosts_failed > 0 {
         let _ = write!(hosts, ", {} failed", s.hosts_failed);
     }
-    let _ = writeln!(out, "\n{} {hosts}: {}", p.bold("summary:"), parts.join(", "));
+    let checks = super::checks_line(&s.checks)
+        .map(|c| format!("; checks: {c}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "\n{} {hosts}: {}{checks}", p.bold("summary:"), parts.join(", "));
     if s.interrupted {
         let _ = writeln!(out, "{}", p.red("interrupted: no new step was started after Ctrl-C"));
     }
@@ -97,7 +100,7 @@ fn host(out: &mut String, h: &HostReport, mode: Mode, o: TextOptions, p: &Paint)
         let _ = writeln!(out, "  {} {}", p.red("error:"), indent(e, 4).trim_start());
     }
     let mut hidden = 0;
-    for r in &h.resources {
+    for r in h.resources.iter().filter(|r| !r.check) {
         if r.status == Status::Ok && !o.verbose {
             hidden += 1;
             continue;
@@ -113,6 +116,34 @@ fn host(out: &mut String, h: &HostReport, mode: Mode, o: TextOptions, p: &Paint)
                 if hidden == 1 { "" } else { "s" }
             ))
         );
+    }
+    checks(out, h, p);
+}
+
+/// The host's checks, apart from its changes: every one, passed or not,
+/// since a reviewer reads them as the criteria of the change.
+fn checks(out: &mut String, h: &HostReport, p: &Paint) {
+    let mut any = false;
+    for r in h.resources.iter().filter(|r| r.check) {
+        if !any {
+            let _ = writeln!(out, "  {}", p.bold("checks:"));
+            any = true;
+        }
+        let (mark, word) = match r.status {
+            Status::Ok | Status::Changed => (p.green("✓"), p.green("passed")),
+            Status::Pending => (p.yellow("?"), p.yellow(&super::check_later(r))),
+            Status::Failed => (p.red("✗"), p.red("FAILED")),
+            Status::Skipped => (p.dim("-"), p.dim("skipped")),
+        };
+        let _ = writeln!(out, "    {mark} {} {word}", p.bold(&r.id));
+        if let Some(e) = &r.error {
+            let label = if r.status == Status::Failed {
+                p.red("error:")
+            } else {
+                p.dim("reason:")
+            };
+            let _ = writeln!(out, "        {label} {}", indent(e, 10).trim_start());
+        }
     }
 }
 
@@ -152,8 +183,8 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
             let _ = writeln!(out, "      {colored}");
         }
     }
-    if r.sensitive && (r.diff.is_none() && !r.changes.is_empty()) {
-        let _ = writeln!(out, "      {}", p.dim("(values hidden: sensitive)"));
+    if r.hides_values() {
+        let _ = writeln!(out, "      {}", p.dim("(secret values hidden: sensitive)"));
     }
     for n in &r.notes {
         let _ = writeln!(out, "      {}", p.dim(n));
