@@ -2,13 +2,13 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence, ProbeOutput,
+    Account, Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence, ProbeOutput,
     Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
+use crate::stat::{accounts, done, fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// The `directory` module.
 pub struct Directory;
@@ -121,6 +121,13 @@ impl Module for Directory {
         vec![PathQuery::stat(&p.path)]
     }
 
+    fn accounts(p: &Params) -> Vec<Account> {
+        match p.state {
+            Presence::Present => accounts(p.owner.as_deref(), p.group.as_deref()),
+            Presence::Absent => Vec::new(),
+        }
+    }
+
     fn probe(p: &Params) -> Sh {
         // Whether it is empty only matters to a removal.
         if p.state == Presence::Absent {
@@ -209,6 +216,7 @@ impl Module for Directory {
         }
         if s.info.kind == Kind::None {
             sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+            sh.line(&done(&format!("created {}", p.path)));
         }
         if let Some(m) = metadata_script(
             &p.path,

@@ -3,14 +3,14 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery, Payload,
+    text_diff, Account, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery, Payload,
     PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{metadata_changes, metadata_script, observed, Kind, PathInfo};
+use crate::stat::{accounts, metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// Old content up to this size is fetched by the probe to show a diff.
 const DIFF_LIMIT: u64 = 256 * 1024;
@@ -161,6 +161,13 @@ impl Module for File {
             // Without content, only the metadata is managed.
             (None, _) => PathQuery::stat(&p.path),
         }]
+    }
+
+    fn accounts(p: &Params) -> Vec<Account> {
+        match p.state {
+            Presence::Present => accounts(p.owner.as_deref(), p.group.as_deref()),
+            Presence::Absent => Vec::new(),
+        }
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
