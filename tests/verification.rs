@@ -35,13 +35,20 @@ resources:
     assert_eq!(x["status"], "failed", "{x}");
     let y = resource(&a, "y");
     assert_eq!(y["status"], "skipped", "{y}");
-    assert!(y["error"].as_str().unwrap().contains("`x`"), "the reason names the requirement: {y}");
+    assert!(
+        y["error"].as_str().unwrap().contains("`x`"),
+        "the reason names the requirement: {y}"
+    );
     let z = resource(&a, "z");
     assert_eq!(z["status"], "skipped", "{z}");
     assert!(z["error"].as_str().unwrap().contains("`y`"), "{z}");
     assert!(!s.root().join("y").exists(), "y ran before x was verified");
     assert!(!s.root().join("z").exists());
-    assert_eq!(resource(&a, "other")["status"], "changed", "independent resources carry on");
+    assert_eq!(
+        resource(&a, "other")["status"],
+        "changed",
+        "independent resources carry on"
+    );
     assert_eq!(a.summary("changed"), 2, "base and other: {}", a.stdout);
     assert_eq!(a.summary("skipped"), 2);
 }

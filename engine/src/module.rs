@@ -562,6 +562,11 @@ pub trait Module: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether applying it may create users or groups (a package's
+    /// maintainer scripts, a command): an owner missing on the host is then
+    /// "unknown until apply" for the resources after a pending one.
+    const CREATES_ACCOUNTS: bool = false;
+
     /// Shell text whose output describes the rest of the current state
     /// (what [`Module::inspect`] does not cover). Read-only. Empty: nothing
     /// to run (no process is spent on it).
@@ -701,6 +706,8 @@ pub trait Resource: Send + Sync {
     fn verify(&self, s: &Observed) -> Changes;
     /// See [`Module::accounts`].
     fn accounts(&self) -> Vec<Account>;
+    /// See [`Module::CREATES_ACCOUNTS`].
+    fn creates_accounts(&self) -> bool;
     /// See [`Module::unconverged`].
     fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String>;
     /// See [`Module::refresh`].
@@ -760,6 +767,9 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn accounts(&self) -> Vec<Account> {
         M::accounts(&self.params)
+    }
+    fn creates_accounts(&self) -> bool {
+        M::CREATES_ACCOUNTS
     }
     fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String> {
         M::unconverged(&self.params, self.state(s), rest)

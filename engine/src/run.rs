@@ -576,14 +576,13 @@ fn record(hp: &HostPlan, slots: &mut [Slot], probed: BTreeMap<usize, Result<Prob
     }
 }
 
-/// The resources before `i` in dependency order that are pending (diff).
-fn pending_before(hp: &HostPlan, slots: &[Slot], i: usize) -> Vec<String> {
+/// The resources before `i` in dependency order that may create an account.
+fn account_makers_before(hp: &HostPlan, i: usize) -> impl Iterator<Item = usize> + '_ {
     hp.order
         .iter()
-        .take_while(|&&j| j != i)
-        .filter(|&&j| slots[j].status == Some(Status::Pending))
-        .map(|&j| hp.resources[j].id.clone())
-        .collect()
+        .copied()
+        .take_while(move |&j| j != i)
+        .filter(|&j| hp.resources[j].resource.as_ref().is_some_and(|r| r.creates_accounts()))
 }
 
 /// `user `a` and group `b``: the accounts a resource needs that the host lacks.
@@ -616,7 +615,10 @@ fn decide(hp: &HostPlan, slots: &mut [Slot], i: usize) {
         .collect();
     if !slots[i].missing.is_empty() {
         let what = describe_missing(&slots[i].missing);
-        let before = pending_before(hp, slots, i);
+        let before: Vec<String> = account_makers_before(hp, i)
+            .filter(|&j| slots[j].status == Some(Status::Pending))
+            .map(|j| hp.resources[j].id.clone())
+            .collect();
         if before.is_empty() {
             slots[i].status = Some(Status::Failed);
             slots[i].error = Some(format!(
@@ -625,17 +627,16 @@ fn decide(hp: &HostPlan, slots: &mut [Slot], i: usize) {
             return;
         }
         // A package or a command before it may create the account.
-        let named = if slots[i].after.is_empty() { &before } else { &slots[i].after };
-        let shown = named.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>();
-        let more = named.len().saturating_sub(3);
+        let shown = before.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>();
+        let more = before.len().saturating_sub(3);
         let list = if more > 0 {
             format!("{} and {more} more", shown.join(", "))
         } else {
             shown.join(", ")
         };
-        slots[i]
-            .notes
-            .push(format!("unknown until apply: {what} yet; the pending change of {list} may create it"));
+        slots[i].notes.push(format!(
+            "unknown until apply: {what} yet; the pending change of {list} may create it"
+        ));
     }
     let obs = slots[i].observed.as_ref().expect("probed");
     let mut changes = if slots[i].after.is_empty() {
@@ -684,7 +685,9 @@ fn notifiers<'a>(hp: &'a HostPlan, slots: &[Slot], i: usize) -> Vec<&'a str> {
     hp.resources[i]
         .notified_by
         .iter()
-        .filter(|&&j| matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty())
+        .filter(|&&j| {
+            matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty()
+        })
         .map(|&j| hp.resources[j].id.as_str())
         .collect()
 }
@@ -769,10 +772,7 @@ async fn apply_in_waves(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions
 /// Whether every requirement of `i` (notifiers included) is settled: not
 /// pending, not waiting for its verification.
 fn requirements_settled(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
-    hp.resources[i]
-        .requires
-        .iter()
-        .all(|(j, _)| slots[*j].status.is_some())
+    hp.resources[i].requires.iter().all(|(j, _)| slots[*j].status.is_some())
 }
 
 /// Whether `i` joins the next wave if the changes now waiting for
@@ -796,7 +796,7 @@ fn needs_fresh_look(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
     let changed_since = |j: usize| slots[j].changed_in.is_some_and(|r| r >= seen);
     let res = hp.resources[i].resource.as_ref().expect("compiled");
     (res.reprobe_after_requirements() && hp.resources[i].requires.iter().any(|(j, _)| changed_since(*j)))
-        || (!slots[i].missing.is_empty() && hp.order.iter().take_while(|&&j| j != i).any(|&j| changed_since(j)))
+        || (!slots[i].missing.is_empty() && account_makers_before(hp, i).any(changed_since))
 }
 
 /// Decide and apply resource `i` (its observation is fresh). `Ok(true)`: it
@@ -889,7 +889,11 @@ fn verify(hp: &HostPlan, slots: &mut [Slot], i: usize, out: Option<Result<ProbeO
                 slots[i].status = Some(Status::Changed);
                 return;
             }
-            let plain = if r.sensitive { None } else { res.unconverged(&obs, &rest) };
+            let plain = if r.sensitive {
+                None
+            } else {
+                res.unconverged(&obs, &rest)
+            };
             slots[i].status = Some(Status::Failed);
             slots[i].error = Some(plain.unwrap_or_else(|| still_differs(&rest, r.sensitive)));
         }

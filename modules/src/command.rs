@@ -55,6 +55,7 @@ impl Module for Command {
     const NAME: &'static str = "command";
     type Params = Params;
     type State = State;
+    const CREATES_ACCOUNTS: bool = true;
     const REFRESHABLE: bool = true;
 
     fn doc() -> ModuleDoc {

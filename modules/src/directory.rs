@@ -2,8 +2,8 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Account, Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence, ProbeOutput,
-    Risk, Script, Step,
+    Account, Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence,
+    ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};

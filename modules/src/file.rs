@@ -3,8 +3,8 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Account, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery, Payload,
-    PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Account, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery,
+    Payload, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
