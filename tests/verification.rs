@@ -63,12 +63,15 @@ fn a_command_whose_creates_never_appears_says_so() {
     let err = resource(&a, "x")["error"].as_str().unwrap().to_string();
     assert_eq!(
         err,
-        "the command ran, but `/never/plumb-test` (its `creates`) still does not exist"
+        "did not converge: the command ran, but `/never/plumb-test` (its `creates`) still does not exist"
     );
     s.plan("resources:\n  - id: x\n    command: {run: \"true\", unless: \"false\"}\n");
     let a = s.run("apply", &[]);
     let err = resource(&a, "x")["error"].as_str().unwrap().to_string();
-    assert_eq!(err, "the command ran, but its `unless` check (`false`) still fails");
+    assert_eq!(
+        err,
+        "did not converge: the command ran, but its `unless` check (`false`) still fails"
+    );
 }
 
 /// Three levels: a directory, files in it, a command after the files.

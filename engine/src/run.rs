@@ -1,7 +1,13 @@
 //! The executor: per host, one batched probe, a diff of every resource, and
-//! (in apply mode) the steps in dependency order, then one batched re-probe
-//! that verifies every change. Hosts run in parallel up to `forks`; one
-//! host's failure never stops the others.
+//! (in apply mode) the steps in dependency order, wave by wave: a wave is
+//! every resource whose requirements are settled, and ends with one batched
+//! re-probe that verifies its changes. A resource's dependents start only
+//! once it is applied *and* verified, so an apply costs one verification
+//! per level of changes, and a no-op run one probe. Hosts run in parallel up
+//! to `forks`; one host's failure never stops the others.
+//!
+//! The stages are separate functions: [`HostRun::probe`], `decide` (diff),
+//! `apply_one` (apply), `verify`, driven by `apply_in_waves`.
 //!
 //! `diff` is the same pipeline stopped after the diff. When a requirement of
 //! a resource is itself pending, the resource's prediction is marked as
@@ -895,7 +901,10 @@ fn verify(hp: &HostPlan, slots: &mut [Slot], i: usize, out: Option<Result<ProbeO
                 res.unconverged(&obs, &rest)
             };
             slots[i].status = Some(Status::Failed);
-            slots[i].error = Some(plain.unwrap_or_else(|| still_differs(&rest, r.sensitive)));
+            slots[i].error = Some(match plain {
+                Some(sentence) => format!("did not converge: {sentence}"),
+                None => still_differs(&rest, r.sensitive),
+            });
         }
         Err(e) => {
             slots[i].status = Some(Status::Failed);
@@ -988,6 +997,22 @@ fn lose(slots: &mut [Slot], hp: &HostPlan, at: usize, e: TransportError) -> Tran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a change that did not verify says, field by field, in words
+    /// (and without the values of a sensitive resource).
+    #[test]
+    fn what_still_differs_reads_as_a_sentence() {
+        let mut c = Changes::none();
+        c.push(Change::new("state", Some("failed".into()), Some("running".into())));
+        c.push(Change::new("fstab", None, Some("/dev/x /srv ext4".into())));
+        c.push(Change::new("fstab line 3", Some("old".into()), None));
+        assert_eq!(
+            still_differs(&c, false),
+            "did not converge: after apply, `state` is failed, not running; \
+             `fstab` is still missing (wanted: /dev/x /srv ext4); `fstab line 3` is still old (it should be gone)"
+        );
+        assert!(!still_differs(&c, true).contains("running"));
+    }
 
     #[test]
     fn run_ids_are_utc_timestamps() {

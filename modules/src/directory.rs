@@ -61,13 +61,13 @@ impl Module for Directory {
                     name: "owner",
                     ty: "user name",
                     default: "kept",
-                    doc: "Owner.",
+                    doc: "Owner (a user that exists on the host: `diff` checks it).",
                 },
                 ParamDoc {
                     name: "group",
                     ty: "group name",
                     default: "kept",
-                    doc: "Group.",
+                    doc: "Group (one that exists on the host: `diff` checks it).",
                 },
                 ParamDoc {
                     name: "state",
