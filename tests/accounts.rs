@@ -157,7 +157,7 @@ fn a_failed_resource_reports_the_steps_it_completed() {
     let t = run("text");
     assert!(
         t.stdout
-            .contains("completed before it failed:\n        created /tmp/plumb-half\n"),
+            .contains("completed before it failed:\n        - created /tmp/plumb-half\n"),
         "{}",
         t.stdout
     );

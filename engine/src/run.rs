@@ -795,13 +795,22 @@ fn next_wave_may_take(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
 
 /// Whether what was observed of `i` may be stale because of this run's
 /// changes: a module that says its probe depends on its requirements, after
-/// one of them changed; or an owner missing at the probe, after something
-/// before it changed (a package or a command may have created it).
+/// one of them or another resource of the same module changed (two mounts
+/// rewrite one fstab, two volumes share a group's free space); or an owner
+/// missing at the probe, after something before it changed (a package or a
+/// command may have created it).
 fn needs_fresh_look(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
     let seen = slots[i].seen;
     let changed_since = |j: usize| slots[j].changed_in.is_some_and(|r| r >= seen);
-    let res = hp.resources[i].resource.as_ref().expect("compiled");
-    (res.reprobe_after_requirements() && hp.resources[i].requires.iter().any(|(j, _)| changed_since(*j)))
+    let r = &hp.resources[i];
+    let res = r.resource.as_ref().expect("compiled");
+    let same_module_before = || {
+        hp.order
+            .iter()
+            .take_while(|&&j| j != i)
+            .any(|&j| hp.resources[j].module == r.module && changed_since(j))
+    };
+    (res.reprobe_after_requirements() && (r.requires.iter().any(|(j, _)| changed_since(*j)) || same_module_before()))
         || (!slots[i].missing.is_empty() && account_makers_before(hp, i).any(changed_since))
 }
 

@@ -160,7 +160,7 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
     if !r.completed.is_empty() {
         let _ = writeln!(out, "      completed before it failed:");
         for c in &r.completed {
-            let _ = writeln!(out, "        {}", indent(c, 10).trim_start());
+            let _ = writeln!(out, "        - {}", indent(c, 10).trim_start());
         }
     }
     if let Some(e) = &r.error {
