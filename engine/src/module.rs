@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::Diag;
 use crate::paths::Observed as PathObserved;
-pub use crate::paths::{Fetch, FileType, PathQuery, PathStat};
+pub use crate::paths::{Account, Fetch, FileType, PathQuery, PathStat};
 use crate::shell::Sh;
 use crate::source::{Sources, Span};
 use crate::yaml::{self, Node};
@@ -284,6 +284,9 @@ pub struct ProbeOutput {
     /// The content fetched for each path of [`Module::inspect`] that asked
     /// for it (absent: not fetched, or larger than the limit).
     pub contents: BTreeMap<String, Vec<u8>>,
+    /// The accounts of [`Module::accounts`] that the host does not have
+    /// (the engine, not the module, decides what that means).
+    pub missing: Vec<Account>,
 }
 
 impl ProbeOutput {
@@ -600,6 +603,19 @@ pub trait Module: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Users and groups that must exist on the host for `apply` to work
+    /// (an owner to `chown` to). The engine looks them up in the batched
+    /// probe and fails the resource in `diff` already when one is missing,
+    /// unless a pending change before it may create it.
+    fn accounts(_p: &Self::Params) -> Vec<Account> {
+        Vec::new()
+    }
+
+    /// Whether applying it may create users or groups (a package's
+    /// maintainer scripts, a command): an owner missing on the host is then
+    /// "unknown until apply" for the resources after a pending one.
+    const CREATES_ACCOUNTS: bool = false;
+
     /// Shell text whose output describes the rest of the current state
     /// (what [`Module::inspect`] does not cover). Read-only. Empty: nothing
     /// to run (no process is spent on it).
@@ -641,6 +657,13 @@ pub trait Module: Send + Sync + 'static {
     /// default: no difference remains).
     fn verify(p: &Self::Params, after: &Self::State) -> Changes {
         Self::diff(p, after)
+    }
+
+    /// A plain sentence for a change that did not verify: what is still
+    /// not as wanted after the steps ran (`rest`, from [`Module::verify`]).
+    /// `None`: the engine says it field by field.
+    fn unconverged(_p: &Self::Params, _after: &Self::State, _rest: &Changes) -> Option<String> {
+        None
     }
 
     /// Whether a `notify` may target this module (then [`Module::refresh`]
@@ -734,6 +757,12 @@ pub trait Resource: Send + Sync {
     fn apply(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::verify`].
     fn verify(&self, s: &Observed) -> Changes;
+    /// See [`Module::accounts`].
+    fn accounts(&self) -> Vec<Account>;
+    /// See [`Module::CREATES_ACCOUNTS`].
+    fn creates_accounts(&self) -> bool;
+    /// See [`Module::unconverged`].
+    fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String>;
     /// See [`Module::refresh`].
     fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
@@ -788,6 +817,15 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn verify(&self, s: &Observed) -> Changes {
         M::verify(&self.params, self.state(s))
+    }
+    fn accounts(&self) -> Vec<Account> {
+        M::accounts(&self.params)
+    }
+    fn creates_accounts(&self) -> bool {
+        M::CREATES_ACCOUNTS
+    }
+    fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String> {
+        M::unconverged(&self.params, self.state(s), rest)
     }
     fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step> {
         M::refresh(&self.params, self.state(s), c)

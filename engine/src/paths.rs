@@ -12,8 +12,13 @@
 //! Names that `stat -c %n` and `sha256sum` would not print back verbatim
 //! (control characters, backslashes) are read one by one instead, so any
 //! path works; only the common case is batched.
+//!
+//! The users and groups that resources want their paths to belong to are
+//! looked up in the same script ([`Account`]: one `getent passwd` and one
+//! `getent group` for all of them), so that `diff` can say that an owner does
+//! not exist instead of promising a `chown` that cannot work.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -120,6 +125,43 @@ pub struct PathStat {
     pub sha256: Option<String>,
 }
 
+/// A user or a group that a resource needs on the host (the owner or the
+/// group of a path it manages).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Account {
+    /// A user name (or a numeric uid, which always exists for `chown`).
+    User(String),
+    /// A group name (or a numeric gid).
+    Group(String),
+}
+
+impl Account {
+    /// The name as written.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            Account::User(n) | Account::Group(n) => n,
+        }
+    }
+
+    /// `user` or `group`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Account::User(_) => "user",
+            Account::Group(_) => "group",
+        }
+    }
+
+    /// Whether the name must be looked up: a numeric id needs no entry
+    /// (`chown 1234` works without one); a name starting with `-` is never
+    /// an account (and would be read as an option), so it is missing.
+    fn looked_up(&self) -> bool {
+        let n = self.name();
+        !n.is_empty() && !n.starts_with('-') && !n.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
 /// What a batch observed of one path: `Ok(None)` when nothing is there,
 /// `Err` when it could not be read (a regular file that could not be
 /// checksummed).
@@ -135,6 +177,8 @@ pub struct PathBatch {
     index: HashMap<String, usize>,
     /// What to fetch of each path, queries of the same path merged.
     fetches: BTreeMap<String, Fetch>,
+    /// Users and groups to look up.
+    accounts: BTreeSet<Account>,
 }
 
 /// Paths per `stat`/`find` command, well below any `ARG_MAX`.
@@ -186,10 +230,42 @@ impl PathBatch {
         }
     }
 
+    /// Collect users and groups to look up.
+    pub fn add_accounts(&mut self, accounts: &[Account]) {
+        self.accounts.extend(accounts.iter().cloned());
+    }
+
     /// Whether there is nothing to observe.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.paths.is_empty() && self.accounts.is_empty()
+    }
+
+    /// One `getent` per database for every name to look up (or, on a host
+    /// without `getent`, the local files), printing the names found.
+    fn accounts_script(&self, mark: &dyn Fn(&str) -> Sh) -> Sh {
+        let mut s = Sh::new();
+        for (kind, db, file) in [("user", "passwd", "/etc/passwd"), ("group", "group", "/etc/group")] {
+            let names: Vec<&str> = self
+                .accounts
+                .iter()
+                .filter(|a| a.kind() == kind && a.looked_up())
+                .map(Account::name)
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            s.line(&names.iter().fold(Sh::raw_start("set --"), |sh, n| sh.arg(n)));
+            s.line(&mark(&format!("{kind}s")));
+            s.line(
+                &Sh::raw_start("if command -v getent >/dev/null 2>&1; then getent")
+                    .arg(db)
+                    .raw(" \"$@\" 2>/dev/null | cut -d: -f1; else cut -d: -f1")
+                    .arg(file)
+                    .raw("; fi"),
+            );
+        }
+        s
     }
 
     /// Shell that prints every observation between markers made with
@@ -204,6 +280,7 @@ impl PathBatch {
     pub fn script(&self, nonce: &str) -> Sh {
         let mark = |what: &str| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
         let mut s = Sh::raw_start("plumb_nl='\n'\nplumb_sums=");
+        s.line(&self.accounts_script(&mark));
         // Plain paths whose content is wanted unless it has a given sha256:
         // `sha256sum -c` tells which match, so their sha256 is known without
         // printing it.
@@ -354,6 +431,7 @@ impl PathBatch {
         let mut sums: BTreeMap<String, String> = BTreeMap::new();
         let mut one: BTreeMap<usize, &[u8]> = BTreeMap::new();
         let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut found: BTreeSet<Account> = BTreeSet::new();
         // `sha256sum -c`: files that match, that could not be read, and its
         // exit statuses.
         let mut matched: HashSet<String> = HashSet::new();
@@ -371,6 +449,15 @@ impl PathBatch {
                                 plain_stat.insert(n.to_string(), st);
                             }
                         }
+                    }
+                }
+                "users" | "groups" => {
+                    for line in String::from_utf8_lossy(body).lines().filter(|l| !l.is_empty()) {
+                        found.insert(if name == "users" {
+                            Account::User(line.to_string())
+                        } else {
+                            Account::Group(line.to_string())
+                        });
                     }
                 }
                 "staterr" => stat_errors.extend(
@@ -486,7 +573,17 @@ impl PathBatch {
             };
             paths.insert(p.clone(), observed);
         }
-        Some(Answers { paths, contents })
+        let missing = self
+            .accounts
+            .iter()
+            .filter(|a| (!a.looked_up() && a.name().starts_with('-')) || (a.looked_up() && !found.contains(a)))
+            .cloned()
+            .collect();
+        Some(Answers {
+            paths,
+            contents,
+            missing,
+        })
     }
 }
 
@@ -498,6 +595,8 @@ pub struct Answers {
     /// Fetched contents, by path (up to the largest limit asked for it, plus
     /// one byte: longer than a query's limit means larger than it).
     pub contents: BTreeMap<String, Vec<u8>>,
+    /// The users and groups asked about that the host does not have.
+    pub missing: BTreeSet<Account>,
 }
 
 /// A `sha256sum` line: the name and the sum.
@@ -770,6 +869,33 @@ mod tests {
             .unwrap();
         let ans = b.parse("n", &out.stdout).unwrap();
         assert!(ans.paths[f].is_err(), "{:?}", ans.paths[f]);
+    }
+
+    /// The real `getent` of this machine: `root` exists as a user and a
+    /// group; made-up names do not; a numeric id needs no entry.
+    #[test]
+    fn users_and_groups_are_looked_up_in_the_same_batch() {
+        let mut b = PathBatch::default();
+        b.add(&[PathQuery::stat("/")]);
+        b.add_accounts(&[
+            Account::User("root".into()),
+            Account::User("plumb-no-such-user".into()),
+            Account::User("4242".into()),
+            Account::User("-x".into()),
+            Account::Group("root".into()),
+            Account::Group("plumb-no-such-group".into()),
+        ]);
+        let ans = b.parse("n", &run(&b.script("n"))).unwrap();
+        let missing: Vec<&Account> = ans.missing.iter().collect();
+        assert_eq!(
+            missing,
+            [
+                &Account::User("-x".into()),
+                &Account::User("plumb-no-such-user".into()),
+                &Account::Group("plumb-no-such-group".into()),
+            ]
+        );
+        assert!(ans.paths["/"].is_ok());
     }
 
     #[test]

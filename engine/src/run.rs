@@ -1,7 +1,13 @@
 //! The executor: per host, one batched probe, a diff of every resource, and
-//! (in apply mode) the steps in dependency order, then one batched re-probe
-//! that verifies every change. Hosts run in parallel up to `forks`; one
-//! host's failure never stops the others.
+//! (in apply mode) the steps in dependency order, wave by wave: a wave is
+//! every resource whose requirements are settled, and ends with one batched
+//! re-probe that verifies its changes. A resource's dependents start only
+//! once it is applied *and* verified, so an apply costs one verification
+//! per level of changes, and a no-op run one probe. Hosts run in parallel up
+//! to `forks`; one host's failure never stops the others.
+//!
+//! The stages are separate functions: [`HostRun::probe`], `decide` (diff),
+//! `apply_one` (apply), `verify`, driven by `apply_in_waves`.
 //!
 //! `diff` is the same pipeline stopped after the diff. When a requirement of
 //! a resource is itself pending, the resource's prediction is marked as
@@ -13,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::compile::{EdgeKind, HostPlan};
-use crate::module::{Change, Changes, Observed, Predicted, ProbeOutput, Risk, Step};
+use crate::module::{Account, Change, Changes, Observed, Predicted, ProbeOutput, Risk, Step};
 use crate::paths::{Answers, PathBatch, PathQuery};
 use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
@@ -141,14 +147,29 @@ pub async fn run(
     report
 }
 
+/// What the run knows of one resource on the host.
 #[derive(Default)]
 struct Slot {
+    /// `None` while undecided, and while waiting for verification.
     status: Option<Status>,
     observed: Option<Observed>,
+    /// The accounts it needs that the host lacked when it was observed.
+    missing: Vec<Account>,
+    /// The probe round it was observed in (0: the first probe).
+    seen: u32,
+    /// The probe round after which its steps ran: probes of later rounds see
+    /// its changes.
+    changed_in: Option<u32>,
+    /// Applied, waiting for its wave's verification.
+    unverified: bool,
+    /// Observed before a change it may depend on: probe it again first.
+    stale: bool,
     changes: Changes,
     error: Option<String>,
     after: Vec<String>,
     notes: Vec<String>,
+    /// What its steps completed.
+    done: Vec<String>,
 }
 
 struct HostRun<'a> {
@@ -184,8 +205,8 @@ impl HostRun<'_> {
         struct Group {
             become_: Become,
             paths: PathBatch,
-            /// Each resource with its path queries and its own probe.
-            members: Vec<(usize, Vec<PathQuery>, Sh)>,
+            /// Each resource with its path queries, its accounts and its own probe.
+            members: Vec<(usize, Vec<PathQuery>, Vec<Account>, Sh)>,
         }
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for &i in which {
@@ -197,16 +218,18 @@ impl HostRun<'_> {
                 members: Vec::new(),
             });
             let queries = res.inspect();
+            let accounts = res.accounts();
             g.paths.add(&queries);
-            g.members.push((i, queries, res.probe()));
+            g.paths.add_accounts(&accounts);
+            g.members.push((i, queries, accounts, res.probe()));
         }
         let mut out = BTreeMap::new();
         for (_, g) in groups {
             let probes: Vec<(usize, Sh)> = g
                 .members
                 .iter()
-                .filter(|(_, _, sh)| !sh.is_empty())
-                .map(|(i, _, sh)| (*i, sh.clone()))
+                .filter(|(_, _, _, sh)| !sh.is_empty())
+                .map(|(i, _, _, sh)| (*i, sh.clone()))
                 .collect();
             let mut script = Sh::new();
             if !g.paths.is_empty() {
@@ -223,7 +246,7 @@ impl HostRun<'_> {
                 .into_iter()
                 .map(|(i, b, s)| (i, (b, s)))
                 .collect();
-            for (i, queries, sh) in g.members {
+            for (i, queries, accounts, sh) in g.members {
                 let own = if sh.is_empty() {
                     Some((Vec::new(), 0))
                 } else {
@@ -234,6 +257,7 @@ impl HostRun<'_> {
                         let mut po = ProbeOutput {
                             stdout,
                             status,
+                            missing: accounts.into_iter().filter(|x| a.missing.contains(x)).collect(),
                             ..ProbeOutput::default()
                         };
                         for q in queries {
@@ -257,21 +281,24 @@ impl HostRun<'_> {
         Ok(out)
     }
 
-    async fn step(&self, id: &str, step: &Step, become_: &Become) -> Result<Vec<String>, StepError> {
+    async fn step(&self, id: &str, step: &Step, become_: &Become) -> Result<StepDone, StepError> {
         match step {
             Step::Run(s) => {
                 self.opts
                     .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), s.label.clone()));
                 let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
                 if o.status != 0 {
-                    return Err(StepError::Failed(explain_failure_n(
-                        &o,
-                        become_,
-                        &format!("`{}` failed (exit {})", s.label, o.status),
-                        STEP_ERROR_LINES,
-                    )));
+                    return Err(StepError::Failed(
+                        explain_failure_n(
+                            &o,
+                            become_,
+                            &format!("`{}` failed (exit {})", s.label, o.status),
+                            STEP_ERROR_LINES,
+                        ),
+                        done_lines(&o),
+                    ));
                 }
-                Ok(backup_notes(&o))
+                Ok(StepDone::of(&o, &s.label))
             }
             Step::Write(w) => {
                 self.opts.emit(Event::Step(
@@ -281,23 +308,30 @@ impl HostRun<'_> {
                 ));
                 let script = file_write(w);
                 let o = self.exec(&script, become_, Some(&w.payload)).await?;
+                // A write is all or nothing: it completed nothing unless it
+                // succeeded.
                 match o.status {
-                    0 => Ok(backup_notes(&o)),
-                    EXIT_CHECKSUM => Err(StepError::Failed(format!(
-                        "upload of `{}` failed verification; the old file is untouched: {}",
-                        w.path,
-                        o.stderr_tail(2)
-                    ))),
-                    EXIT_VALIDATE => Err(StepError::Failed(format!(
-                        "validate command rejected the new `{}`; the old file is untouched:\n{}",
-                        w.path,
-                        o.stderr_tail(6)
-                    ))),
-                    n => Err(StepError::Failed(explain_failure(
-                        &o,
-                        become_,
-                        &format!("writing `{}` failed (exit {n})", w.path),
-                    ))),
+                    0 => Ok(StepDone::of(&o, &format!("write {}", w.path))),
+                    EXIT_CHECKSUM => Err(StepError::Failed(
+                        format!(
+                            "upload of `{}` failed verification; the old file is untouched: {}",
+                            w.path,
+                            o.stderr_tail(2)
+                        ),
+                        Vec::new(),
+                    )),
+                    EXIT_VALIDATE => Err(StepError::Failed(
+                        format!(
+                            "validate command rejected the new `{}`; the old file is untouched:\n{}",
+                            w.path,
+                            o.stderr_tail(6)
+                        ),
+                        Vec::new(),
+                    )),
+                    n => Err(StepError::Failed(
+                        explain_failure(&o, become_, &format!("writing `{}` failed (exit {n})", w.path)),
+                        Vec::new(),
+                    )),
                 }
             }
         }
@@ -320,8 +354,38 @@ fn backup_notes(o: &Output) -> Vec<String> {
         .collect()
 }
 
+/// What a step that succeeded printed for the report.
+struct StepDone {
+    notes: Vec<String>,
+    /// What it completed: its `plumb-done=` lines, or else its label.
+    done: Vec<String>,
+}
+
+impl StepDone {
+    fn of(o: &Output, label: &str) -> Self {
+        let mut done = done_lines(o);
+        if done.is_empty() {
+            done.push(label.to_string());
+        }
+        Self {
+            notes: backup_notes(o),
+            done,
+        }
+    }
+}
+
+/// The `plumb-done=TEXT` lines of a step: the parts of it that completed
+/// (so that a step that fails half-way says what it changed).
+fn done_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("plumb-done=").map(str::to_string))
+        .collect()
+}
+
 enum StepError {
-    Failed(String),
+    /// The step failed (the message), after completing these parts.
+    Failed(String, Vec<String>),
     Lost(TransportError),
 }
 
@@ -424,6 +488,11 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
             error: s.error.take(),
             after: std::mem::take(&mut s.after),
             notes: std::mem::take(&mut s.notes),
+            completed: if status == Status::Failed {
+                std::mem::take(&mut s.done)
+            } else {
+                Vec::new()
+            },
             sensitive: r.sensitive,
             check: r.check,
         });
@@ -482,208 +551,393 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
         }
     };
     opts.emit(Event::Probed(hp.host.name.clone()));
+    record(hp, slots, probed, 0);
+    match opts.mode {
+        Mode::Diff => {
+            for &i in &hp.order {
+                if slots[i].status.is_none() {
+                    decide(hp, slots, i);
+                }
+            }
+            None
+        }
+        Mode::Apply => apply_in_waves(run, slots, opts).await,
+    }
+}
+
+/// Keep what a probe (of round `round`) observed of each resource.
+fn record(hp: &HostPlan, slots: &mut [Slot], probed: BTreeMap<usize, Result<ProbeOutput, String>>, round: u32) {
     for (i, out) in probed {
         let res = hp.resources[i].resource.as_ref().expect("compiled");
-        match out.and_then(|o| res.observe(&o)) {
-            Ok(obs) => slots[i].observed = Some(obs),
+        let observed = out.and_then(|o| res.observe(&o).map(|obs| (obs, o.missing)));
+        match observed {
+            Ok((obs, missing)) => {
+                slots[i].observed = Some(obs);
+                slots[i].missing = missing;
+                slots[i].seen = round;
+            }
             Err(e) => {
                 slots[i].status = Some(Status::Failed);
                 slots[i].error = Some(format!("probe: {e}"));
             }
         }
     }
-    let mut applied = Vec::new();
-    for &i in &hp.order {
-        if slots[i].status.is_some() {
-            continue;
-        }
-        if let Some(why) = blocked_by(hp, slots, i) {
-            slots[i].status = Some(Status::Skipped);
-            slots[i].error = Some(why);
-            continue;
-        }
-        let r = &hp.resources[i];
-        let res = r.resource.as_ref().expect("compiled");
-        let notifiers: Vec<&str> = r
-            .notified_by
-            .iter()
-            .filter(|&&j| {
-                matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty()
-            })
-            .map(|&j| hp.resources[j].id.as_str())
+}
+
+/// The resources before `i` in dependency order that may create an account.
+fn account_makers_before(hp: &HostPlan, i: usize) -> impl Iterator<Item = usize> + '_ {
+    hp.order
+        .iter()
+        .copied()
+        .take_while(move |&j| j != i)
+        .filter(|&j| hp.resources[j].resource.as_ref().is_some_and(|r| r.creates_accounts()))
+}
+
+/// `user `a` and group `b``: the accounts a resource needs that the host lacks.
+fn describe_missing(missing: &[Account]) -> String {
+    let list = missing
+        .iter()
+        .map(|a| format!("{} `{}`", a.kind(), a.name()))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let verb = if missing.len() == 1 { "does" } else { "do" };
+    format!("{list} {verb} not exist on the host")
+}
+
+/// `diff`: what would change for resource `i`, against its probed state, or
+/// against the state predicted once its pending requirements are applied.
+fn decide(hp: &HostPlan, slots: &mut [Slot], i: usize) {
+    if let Some(why) = blocked_by(hp, slots, i) {
+        slots[i].status = Some(Status::Skipped);
+        slots[i].error = Some(why);
+        return;
+    }
+    let r = &hp.resources[i];
+    let res = r.resource.as_ref().expect("compiled");
+    let notifiers = notifiers(hp, slots, i);
+    slots[i].after = r
+        .requires
+        .iter()
+        .filter(|(j, kind)| *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending))
+        .map(|(j, _)| hp.resources[*j].id.clone())
+        .collect();
+    if !slots[i].missing.is_empty() {
+        let what = describe_missing(&slots[i].missing);
+        let before: Vec<String> = account_makers_before(hp, i)
+            .filter(|&j| slots[j].status == Some(Status::Pending))
+            .map(|j| hp.resources[j].id.clone())
             .collect();
-        match opts.mode {
-            Mode::Diff => {
-                let obs = slots[i].observed.as_ref().expect("probed");
-                slots[i].after = r
-                    .requires
+        if before.is_empty() {
+            slots[i].status = Some(Status::Failed);
+            slots[i].error = Some(format!(
+                "{what}: apply would fail (create it first, or with a resource this one requires)"
+            ));
+            return;
+        }
+        // A package or a command before it may create the account.
+        let shown = before.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>();
+        let more = before.len().saturating_sub(3);
+        let list = if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        };
+        slots[i].notes.push(format!(
+            "unknown until apply: {what} yet; the pending change of {list} may create it"
+        ));
+    }
+    let obs = slots[i].observed.as_ref().expect("probed");
+    let mut changes = if slots[i].after.is_empty() {
+        if let Err(e) = res.check(obs) {
+            slots[i].status = Some(Status::Failed);
+            slots[i].error = Some(e);
+            return;
+        }
+        res.diff(obs)
+    } else {
+        match res.predict(obs) {
+            Predicted::Changes(c) => c,
+            Predicted::Unknown(why) => {
+                let list = slots[i]
+                    .after
                     .iter()
-                    .filter(|(j, kind)| *kind != EdgeKind::Notify && slots[*j].status == Some(Status::Pending))
-                    .map(|(j, _)| hp.resources[*j].id.clone())
-                    .collect();
-                let mut changes = if slots[i].after.is_empty() {
-                    if let Err(e) = res.check(obs) {
-                        slots[i].status = Some(Status::Failed);
-                        slots[i].error = Some(e);
-                        continue;
-                    }
-                    res.diff(obs)
-                } else {
-                    match res.predict(obs) {
-                        Predicted::Changes(c) => c,
-                        Predicted::Unknown(why) => {
-                            let list = slots[i]
-                                .after
-                                .iter()
-                                .map(|a| format!("`{a}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            let mut c = Changes::none();
-                            c.push(Change::new(
-                                "state",
-                                None,
-                                Some(format!("known after {list} is applied: {why}")),
-                            ));
-                            c
-                        }
-                    }
-                };
-                if !notifiers.is_empty() {
-                    let refresh = res.refresh(obs, &changes);
-                    if !refresh.is_empty() {
-                        changes.push(refresh_change(&notifiers, &refresh));
-                    }
-                }
-                slots[i].status = Some(if changes.is_empty() {
-                    Status::Ok
-                } else {
-                    Status::Pending
-                });
-                slots[i].changes = changes;
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut c = Changes::none();
+                c.push(Change::new(
+                    "state",
+                    None,
+                    Some(format!("known after {list} is applied: {why}")),
+                ));
+                c
             }
-            Mode::Apply => {
-                if opts.cancel.load(Ordering::SeqCst) {
-                    slots[i].status = Some(Status::Skipped);
-                    slots[i].error = Some("interrupted before it started".into());
-                    continue;
+        }
+    };
+    if !notifiers.is_empty() {
+        let refresh = res.refresh(obs, &changes);
+        if !refresh.is_empty() {
+            changes.push(refresh_change(&notifiers, &refresh));
+        }
+    }
+    slots[i].status = Some(if changes.is_empty() {
+        Status::Ok
+    } else {
+        Status::Pending
+    });
+    slots[i].changes = changes;
+}
+
+/// The notifiers of `i` that changed (apply) or would change (diff).
+fn notifiers<'a>(hp: &'a HostPlan, slots: &[Slot], i: usize) -> Vec<&'a str> {
+    hp.resources[i]
+        .notified_by
+        .iter()
+        .filter(|&&j| {
+            matches!(slots[j].status, Some(Status::Changed | Status::Pending)) && !slots[j].changes.is_empty()
+        })
+        .map(|&j| hp.resources[j].id.as_str())
+        .collect()
+}
+
+/// `apply`, wave by wave: a wave is every resource whose requirements are
+/// settled (converged, or changed *and verified*; a failed or skipped one
+/// skips its dependents). Its steps run in dependency order, then one batched
+/// re-probe verifies every change of the wave, and also looks again at the
+/// resources of the next wave whose observation those changes made stale.
+/// A no-op apply costs the first probe only; an apply costs one
+/// verification per level of changes, not one per resource.
+async fn apply_in_waves(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> Option<TransportError> {
+    let hp = run.hp;
+    let mut round = 0;
+    loop {
+        let mut to_verify = Vec::new();
+        for &i in &hp.order {
+            if slots[i].status.is_some() || slots[i].unverified || slots[i].stale || !requirements_settled(hp, slots, i)
+            {
+                continue;
+            }
+            if let Some(why) = blocked_by(hp, slots, i) {
+                slots[i].status = Some(Status::Skipped);
+                slots[i].error = Some(why);
+                continue;
+            }
+            if opts.cancel.load(Ordering::SeqCst) {
+                slots[i].status = Some(Status::Skipped);
+                slots[i].error = Some("interrupted before it started".into());
+                continue;
+            }
+            if needs_fresh_look(hp, slots, i) {
+                slots[i].stale = true;
+                continue;
+            }
+            match apply_one(run, slots, i, round).await {
+                Ok(true) => to_verify.push(i),
+                Ok(false) => {}
+                Err(e) => return Some(lose(slots, hp, i, e)),
+            }
+        }
+        for &i in &hp.order {
+            if !slots[i].stale && next_wave_may_take(hp, slots, i) && needs_fresh_look(hp, slots, i) {
+                slots[i].stale = true;
+            }
+        }
+        let fresh: Vec<usize> = hp.order.iter().copied().filter(|&i| slots[i].stale).collect();
+        if to_verify.is_empty() && fresh.is_empty() {
+            return None;
+        }
+        round += 1;
+        let mut which = to_verify.clone();
+        which.extend(&fresh);
+        match run.probe(&which).await {
+            Ok(mut after) => {
+                for &i in &to_verify {
+                    verify(hp, slots, i, after.remove(&i));
                 }
-                let reprobe = res.reprobe_after_requirements()
-                    && r.requires
-                        .iter()
-                        .any(|(j, _)| slots[*j].status == Some(Status::Changed));
-                if reprobe {
-                    match run.probe(&[i]).await {
-                        Ok(mut p) => match p.remove(&i).expect("probed").and_then(|o| res.observe(&o)) {
-                            Ok(obs) => slots[i].observed = Some(obs),
-                            Err(e) => {
-                                slots[i].status = Some(Status::Failed);
-                                slots[i].error = Some(format!("probe: {e}"));
-                                continue;
-                            }
-                        },
-                        Err(e) => return Some(lose(slots, hp, i, e)),
-                    }
+                for &i in &fresh {
+                    slots[i].stale = false;
                 }
-                let obs = slots[i].observed.as_ref().expect("probed");
-                if let Err(e) = res.check(obs) {
+                record(hp, slots, after, round);
+            }
+            Err(e) => {
+                for &i in &to_verify {
+                    slots[i].unverified = false;
                     slots[i].status = Some(Status::Failed);
-                    slots[i].error = Some(e);
-                    continue;
+                    slots[i].error = Some(format!("changed, but not verified: connection lost: {e}"));
                 }
-                let changes = res.diff(obs);
-                let mut steps = if changes.is_empty() {
-                    Vec::new()
-                } else {
-                    res.apply(obs, &changes)
-                };
-                let changed = !changes.is_empty();
-                let refresh = if notifiers.is_empty() {
-                    Vec::new()
-                } else {
-                    res.refresh(obs, &changes)
-                };
-                slots[i].changes = changes;
-                if !refresh.is_empty() {
-                    slots[i].changes.push(refresh_change(&notifiers, &refresh));
-                    steps.extend(refresh);
-                    slots[i].notes.push(format!(
-                        "refreshed (notified by {})",
-                        notifiers
-                            .iter()
-                            .map(|n| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                let mut failed = None;
-                for step in &steps {
-                    match run.step(&r.id, step, &r.become_).await {
-                        Ok(notes) => slots[i].notes.extend(notes),
-                        Err(StepError::Failed(msg)) => {
-                            failed = Some(msg);
-                            break;
-                        }
-                        Err(StepError::Lost(e)) => return Some(lose(slots, hp, i, e)),
+                for &j in &hp.order {
+                    if slots[j].status.is_none() {
+                        slots[j].status = Some(Status::Skipped);
+                        slots[j].error = Some("not started: connection to the host lost".into());
                     }
                 }
-                if let Some(msg) = failed {
-                    slots[i].status = Some(Status::Failed);
-                    slots[i].error = Some(msg);
-                } else if steps.is_empty() {
-                    slots[i].status = Some(Status::Ok);
-                } else {
-                    slots[i].status = Some(Status::Changed);
-                    if changed {
-                        applied.push(i);
-                    }
-                }
+                return Some(e);
             }
         }
     }
-    if applied.is_empty() {
-        return None;
+}
+
+/// Whether every requirement of `i` (notifiers included) is settled: not
+/// pending, not waiting for its verification.
+fn requirements_settled(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
+    hp.resources[i].requires.iter().all(|(j, _)| slots[*j].status.is_some())
+}
+
+/// Whether `i` joins the next wave if the changes now waiting for
+/// verification verify.
+fn next_wave_may_take(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
+    slots[i].status.is_none()
+        && !slots[i].unverified
+        && hp.resources[i].requires.iter().all(|(j, kind)| {
+            slots[*j].unverified
+                || matches!(slots[*j].status, Some(Status::Ok | Status::Changed))
+                || (*kind == EdgeKind::Notify && slots[*j].status.is_some())
+        })
+}
+
+/// Whether what was observed of `i` may be stale because of this run's
+/// changes: a module that says its probe depends on its requirements, after
+/// one of them or another resource of the same module changed (two mounts
+/// rewrite one fstab, two volumes share a group's free space); or an owner
+/// missing at the probe, after something before it changed (a package or a
+/// command may have created it).
+fn needs_fresh_look(hp: &HostPlan, slots: &[Slot], i: usize) -> bool {
+    let seen = slots[i].seen;
+    let changed_since = |j: usize| slots[j].changed_in.is_some_and(|r| r >= seen);
+    let r = &hp.resources[i];
+    let res = r.resource.as_ref().expect("compiled");
+    let same_module_before = || {
+        hp.order
+            .iter()
+            .take_while(|&&j| j != i)
+            .any(|&j| hp.resources[j].module == r.module && changed_since(j))
+    };
+    (res.reprobe_after_requirements() && (r.requires.iter().any(|(j, _)| changed_since(*j)) || same_module_before()))
+        || (!slots[i].missing.is_empty() && account_makers_before(hp, i).any(changed_since))
+}
+
+/// Decide and apply resource `i` (its observation is fresh). `Ok(true)`: it
+/// changed and waits for verification.
+async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) -> Result<bool, TransportError> {
+    let hp = run.hp;
+    let r = &hp.resources[i];
+    let res = r.resource.as_ref().expect("compiled");
+    if !slots[i].missing.is_empty() {
+        slots[i].status = Some(Status::Failed);
+        slots[i].error = Some(format!("{}: nothing was changed", describe_missing(&slots[i].missing)));
+        return Ok(false);
     }
-    // Verify: one batched re-probe of everything that changed.
-    match run.probe(&applied).await {
-        Ok(after) => {
-            for (i, out) in after {
-                let res = hp.resources[i].resource.as_ref().expect("compiled");
-                let verdict = out.and_then(|o| res.observe(&o)).map(|obs| res.verify(&obs));
-                match verdict {
-                    Ok(rest) if rest.is_empty() => {}
-                    Ok(rest) => {
-                        let (items, _) = redact(&rest, hp.resources[i].sensitive);
-                        let what = items
-                            .iter()
-                            .map(|c| {
-                                format!(
-                                    "{}: {} → {}",
-                                    c.field,
-                                    c.from.as_deref().unwrap_or("(none)"),
-                                    c.to.as_deref().unwrap_or("(none)")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        slots[i].status = Some(Status::Failed);
-                        slots[i].error = Some(format!("did not converge: after apply, still {what}"));
-                    }
-                    Err(e) => {
-                        slots[i].status = Some(Status::Failed);
-                        slots[i].error = Some(format!("verification probe: {e}"));
-                    }
-                }
+    let notifiers = notifiers(hp, slots, i);
+    let obs = slots[i].observed.as_ref().expect("probed");
+    if let Err(e) = res.check(obs) {
+        slots[i].status = Some(Status::Failed);
+        slots[i].error = Some(e);
+        return Ok(false);
+    }
+    let changes = res.diff(obs);
+    let mut steps = if changes.is_empty() {
+        Vec::new()
+    } else {
+        res.apply(obs, &changes)
+    };
+    let changed = !changes.is_empty();
+    let refresh = if notifiers.is_empty() {
+        Vec::new()
+    } else {
+        res.refresh(obs, &changes)
+    };
+    slots[i].changes = changes;
+    if !refresh.is_empty() {
+        slots[i].changes.push(refresh_change(&notifiers, &refresh));
+        steps.extend(refresh);
+        slots[i].notes.push(format!(
+            "refreshed (notified by {})",
+            notifiers
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if steps.is_empty() {
+        slots[i].status = Some(Status::Ok);
+        return Ok(false);
+    }
+    for step in &steps {
+        match run.step(&r.id, step, &r.become_).await {
+            Ok(done) => {
+                slots[i].notes.extend(done.notes);
+                slots[i].done.extend(done.done);
             }
-            None
+            Err(StepError::Failed(msg, done)) => {
+                if !done.is_empty() {
+                    slots[i].changed_in = Some(round);
+                }
+                slots[i].done.extend(done);
+                slots[i].status = Some(Status::Failed);
+                slots[i].error = Some(msg);
+                return Ok(false);
+            }
+            Err(StepError::Lost(e)) => return Err(e),
+        }
+    }
+    slots[i].changed_in = Some(round);
+    if changed {
+        slots[i].unverified = true;
+        Ok(true)
+    } else {
+        // Only a refresh (a restart): nothing to verify.
+        slots[i].status = Some(Status::Changed);
+        Ok(false)
+    }
+}
+
+/// Settle resource `i` from its verification probe: changed, or failed with
+/// what is still not as wanted.
+fn verify(hp: &HostPlan, slots: &mut [Slot], i: usize, out: Option<Result<ProbeOutput, String>>) {
+    let r = &hp.resources[i];
+    let res = r.resource.as_ref().expect("compiled");
+    slots[i].unverified = false;
+    let out = out.unwrap_or_else(|| Err("no answer".into()));
+    match out.and_then(|o| res.observe(&o)) {
+        Ok(obs) => {
+            let rest = res.verify(&obs);
+            if rest.is_empty() {
+                slots[i].status = Some(Status::Changed);
+                return;
+            }
+            let plain = if r.sensitive {
+                None
+            } else {
+                res.unconverged(&obs, &rest)
+            };
+            slots[i].status = Some(Status::Failed);
+            slots[i].error = Some(match plain {
+                Some(sentence) => format!("did not converge: {sentence}"),
+                None => still_differs(&rest, r.sensitive),
+            });
         }
         Err(e) => {
-            for &i in &applied {
-                slots[i].status = Some(Status::Failed);
-                slots[i].error = Some(format!("changed, but not verified: connection lost: {e}"));
-            }
-            Some(e)
+            slots[i].status = Some(Status::Failed);
+            slots[i].error = Some(format!("verification probe: {e}"));
         }
     }
+}
+
+/// What still differs after apply, in a sentence per change.
+fn still_differs(rest: &Changes, sensitive: bool) -> String {
+    let (items, _) = redact(rest, sensitive);
+    let what = items
+        .iter()
+        .map(|c| match (&c.from, &c.to) {
+            (Some(f), Some(t)) => format!("`{}` is {f}, not {t}", c.field),
+            (None, Some(t)) => format!("`{}` is still missing (wanted: {t})", c.field),
+            (Some(f), None) => format!("`{}` is still {f} (it should be gone)", c.field),
+            (None, None) => format!("`{}` still differs", c.field),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("did not converge: after apply, {what}")
 }
 
 /// The change a notification makes: what its steps do, and who notified.
@@ -739,7 +993,11 @@ fn lose(slots: &mut [Slot], hp: &HostPlan, at: usize, e: TransportError) -> Tran
     slots[at].status = Some(Status::Failed);
     slots[at].error = Some(format!("connection lost during this resource: {e}"));
     for &j in &hp.order {
-        if slots[j].status.is_none() {
+        if slots[j].unverified {
+            slots[j].unverified = false;
+            slots[j].status = Some(Status::Failed);
+            slots[j].error = Some(format!("changed, but not verified: connection lost: {e}"));
+        } else if slots[j].status.is_none() {
             slots[j].status = Some(Status::Skipped);
             slots[j].error = Some("not started: connection to the host lost".into());
         }
@@ -750,6 +1008,27 @@ fn lose(slots: &mut [Slot], hp: &HostPlan, at: usize, e: TransportError) -> Tran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a change that did not verify says, field by field, in words
+    /// (and without the values of a sensitive resource).
+    #[test]
+    fn what_still_differs_reads_as_a_sentence() {
+        let mut c = Changes::none();
+        c.push(Change::new("state", Some("failed".into()), Some("running".into())));
+        c.push(Change::new("fstab", None, Some("/dev/x /srv ext4".into())));
+        c.push(Change::new("fstab line 3", Some("old".into()), None));
+        assert_eq!(
+            still_differs(&c, false),
+            "did not converge: after apply, `state` is failed, not running; \
+             `fstab` is still missing (wanted: /dev/x /srv ext4); `fstab line 3` is still old (it should be gone)"
+        );
+        // A sensitive resource keeps its metadata visible and its secret
+        // hidden.
+        c.push(Change::new("content", Some("old-secret".into()), Some("new-secret".into())));
+        let hidden = still_differs(&c, true);
+        assert!(hidden.contains("`state` is failed, not running"), "{hidden}");
+        assert!(!hidden.contains("secret"), "{hidden}");
+    }
 
     #[test]
     fn run_ids_are_utc_timestamps() {

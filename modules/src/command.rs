@@ -58,6 +58,7 @@ impl Module for Command {
     const NAME: &'static str = "command";
     type Params = Params;
     type State = State;
+    const CREATES_ACCOUNTS: bool = true;
     const REFRESHABLE: bool = true;
 
     fn doc() -> ModuleDoc {
@@ -150,6 +151,18 @@ impl Module for Command {
             return Changes::none();
         }
         Self::diff(p, after)
+    }
+
+    /// Which guard still says "not done", in words.
+    fn unconverged(p: &Params, after: &State, _rest: &Changes) -> Option<String> {
+        let mut still = Vec::new();
+        if let (Some(c), Some(false)) = (&p.creates, after.creates_exists) {
+            still.push(format!("`{c}` (its `creates`) still does not exist"));
+        }
+        if let (Some(u), Some(false)) = (&p.unless, after.unless_passed) {
+            still.push(format!("its `unless` check (`{u}`) still fails"));
+        }
+        (!still.is_empty()).then(|| format!("the command ran, but {}", still.join(", and ")))
     }
 
     fn refresh(p: &Params, s: &State, _c: &Changes) -> Vec<Step> {

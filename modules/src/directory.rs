@@ -2,13 +2,13 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence, ProbeOutput,
-    Risk, Script, Step,
+    Account, Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence,
+    ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
+use crate::stat::{accounts, done, fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// The `directory` module.
 pub struct Directory;
@@ -61,13 +61,13 @@ impl Module for Directory {
                     name: "owner",
                     ty: "user name",
                     default: "kept",
-                    doc: "Owner.",
+                    doc: "Owner (a user that exists on the host: `diff` checks it).",
                 },
                 ParamDoc {
                     name: "group",
                     ty: "group name",
                     default: "kept",
-                    doc: "Group.",
+                    doc: "Group (one that exists on the host: `diff` checks it).",
                 },
                 ParamDoc {
                     name: "state",
@@ -120,6 +120,13 @@ impl Module for Directory {
 
     fn inspect(p: &Params) -> Vec<PathQuery> {
         vec![PathQuery::stat(&p.path)]
+    }
+
+    fn accounts(p: &Params) -> Vec<Account> {
+        match p.state {
+            Presence::Present => accounts(p.owner.as_deref(), p.group.as_deref()),
+            Presence::Absent => Vec::new(),
+        }
     }
 
     fn probe(p: &Params) -> Sh {
@@ -210,6 +217,7 @@ impl Module for Directory {
         }
         if s.info.kind == Kind::None {
             sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+            sh.line(&done(&format!("created {}", p.path)));
         }
         if let Some(m) = metadata_script(
             &p.path,

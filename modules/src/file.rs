@@ -3,14 +3,14 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery, Payload,
-    PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Account, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery,
+    Payload, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
 use serde::{Deserialize, Serialize};
 
-use crate::stat::{metadata_changes, metadata_script, observed, Kind, PathInfo};
+use crate::stat::{accounts, metadata_changes, metadata_script, observed, Kind, PathInfo};
 
 /// Old content up to this size is fetched by the probe to show a diff.
 const DIFF_LIMIT: u64 = 256 * 1024;
@@ -81,8 +81,8 @@ impl Module for File {
                 ParamDoc { name: "source", ty: "local path", default: "-", doc: "A local file to copy, relative to the plan's folder." },
                 ParamDoc { name: "template", ty: "local path", default: "-", doc: "A local minijinja template, rendered with the host's variables." },
                 ParamDoc { name: "mode", ty: "\"0644\"", default: "kept; 0644 for a new file", doc: "Permission bits, as a quoted octal string." },
-                ParamDoc { name: "owner", ty: "user name", default: "kept", doc: "Owner." },
-                ParamDoc { name: "group", ty: "group name", default: "kept", doc: "Group." },
+                ParamDoc { name: "owner", ty: "user name", default: "kept", doc: "Owner (a user that exists on the host: `diff` checks it)." },
+                ParamDoc { name: "group", ty: "group name", default: "kept", doc: "Group (one that exists on the host: `diff` checks it)." },
                 ParamDoc { name: "state", ty: "present | absent", default: "present", doc: "`absent` removes the file (backed up first)." },
                 ParamDoc { name: "backup", ty: "bool", default: "true", doc: "Keep a copy of a replaced or removed file." },
                 ParamDoc { name: "validate", ty: "command with %s", default: "-", doc: "Run on the staged file (%s is its path) before it replaces the old one; a failure leaves the old file untouched." },
@@ -162,6 +162,13 @@ impl Module for File {
             // Without content, only the metadata is managed.
             (None, _) => PathQuery::stat(&p.path),
         }]
+    }
+
+    fn accounts(p: &Params) -> Vec<Account> {
+        match p.state {
+            Presence::Present => accounts(p.owner.as_deref(), p.group.as_deref()),
+            Presence::Absent => Vec::new(),
+        }
     }
 
     fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {

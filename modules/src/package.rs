@@ -116,6 +116,7 @@ impl Module for Package {
     const NAME: &'static str = "package";
     type Params = Params;
     type State = State;
+    const CREATES_ACCOUNTS: bool = true;
 
     fn doc() -> ModuleDoc {
         ModuleDoc {

@@ -1,6 +1,6 @@
 //! What the file-like modules observe about a path, read with `stat`.
 
-use plumb_engine::module::{Fields, FileType, ProbeOutput};
+use plumb_engine::module::{Account, Fields, FileType, ProbeOutput};
 use plumb_engine::shell::Sh;
 use serde::Serialize;
 
@@ -82,7 +82,9 @@ pub(crate) fn fields(out: &ProbeOutput) -> Result<Fields, String> {
     Ok(out.fields())
 }
 
-/// `chmod`/`chown`/`chgrp` lines for `$p`, for what differs.
+/// `chmod`/`chown`/`chgrp` lines for `$p`, for what differs, each followed
+/// by the line that tells the engine it was done (see [`done`]). Run under
+/// `set -e`.
 pub(crate) fn metadata_script(
     path: &str,
     info: &PathInfo,
@@ -93,14 +95,32 @@ pub(crate) fn metadata_script(
     let mut s = Sh::new();
     if let Some(m) = mode.filter(|m| info.mode != Some(*m)) {
         s.line(&Sh::raw_start("chmod").arg(format!("{m:o}")).raw(" --").arg(path));
+        s.line(&done(&format!("mode of {path} set to {m:04o}")));
     }
     if let Some(o) = owner.filter(|o| info.owner.as_deref() != Some(*o)) {
         s.line(&Sh::raw_start("chown").raw(" --").arg(o).arg(path));
+        s.line(&done(&format!("owner of {path} set to {o}")));
     }
     if let Some(g) = group.filter(|g| info.group.as_deref() != Some(*g)) {
         s.line(&Sh::raw_start("chgrp").raw(" --").arg(g).arg(path));
+        s.line(&done(&format!("group of {path} set to {g}")));
     }
     (!s.is_empty()).then_some(s)
+}
+
+/// The line a step prints once part of it is done, so that a step that
+/// fails half-way still reports what it changed (`plumb-done=TEXT`).
+pub(crate) fn done(what: &str) -> Sh {
+    Sh::raw_start("printf 'plumb-done=%s\\n'").arg(what.replace('\n', " "))
+}
+
+/// The owner and group a path must get, as accounts the host must have.
+pub(crate) fn accounts(owner: Option<&str>, group: Option<&str>) -> Vec<Account> {
+    owner
+        .map(|o| Account::User(o.to_string()))
+        .into_iter()
+        .chain(group.map(|g| Account::Group(g.to_string())))
+        .collect()
 }
 
 /// Changes of mode, owner and group.

@@ -127,6 +127,16 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
             for n in &x.notes {
                 let _ = writeln!(out, "- {n}");
             }
+            if !x.completed.is_empty() {
+                if !x.notes.is_empty() {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "Completed before it failed:\n");
+                for c in &x.completed {
+                    let _ = writeln!(out, "- {}", code_span(c));
+                }
+                out.push('\n');
+            }
             if let Some(e) = &x.error {
                 let _ = writeln!(
                     out,

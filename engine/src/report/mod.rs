@@ -90,6 +90,10 @@ pub struct ResourceReport {
     /// Other facts worth printing (backup paths, refreshes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What a failed resource's steps did before it failed (so a failure
+    /// never hides a change made on the host).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<String>,
     /// Whether values were hidden.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,

@@ -189,6 +189,12 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
     for n in &r.notes {
         let _ = writeln!(out, "      {}", p.dim(n));
     }
+    if !r.completed.is_empty() {
+        let _ = writeln!(out, "      completed before it failed:");
+        for c in &r.completed {
+            let _ = writeln!(out, "        - {}", indent(c, 10).trim_start());
+        }
+    }
     if let Some(e) = &r.error {
         let label = if r.status == Status::Failed {
             p.red("error:")
