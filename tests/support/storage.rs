@@ -47,18 +47,30 @@ pub fn has(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether every test must run rather than skip: under CI (`CI=true`) or
+/// when `PLUMB_LAB_REQUIRE` is set (non-empty, not `0`).
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skip (part of) a test for `reason`, printed; under CI this panics
+/// instead, so that nothing is skipped there.
+pub fn skip(reason: &str) {
+    assert!(
+        !required(),
+        "CI=true or PLUMB_LAB_REQUIRE is set, but this cannot run here: {reason}"
+    );
+    eprintln!("skipping: {reason}");
+}
+
 /// Whether the storage tests can run (prints why they skip otherwise;
-/// panics when `PLUMB_LAB_REQUIRE` asks for them).
+/// panics under CI, see [`required`]).
 pub fn available() -> bool {
     match unavailable_reason() {
         None => true,
         Some(reason) => {
-            let required = std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "PLUMB_LAB_REQUIRE is set but the storage tests cannot run: {reason}"
-            );
-            eprintln!("skipping: {reason}");
+            skip(&format!("the storage tests cannot run: {reason}"));
             false
         }
     }
