@@ -178,7 +178,10 @@ resources:
         if String::from_utf8_lossy(&out.stdout).contains("yes") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the slow step never started on {cut}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow step never started on {cut}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     lab.cut(&cut);
@@ -204,7 +207,8 @@ resources:
     let new = plumb_engine::module::sha256_hex(&data);
     let old = plumb_engine::module::sha256_hex(old_bytes);
     assert!(
-        listing.contains(&format!("{new}  /srv/cut/blob.bin")) || listing.contains(&format!("{old}  /srv/cut/blob.bin")),
+        listing.contains(&format!("{new}  /srv/cut/blob.bin"))
+            || listing.contains(&format!("{old}  /srv/cut/blob.bin")),
         "a managed file is old or new, never half: {listing}"
     );
 }

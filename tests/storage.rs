@@ -733,7 +733,10 @@ fn filesystems_grow_to_fill_their_device_once() {
         // (storage_vm: logical_volumes_grow_with_their_filesystems_...).
         eprintln!("not growing a mounted ext4 here: no CAP_SYS_RESOURCE (the VM tier does)");
     }
-    for (fstype, tool, small, large) in [("xfs", "mkfs.xfs", "320M", "400M"), ("btrfs", "mkfs.btrfs", "256M", "384M")] {
+    for (fstype, tool, small, large) in [
+        ("xfs", "mkfs.xfs", "320M", "400M"),
+        ("btrfs", "mkfs.btrfs", "256M", "384M"),
+    ] {
         if has(tool) {
             grow_case(&rig, fstype, small, large, false);
             grow_case(&rig, fstype, small, large, true);
