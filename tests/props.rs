@@ -793,6 +793,228 @@ mod props {
             let _ = plumb_engine::facts::parse(&out);
         }
     }
+
+    // ------------------------------------------------------------ shell safety
+
+    /// Run `script` with `shell -c` (dash and bash are this machine's real
+    /// shells; dash is Debian's `/bin/sh`).
+    fn run_in(shell: &str, script: &str) -> Vec<u8> {
+        let out = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{shell}: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Any text a value can hold: every character but NUL (refused at load
+    /// time, see `plumb::plan::nul_byte`), with shell syntax made likely.
+    fn shell_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[^\\x00]{0,40}",
+            "[ '\"\\\\$`!*?;&|<>(){}\\[\\]#~=%\\n\\t\\r-]{0,12}",
+            "(PLUMB_EOF_[0-9]\\n){0,3}[a-z]{0,3}",
+            prop::collection::vec(any::<char>().prop_filter("no NUL", |c| *c != '\0'), 0..16)
+                .prop_map(|c| c.into_iter().collect()),
+        ]
+    }
+
+    proptest! {
+        // Each case starts ten shells.
+        #![proptest_config(cases(64))]
+
+        #[test]
+        fn every_value_reaches_dash_and_bash_byte_for_byte(v in shell_value()) {
+            use plumb_engine::shell::Sh;
+            use plumb_engine::plan::Become;
+            let want = v.as_bytes();
+            for shell in ["dash", "bash"] {
+                // An argument (paths, names, options).
+                let arg = Sh::raw_start("printf '%s'").arg(&v);
+                prop_assert_eq!(run_in(shell, arg.as_str()), want, "{} arg: {}", shell, arg);
+                // An assignment (`x=` + value).
+                let val = Sh::raw_start("x=").val(&v).raw("\nprintf '%s' \"$x\"");
+                prop_assert_eq!(run_in(shell, val.as_str()), want, "{} val: {}", shell, val);
+                // A user's command with the value as its argument (`validate`).
+                let user = Sh::user_command("printf '%s' \"$1\"", &[Sh::new().val(&v)]);
+                prop_assert_eq!(run_in(shell, user.as_str()), want, "{} user command: {}", shell, user);
+                // A here-document (file and script bodies).
+                let doc = Sh::raw_start("cat").heredoc(&v);
+                let mut with_nl = want.to_vec();
+                if !v.ends_with('\n') {
+                    with_nl.push(b'\n');
+                }
+                prop_assert_eq!(run_in(shell, doc.as_str()), with_nl, "{} heredoc: {}", shell, doc);
+                // A script run through `become` (as root here, so without sudo).
+                let become_ = plumb_engine::write::with_become(&arg, &Become::Root, false);
+                prop_assert_eq!(run_in(shell, become_.as_str()), want, "{} become: {}", shell, become_);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ names
+
+    /// The diagnostics of a one-resource plan.
+    fn one_resource(resource: &str) -> (Sources, Vec<Diag>) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("resources:\n  - id: r\n    {resource}\n");
+        load_plan(dir.path(), text.as_bytes(), &Inventory::local_default())
+    }
+
+    /// lvm(8), "VALID NAMES", written out again here as the oracle.
+    fn lvm_accepts(name: &str, lv: bool) -> bool {
+        let chars = !name.is_empty()
+            && name.len() <= 127
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+            && !name.starts_with('-')
+            && name != "."
+            && name != "..";
+        let reserved = lv
+            && (name.starts_with("snapshot")
+                || name.starts_with("pvmove")
+                || [
+                    "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage", "_rmeta",
+                    "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
+                ]
+                .iter()
+                .any(|r| name.contains(r)));
+        chars && !reserved
+    }
+
+    /// systemd's unit name rule (unit_name_is_valid) for a name plumb
+    /// completes with `.service` when it has no type.
+    fn systemd_accepts(name: &str) -> bool {
+        let types = [
+            ".service",
+            ".socket",
+            ".timer",
+            ".target",
+            ".mount",
+            ".automount",
+            ".path",
+            ".slice",
+            ".scope",
+            ".swap",
+            ".device",
+        ];
+        let full = if types.iter().any(|t| name.ends_with(t)) {
+            name.to_string()
+        } else {
+            format!("{name}.service")
+        };
+        !name.is_empty()
+            && full.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
+    }
+
+    /// Debian policy 5.6.1: lowercase letters, digits, `+-.`, at least two
+    /// characters, starting with a letter or digit; plumb adds `:ARCH`.
+    fn dpkg_accepts(name: &str) -> bool {
+        let base = name.split_once(':').map_or(name, |(b, _)| b);
+        base.len() >= 2
+            && base.as_bytes()[0].is_ascii_alphanumeric()
+            && base
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9+_.-]{1,12}",
+            "(snapshot|pvmove|x_tdata|y_cmeta|_rimage)[a-z0-9]{0,3}",
+            "[a-z]{1,4}[/ ;$'\"\\t\\n@:\\\\][a-z]{0,4}",
+            "[-.][a-z.]{0,3}",
+            "[a-z]{250,260}",
+            "\\PC{1,10}",
+        ]
+    }
+
+    /// Whether some diagnostic points at the value of `param`.
+    fn refused(sources: &Sources, diags: &[Diag], value: &str) -> bool {
+        diags.iter().any(|d| {
+            d.labels.iter().any(|(span, _)| {
+                let text = sources.get(span.source).text.clone();
+                text.get(span.offset..span.offset + span.len)
+                    .is_some_and(|t| t.contains(value) || t.contains(&serde_json::to_string(value).unwrap()))
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        #[test]
+        fn lvm_names_are_refused_at_load_time_exactly_when_lvm_refuses_them(n in name()) {
+            let q = serde_json::to_string(&n).unwrap();
+            let (sources, diags) = one_resource(&format!("lvm.lv: {{vg: vg0, name: {q}, size: 1G}}"));
+            prop_assert_eq!(diags.is_empty(), lvm_accepts(&n, true), "lv `{}`: {}", n, render_plain(&sources, diags.clone()));
+            if !diags.is_empty() {
+                located(&sources, &diags)?;
+                prop_assert!(refused(&sources, &diags, &n) || diags.iter().any(|d| d.message.contains("logical volume name")));
+            }
+            let (sources, diags) = one_resource(&format!("lvm.vg: {{name: {q}, pvs: [/dev/vdb]}}"));
+            prop_assert_eq!(diags.is_empty(), lvm_accepts(&n, false), "vg `{}`: {}", n, render_plain(&sources, diags.clone()));
+        }
+
+        #[test]
+        fn a_service_or_package_name_plumb_accepts_is_one_the_tool_accepts(n in name()) {
+            let q = serde_json::to_string(&n).unwrap();
+            let (sources, diags) = one_resource(&format!("service: {{name: {q}}}"));
+            if diags.is_empty() {
+                prop_assert!(systemd_accepts(&n), "service `{}` accepted, systemd refuses it", n);
+            } else {
+                located(&sources, &diags)?;
+            }
+            let (sources, diags) = one_resource(&format!("package: {{name: [{q}]}}"));
+            if diags.is_empty() {
+                prop_assert!(dpkg_accepts(&n), "package `{}` accepted, dpkg refuses it", n);
+            } else {
+                located(&sources, &diags)?;
+            }
+        }
+
+        #[test]
+        fn mount_fields_plumb_accepts_fit_one_fstab_field(n in name()) {
+            let q = serde_json::to_string(&n).unwrap();
+            for resource in [
+                format!("mount: {{path: /mnt/x, src: {q}, fstype: ext4}}"),
+                format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: {q}}}"),
+                format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: ext4, opts: [{q}]}}"),
+            ] {
+                let (sources, diags) = one_resource(&resource);
+                if diags.is_empty() {
+                    prop_assert!(!n.is_empty() && !n.contains(char::is_whitespace) && !n.contains(','), "{resource} accepted");
+                } else {
+                    located(&sources, &diags)?;
+                }
+            }
+        }
+
+        #[test]
+        fn a_nul_byte_is_refused_wherever_it_would_reach_a_shell(before in "[a-z/]{0,5}", after in "[a-z]{0,5}") {
+            let v = serde_json::to_string(&format!("{before}\0{after}")).unwrap();
+            for resource in [
+                format!("directory: {{path: {v}}}"),
+                format!("command: {{run: {v}, creates: /tmp/x}}"),
+                format!("service: {{name: docker}}\n    become: {v}"),
+                format!("file: {{path: /tmp/x, content: x, validate: {v}}}"),
+            ] {
+                let (sources, diags) = one_resource(&resource);
+                prop_assert!(!diags.is_empty(), "{resource} accepted");
+                located(&sources, &diags)?;
+            }
+            // A file's content is bytes, sent on standard input: NUL is fine.
+            let (sources, diags) = one_resource(&format!("file: {{path: /tmp/x, content: {v}}}"));
+            prop_assert!(diags.is_empty(), "{}", render_plain(&sources, diags));
+        }
+    }
 }
 
 /// Regression tests from shrunk property failures, named after the bug.
@@ -823,5 +1045,69 @@ mod props_regressions {
         let o = Plumb::new().arg("validate").arg(&plan).arg("-i").arg(&inv).run();
         assert_eq!(o.code, 1, "{}", o.stderr);
         assert!(o.stderr.contains("inv.yaml:2:6]"), "{}", o.stderr);
+    }
+}
+
+mod props_names {
+    use crate::common::Plumb;
+
+    fn validate(resource: &str) -> crate::common::Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan.yaml");
+        std::fs::write(&plan, format!("resources:\n  - id: r\n    {resource}\n")).unwrap();
+        Plumb::new().arg("validate").arg(&plan).run()
+    }
+
+    /// Found by `a_nul_byte_is_refused_wherever_it_would_reach_a_shell`: a
+    /// `\0` in a path failed every resource of the host at connect time
+    /// ("cannot start sh: nul byte found"); over SSH the command would end
+    /// at the NUL.
+    #[test]
+    fn a_nul_byte_in_a_path_is_refused_at_load_time_with_its_location() {
+        let o = validate("directory: {path: \"/srv/a\\0b\"}");
+        assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+        assert!(
+            o.stderr.contains("plumb::plan::nul_byte") && o.stderr.contains("plan.yaml:3:23]"),
+            "{}",
+            o.stderr
+        );
+        let o = validate("file: {path: /tmp/plumb-props-nul, content: \"a\\0b\"}");
+        assert_eq!(o.code, 0, "a file's content may hold NUL: {}", o.stderr);
+    }
+
+    /// Found by `a_nul_byte_is_refused_wherever_it_would_reach_a_shell`.
+    #[test]
+    fn a_become_user_that_is_not_one_word_is_refused() {
+        for user in ["\"a\\0b\"", "\"ad min\"", "\"-u\""] {
+            let o = validate(&format!("directory: {{path: /tmp/x}}\n    become: {user}"));
+            assert_eq!(o.code, 1, "{user}: {}", o.stderr);
+            assert!(o.stderr.contains("is not a user name"), "{}", o.stderr);
+        }
+    }
+
+    /// Found by `lvm_names_are_refused_at_load_time_exactly_when_lvm_refuses_them`:
+    /// names lvm(8) reserves passed the load and failed at `lvcreate`.
+    #[test]
+    fn a_logical_volume_name_lvm_reserves_is_refused_at_load_time() {
+        for (name, why) in [
+            ("snapshot1", "starting with `snapshot`"),
+            ("pvmove", "starting with `pvmove`"),
+            ("pool_tdata", "contains `_tdata`"),
+        ] {
+            let o = validate(&format!("lvm.lv: {{vg: vg0, name: {name}, size: 1G}}"));
+            assert_eq!(o.code, 1, "{name}: {}", o.stderr);
+            assert!(o.stderr.contains(why), "{}", o.stderr);
+        }
+    }
+
+    /// Found by `a_service_or_package_name_plumb_accepts_is_one_the_tool_accepts`.
+    #[test]
+    fn a_unit_name_longer_than_systemd_allows_is_refused() {
+        let long = "a".repeat(248);
+        let o = validate(&format!("service: {{name: {long}}}"));
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.contains("256 bytes long"), "{}", o.stderr);
+        let fits = "a".repeat(247);
+        assert_eq!(validate(&format!("service: {{name: {fits}}}")).code, 0);
     }
 }

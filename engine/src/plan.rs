@@ -493,6 +493,16 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 Value::Bool(true) => become_ = Some(Become::Root),
                 Value::Bool(false) => become_ = Some(Become::No),
                 Value::Str(u) if u == "root" => become_ = Some(Become::Root),
+                Value::Str(u)
+                    if u.is_empty()
+                        || u.starts_with('-')
+                        || u.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
+                    diags.push(
+                        Diag::new("plumb::plan::invalid_value", format!("`{}` is not a user name", u.escape_debug()), e.value.span, "")
+                            .with_help("`become` is `true`, `false` or the user to run as (`sudo -u USER`): one word, not starting with `-`"),
+                    );
+                }
                 Value::Str(u) => become_ = Some(Become::User(u.clone())),
                 _ => diags.push(wrong_type(&e.value, "`true`, `false` or a user name")),
             },
