@@ -139,9 +139,11 @@ impl MountNs {
             .spawn()
             .expect("start unshare");
         let ns = MountNs { holder };
-        // Wait until the holder runs in its own namespace.
+        // Wait until the holder runs in its own namespace: for the condition,
+        // not a fixed time (a loaded machine can take seconds to exec).
         let own = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
             if std::fs::read_link(format!("/proc/{}/ns/mnt", ns.pid())).is_ok_and(|n| n != own)
                 && std::fs::read_to_string(format!("/proc/{}/comm", ns.pid())).is_ok_and(|c| c.trim() == "sleep")
             {
