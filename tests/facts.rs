@@ -66,7 +66,10 @@ fn a_misspelt_fact_is_refused_at_load_time_and_a_missing_one_is_a_host_error() {
     let d = s.run("diff", &[]);
     assert_eq!(d.code, 1);
     let err = d.json()["hosts"][0]["error"].as_str().unwrap().to_string();
-    assert!(err.contains("undefined") || err.contains("no/such/mount"), "{err}");
+    assert!(
+        err.contains("`facts.mounts['/no/such/mount']` is undefined") && err.contains("plan.yaml:3:"),
+        "{err}"
+    );
 }
 
 #[test]
