@@ -411,7 +411,11 @@ fn the_shipped_registry_plan_writes_no_template_syntax() {
     ];
     for path in written {
         let out = lab.ssh(node, &format!("cat '{path}'"));
-        assert!(out.status.success(), "{path} was not written");
+        assert!(
+            out.status.success(),
+            "{path} was not written: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             !text.contains("{{") && !text.contains("{%"),

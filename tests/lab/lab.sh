@@ -376,7 +376,7 @@ Host *
   UpdateHostKeys no
   CheckHostIP no
   BatchMode yes
-  ConnectTimeout 5
+  ConnectTimeout 60
 EOF
 	} >"$dir/ssh_config"
 
