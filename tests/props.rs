@@ -925,11 +925,18 @@ mod props {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
     }
 
+    /// A name that is not a template (a template is checked as one first).
     fn name() -> impl Strategy<Value = String> {
+        name_or_template().prop_filter("not template syntax", |n| {
+            !["{{", "{%", "{#"].iter().any(|t| n.contains(t))
+        })
+    }
+
+    fn name_or_template() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-zA-Z0-9+_.-]{1,12}",
             "(snapshot|pvmove|x_tdata|y_cmeta|_rimage)[a-z0-9]{0,3}",
-            "[a-z]{1,4}[/ ;$'\"\\t\\n@:\\\\][a-z]{0,4}",
+            "[a-z]{1,4}[/ ,;$'\"\\t\\n@:\\\\][a-z]{0,4}",
             "[-.][a-z.]{0,3}",
             "[a-z]{250,260}",
             "\\PC{1,10}",
@@ -983,14 +990,17 @@ mod props {
         #[test]
         fn mount_fields_plumb_accepts_fit_one_fstab_field(n in name()) {
             let q = serde_json::to_string(&n).unwrap();
-            for resource in [
-                format!("mount: {{path: /mnt/x, src: {q}, fstype: ext4}}"),
-                format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: {q}}}"),
-                format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: ext4, opts: [{q}]}}"),
+            let one_word = !n.is_empty() && !n.contains(char::is_whitespace);
+            // A comma separates options (one per list item); in `fstype` it
+            // is mount(8)'s list of types to try, which fstab allows.
+            for (resource, fits) in [
+                (format!("mount: {{path: /mnt/x, src: {q}, fstype: ext4}}"), one_word),
+                (format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: {q}}}"), one_word),
+                (format!("mount: {{path: /mnt/x, src: /dev/vdb, fstype: ext4, opts: [{q}]}}"), one_word && !n.contains(',')),
             ] {
                 let (sources, diags) = one_resource(&resource);
                 if diags.is_empty() {
-                    prop_assert!(!n.is_empty() && !n.contains(char::is_whitespace) && !n.contains(','), "{resource} accepted");
+                    prop_assert!(fits, "{resource} accepted");
                 } else {
                     located(&sources, &diags)?;
                 }
