@@ -230,9 +230,30 @@ fn included_files_carry_variable_defaults_under_the_plans_own() {
 fn doc_lists_every_module_and_refuses_unknown_ones() {
     let out = Plumb::new().arg("doc").run();
     assert_eq!(out.code, 0);
-    for m in ["file", "directory", "command"] {
-        assert!(out.stdout.contains(&format!("{m}\n")), "{m} missing");
+    let registry = plumb_modules::registry();
+    let names: Vec<&str> = registry.names().collect();
+    assert!(names.len() >= 13, "{names:?}");
+    for m in &names {
+        let heading = format!("{m}\n{}\n", "=".repeat(m.len()));
+        assert!(
+            out.stdout.starts_with(&heading) || out.stdout.contains(&format!("\n{heading}")),
+            "`{m}` missing"
+        );
+        let one = Plumb::new().args(["doc", m]).run();
+        assert_eq!(one.code, 0, "plumb doc {m}: {}", one.stderr);
+        assert!(one.stdout.starts_with(&heading), "plumb doc {m}:\n{}", one.stdout);
     }
+    let headings = out
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty() && l.chars().all(|c| c == '='))
+        .count();
+    assert_eq!(
+        headings,
+        names.len(),
+        "one section per module and no other:\n{}",
+        out.stdout
+    );
     let out = Plumb::new().args(["doc", "fiel"]).run();
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("did you mean `file`?"), "{}", out.stderr);
@@ -257,8 +278,7 @@ fn markdown_review_has_a_summary_table_and_fenced_diffs() {
     assert!(md.starts_with("# Change review: `hello`"), "{md}");
     assert!(md.contains("| host | status | safe | restart | disruptive | destructive | failed | unchanged |"));
     assert!(
-        md.contains("| `localhost` | changes pending | 4 | 0 | 0 | 0 | 0 | 0 |")
-            || md.contains("| `localhost` | changes pending |"),
+        md.contains("| `localhost` | changes pending | 5 | 0 | 0 | 0 | 0 | 0 |"),
         "{md}"
     );
     assert!(md.contains("```diff\n--- /dev/null"), "{md}");

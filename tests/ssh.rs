@@ -138,7 +138,7 @@ resources:
   - id: base
     directory: {{path: /srv/cut}}
   - id: slow
-    command: {{run: "sleep 3; touch /srv/cut/slow", creates: /srv/cut/slow, risk: safe}}
+    command: {{run: "touch /srv/cut/started; sleep 3; touch /srv/cut/slow", creates: /srv/cut/slow, risk: safe}}
   - id: blob
     file: {{path: /srv/cut/blob.bin, source: {}}}
     requires: [slow]
@@ -154,6 +154,14 @@ resources:
     let dead = lab.nodes[0].name.clone();
     let cut = lab.nodes[1].name.clone();
     lab.kill_sshd(&dead);
+    // The cut host has an old version of the file: afterwards it must hold
+    // the old bytes or the new ones, never a mix and never nothing.
+    let old_bytes = b"old blob\n";
+    let seeded = lab.ssh(
+        lab.node(&cut),
+        "mkdir -p /srv/cut && printf 'old blob\\n' >/srv/cut/blob.bin && cat /srv/cut/blob.bin",
+    );
+    assert_eq!(seeded.stdout, old_bytes, "{seeded:?}");
     let child = Plumb::new()
         .arg("apply")
         .arg(&plan)
@@ -166,10 +174,14 @@ resources:
     // Cut the second host while its slow step runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let out = lab.ssh(lab.node(&cut), "test -d /srv/cut && echo yes");
-        if String::from_utf8_lossy(&out.stdout).contains("yes") || std::time::Instant::now() > deadline {
+        let out = lab.ssh(lab.node(&cut), "test -e /srv/cut/started && echo yes");
+        if String::from_utf8_lossy(&out.stdout).contains("yes") {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow step never started on {cut}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     lab.cut(&cut);
@@ -192,13 +204,13 @@ resources:
     );
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!listing.contains(".plumb."), "no temp file left behind: {listing}");
-    if listing.contains("blob.bin") {
-        let want = plumb_engine::module::sha256_hex(&data);
-        assert!(
-            listing.contains(&want),
-            "a managed file is old or new, never half: {listing}"
-        );
-    }
+    let new = plumb_engine::module::sha256_hex(&data);
+    let old = plumb_engine::module::sha256_hex(old_bytes);
+    assert!(
+        listing.contains(&format!("{new}  /srv/cut/blob.bin"))
+            || listing.contains(&format!("{old}  /srv/cut/blob.bin")),
+        "a managed file is old or new, never half: {listing}"
+    );
 }
 
 #[test]
@@ -399,7 +411,11 @@ fn the_shipped_registry_plan_writes_no_template_syntax() {
     ];
     for path in written {
         let out = lab.ssh(node, &format!("cat '{path}'"));
-        assert!(out.status.success(), "{path} was not written");
+        assert!(
+            out.status.success(),
+            "{path} was not written: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             !text.contains("{{") && !text.contains("{%"),

@@ -106,7 +106,7 @@ fn node_with_writer() -> Option<Node> {
     node.sh(&format!(
         "mkdir -p /srv/app/log && {} && printf '%b' \"{}\" > /etc/systemd/system/plumb-writer.service \
          && printf '[Service]\\nExecStart=/bin/sleep 1000\\n' > /etc/systemd/system/plumb-not-running.service \
-         && systemctl daemon-reload && systemctl start plumb-writer && sleep 0.5",
+         && systemctl daemon-reload && systemctl start plumb-writer",
         tricky_tree_script(Path::new("/srv/app")),
         WRITER_UNIT.replace('\n', "\\n").replace('"', "\\\"")
     ));
@@ -179,13 +179,21 @@ fn a_migration_over_ssh_stops_and_starts_a_real_service_and_verifies_the_copy() 
         "inactive",
         "a stopped unit stays stopped"
     );
-    let old_log = node.sh(&format!("wc -l < '{old}/log/writer.log'"));
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    let new_log: u64 = node.sh("wc -l < /srv/app/log/writer.log").parse().unwrap();
-    assert!(
-        new_log > old_log.parse::<u64>().unwrap(),
-        "the service writes on the new filesystem"
-    );
+    // The writer appends every 0.1 s; wait for its next line rather than a
+    // fixed time (a loaded machine schedules it late).
+    let old_log: u64 = node.sh(&format!("wc -l < '{old}/log/writer.log'")).parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let new_log: u64 = node.sh("wc -l < /srv/app/log/writer.log").parse().unwrap();
+        if new_log > old_log {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service writes on the new filesystem: still {new_log} lines after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let fstab = node.sh("cat /etc/fstab");
     assert!(
         fstab.contains(&format!("{}\t/srv/app\text4\tdefaults,noatime\t0\t0", disk.dev)),

@@ -19,6 +19,7 @@ use crate::module::{Claim, Claims, CompileCx, Registry, Resource};
 use crate::plan::{Become, RawPlan, RawResource};
 use crate::source::Sources;
 use crate::template::{Templates, Vars};
+use crate::yaml;
 
 /// Why one resource runs after another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +99,27 @@ pub struct Compiled {
     pub sources: Sources,
     /// The options it was compiled with.
     pub options: CompileOptions,
+}
+
+/// Where a string in `node` (its keys included) holds a NUL byte: the
+/// strings that reach a shell or a system call end there, so the text run
+/// would not be the text reviewed. `top` skips the `content` parameter,
+/// which travels as a file's bytes, never through a shell.
+fn nul_byte(node: &yaml::Node, top: bool) -> Option<crate::source::Span> {
+    match &node.value {
+        yaml::Value::Str(s) if s.contains('\0') => Some(node.span),
+        yaml::Value::Seq(items) => items.iter().find_map(|n| nul_byte(n, false)),
+        yaml::Value::Map(entries) => entries.iter().find_map(|e| {
+            if e.key.contains('\0') {
+                Some(e.key_span)
+            } else if top && e.key == "content" {
+                None
+            } else {
+                nul_byte(&e.value, false)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Compile `plan` for every host it selects.
@@ -378,6 +400,18 @@ fn compile_host(
                 continue;
             }
         };
+        if let Some(span) = nul_byte(&params, true) {
+            diags.push(
+                Diag::new(
+                    "plumb::plan::nul_byte",
+                    "a value holds a NUL byte (`\\0`), which no command, path or name can carry",
+                    span,
+                    "NUL byte in here",
+                )
+                .with_help("a file's `content` may hold one; elsewhere remove it (for binary files use `source:`)"),
+            );
+            continue;
+        }
         let cx = CompileCx {
             plan_dir: &plan.dir,
             sources,

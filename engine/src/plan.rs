@@ -98,9 +98,31 @@ impl RawPlan {
 /// # Errors
 /// The file cannot be read.
 pub fn read_source(sources: &Sources, path: &Path, display: &str) -> Result<SourceId, Diag> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(sources.add(display, path, text)),
+    match std::fs::read(path) {
+        Ok(bytes) => source_from_bytes(sources, path, display, bytes),
         Err(e) => Err(Diag::bare("plumb::plan::read", format!("cannot read `{display}`: {e}"))),
+    }
+}
+
+/// A file's bytes as a source. A file that is not UTF-8 is refused at its
+/// first invalid byte: it is added with that byte shown as `�`, so that the
+/// error points at its line and column.
+fn source_from_bytes(sources: &Sources, path: &Path, display: &str, bytes: Vec<u8>) -> Result<SourceId, Diag> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(sources.add(display, path, text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            // The lossy text keeps every byte before `at`, then a U+FFFD.
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let id = sources.add(display, path, text);
+            Err(Diag::new(
+                "plumb::plan::not_utf8",
+                format!("`{display}` is not UTF-8 text (byte {at})"),
+                Span::new(id, at, '\u{FFFD}'.len_utf8()),
+                "not UTF-8",
+            )
+            .with_help("plans and inventories are UTF-8; save the file as UTF-8"))
+        }
     }
 }
 
@@ -257,8 +279,14 @@ fn load_include(
     diags: &mut Vec<Diag>,
 ) {
     let path = dir.join(&file.value);
-    let id = match std::fs::read_to_string(&path) {
-        Ok(text) => sources.add(path.display().to_string(), &path, text),
+    let id = match std::fs::read(&path) {
+        Ok(bytes) => match source_from_bytes(sources, &path, &path.display().to_string(), bytes) {
+            Ok(id) => id,
+            Err(d) => {
+                diags.push(d);
+                return;
+            }
+        },
         Err(e) => {
             diags.push(Diag::new(
                 "plumb::plan::include",
@@ -473,6 +501,16 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 Value::Bool(true) => become_ = Some(Become::Root),
                 Value::Bool(false) => become_ = Some(Become::No),
                 Value::Str(u) if u == "root" => become_ = Some(Become::Root),
+                Value::Str(u)
+                    if u.is_empty()
+                        || u.starts_with('-')
+                        || u.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
+                    diags.push(
+                        Diag::new("plumb::plan::invalid_value", format!("`{}` is not a user name", u.escape_debug()), e.value.span, "")
+                            .with_help("`become` is `true`, `false` or the user to run as (`sudo -u USER`): one word, not starting with `-`"),
+                    );
+                }
                 Value::Str(u) => become_ = Some(Become::User(u.clone())),
                 _ => diags.push(wrong_type(&e.value, "`true`, `false` or a user name")),
             },

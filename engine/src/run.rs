@@ -1024,7 +1024,11 @@ mod tests {
         );
         // A sensitive resource keeps its metadata visible and its secret
         // hidden.
-        c.push(Change::new("content", Some("old-secret".into()), Some("new-secret".into())));
+        c.push(Change::new(
+            "content",
+            Some("old-secret".into()),
+            Some("new-secret".into()),
+        ));
         let hidden = still_differs(&c, true);
         assert!(hidden.contains("`state` is failed, not running"), "{hidden}");
         assert!(!hidden.contains("secret"), "{hidden}");

@@ -36,7 +36,7 @@ fn up(n: usize, max_sessions: Option<u32>) -> Lab {
 fn opts(lab: &Lab) -> SshOptions {
     SshOptions {
         ssh_config: Some(lab.ssh_config()),
-        connect_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(10),
         ..SshOptions::default()
     }
 }
@@ -379,14 +379,18 @@ async fn unreachable_refused_and_unauthorized_hosts_are_connect_errors() {
             }
             other => panic!("{:?}", other.map(|_| ())),
         }
-        assert!(took < Duration::from_secs(4), "took {took:?}");
-        // sshd gone: refused.
+        // The 2 s given, not the 10 s default; the margin is for a loaded
+        // machine, which starts `ssh` late.
+        assert!(took < Duration::from_secs(8), "took {took:?}");
+        // sshd gone: the host answers with a reset, which is "refused" (with
+        // the ordinary connect timeout, so that a loaded machine cannot turn
+        // it into a timeout).
         lab.kill_sshd(&n2.name);
-        match SshConnector::new(o).connect(&host(&n2, "root", 10)).await {
+        match SshConnector::new(opts(&lab)).connect(&host(&n2, "root", 10)).await {
             Err(TransportError::Connect(m)) => {
                 eprintln!("killed sshd: {m}");
                 assert!(
-                    m.contains("connection refused") || m.contains("unreachable") || m.contains("timed out"),
+                    m.starts_with(&format!("node2 ({}): connection refused (is sshd running", n2.ip)),
                     "{m}"
                 );
             }
@@ -408,7 +412,15 @@ async fn a_connection_cut_while_a_script_runs_is_lost() {
             connect_timeout: Duration::from_secs(1),
             ..opts(&lab)
         };
-        let t = connect(&host(&node, "root", 10), &o).await;
+        // A 1 s timeout makes the loss quick to detect, and can be too short
+        // for the key exchange on a loaded machine: try again until connected.
+        let h = host(&node, "root", 10);
+        let t = loop {
+            match SshConnector::new(o.clone()).connect(&h).await {
+                Ok(t) => break t,
+                Err(e) => eprintln!("connect with a 1 s timeout failed, again: {e}"),
+            }
+        };
         let running = {
             let t = t.clone();
             tokio::spawn(async move { t.run("sleep 30", None).await })

@@ -94,6 +94,25 @@ pub(crate) fn invalid_name(name: &str) -> Option<String> {
     None
 }
 
+/// Why `name` cannot name a logical volume, if it cannot: the rules of
+/// every LVM name, and the names lvm(8) reserves for its own volumes.
+pub(crate) fn invalid_lv_name(name: &str) -> Option<String> {
+    if let Some(why) = invalid_name(name) {
+        return Some(why);
+    }
+    if let Some(prefix) = ["snapshot", "pvmove"].into_iter().find(|p| name.starts_with(p)) {
+        return Some(format!("names starting with `{prefix}` are reserved by LVM"));
+    }
+    const RESERVED: [&str; 14] = [
+        "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage", "_rmeta", "_tdata",
+        "_tmeta", "_vdata", "_vorigin", "_wcorig",
+    ];
+    RESERVED
+        .into_iter()
+        .find(|r| name.contains(r))
+        .map(|r| format!("contains `{r}`, which LVM reserves for its internal volumes"))
+}
+
 /// The device-mapper path of a logical volume: dashes inside each name are
 /// doubled, and one dash joins them (`vg-fast`/`my-lv` →
 /// `/dev/mapper/vg--fast-my--lv`).
@@ -167,6 +186,10 @@ mod tests {
         assert!(invalid_name("a b").is_some());
         assert!(invalid_name("-x").is_some());
         assert!(invalid_name("x;rm").is_some());
+        assert!(invalid_lv_name("data").is_none());
+        assert!(invalid_lv_name("snapshot1").unwrap().contains("reserved"));
+        assert!(invalid_lv_name("pvmove").unwrap().contains("reserved"));
+        assert!(invalid_lv_name("pool_tdata").unwrap().contains("`_tdata`"));
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl Module for LogicalVolume {
                 None,
             );
         }
-        if let Some(why) = invalid_name(&p.name) {
+        if let Some(why) = lvm::invalid_lv_name(&p.name) {
             cx.error(
                 "name",
                 "plumb::plan::invalid_value",

@@ -71,6 +71,9 @@ pub struct State {
 }
 
 /// The unit name as systemd spells it: `docker` is `docker.service`.
+/// The longest unit name systemd accepts (its `UNIT_NAME_MAX` less the NUL).
+const UNIT_NAME_MAX: usize = 255;
+
 fn unit_name(name: &str) -> String {
     const TYPES: [&str; 11] = [
         ".service",
@@ -201,6 +204,16 @@ impl Module for Service {
             );
         }
         p.unit = unit_name(&p.name);
+        if p.unit.len() > UNIT_NAME_MAX {
+            cx.error(
+                "name",
+                "plumb::plan::invalid_value",
+                format!("the unit name `{}` is {} bytes long", p.unit, p.unit.len()),
+                Some(format!(
+                    "systemd unit names are at most {UNIT_NAME_MAX} bytes, their type (`.service`) included"
+                )),
+            );
+        }
     }
 
     fn claims(p: &Params) -> Claims {

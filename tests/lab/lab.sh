@@ -39,6 +39,11 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 die() { echo "lab.sh: error: $*" >&2; exit 1; }
 warn() { echo "lab.sh: warning: $*" >&2; }
+# Under CI (CI=true, or PLUMB_LAB_REQUIRE set and not 0) a degraded lab is an
+# error: what the tests would run against is not what they say.
+strict() { [ "${CI:-}" = true ] || { [ -n "${PLUMB_LAB_REQUIRE:-}" ] && [ "${PLUMB_LAB_REQUIRE}" != 0 ]; }; }
+# warn, or die under CI.
+degraded() { if strict; then die "$* (refused under CI: CI=true or PLUMB_LAB_REQUIRE is set)"; fi; warn "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
 
 # ---------------------------------------------------------------- rootfs
@@ -59,7 +64,7 @@ cmd_rootfs() {
 	if [ -z "$force" ] && [ -e "$ROOTFS.failed" ]; then
 		exec 7>&-
 		[ "$INIT" = sshd ] || die "the systemd rootfs build failed before ($ROOTFS.failed); run 'lab.sh rootfs --systemd' to retry"
-		warn "rootfs build failed before ($ROOTFS.failed); using / as lower dir (run 'lab.sh rootfs' to retry)"
+		degraded "rootfs build failed before ($ROOTFS.failed); using / as lower dir (run 'lab.sh rootfs' to retry)"
 		echo /; return
 	fi
 	local codename mirrors=() tmp line
@@ -88,7 +93,7 @@ cmd_rootfs() {
 		date >"$ROOTFS.failed"
 		exec 7>&-
 		[ "$INIT" = sshd ] || die "mmdebstrap failed for the systemd rootfs (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' '))"
-		warn "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' ')); using / as lower dir"
+		degraded "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' ')); using / as lower dir"
 		echo /
 	fi
 }
@@ -142,11 +147,16 @@ kill_nodes() { # DIR PID...
 		for pid in "${pids[@]}"; do
 			if [ "$(pgid_of "$pid")" = "$pid" ]; then kill -"$sig" -- "-$pid" 2>/dev/null || true; else kill -"$sig" "$pid" 2>/dev/null || true; fi
 		done
-		for ((i = 0; i < 40; i++)); do
+		# TERM gets 2 s; after KILL, wait until they are gone (a loaded
+		# machine can take long to reap), bounded by the start-up timeout.
+		local deadline=$((SECONDS + 2))
+		[ "$sig" = TERM ] || deadline=$((SECONDS + UP_TIMEOUT))
+		while :; do
 			left=()
 			for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
 			pids=("${left[@]+"${left[@]}"}")
 			((${#pids[@]})) || return 0
+			((SECONDS < deadline)) || break
 			sleep 0.05
 		done
 	done
@@ -366,7 +376,7 @@ Host *
   UpdateHostKeys no
   CheckHostIP no
   BatchMode yes
-  ConnectTimeout 5
+  ConnectTimeout 60
 EOF
 	} >"$dir/ssh_config"
 
@@ -465,8 +475,13 @@ cmd_kill_sshd() {
 	is_node_pid "$pid" "$dir" || die "$2 (pid $pid) is not running"
 	inner=$(inner_pid "$pid") || die "cannot find PID 1 of $2"
 	kill -KILL "$inner"
-	for ((i = 0; i < 60; i++)); do alive "$pid" || return 0; sleep 0.05; done
-	warn "$2: pid $pid still alive after killing its PID 1 ($inner)"
+	# Until the node is gone, port 22 may still answer: wait for that, not
+	# for a fixed time (a loaded machine reaps slowly).
+	local deadline=$((SECONDS + UP_TIMEOUT))
+	while alive "$pid"; do
+		((SECONDS < deadline)) || die "$2: pid $pid still alive ${UP_TIMEOUT}s after killing its PID 1 ($inner)"
+		sleep 0.05
+	done
 }
 
 cmd_rekey() {

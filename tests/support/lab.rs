@@ -94,16 +94,16 @@ impl Lab {
     }
 
     /// Whether the lab can run here. Prints the reason when it cannot, and
-    /// panics instead if `PLUMB_LAB_REQUIRE` is set (non-empty, not `0`).
+    /// panics instead under CI: `CI=true`, or `PLUMB_LAB_REQUIRE` set
+    /// (non-empty, not `0`).
     pub fn available() -> bool {
         match Self::unavailable_reason() {
             None => true,
             Some(reason) => {
-                let required = std::env::var("PLUMB_LAB_REQUIRE")
-                    .map(|v| !v.is_empty() && v != "0")
-                    .unwrap_or(false);
+                let required = std::env::var("CI").is_ok_and(|v| v == "true")
+                    || std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
                 if required {
-                    panic!("PLUMB_LAB_REQUIRE is set but the lab cannot run: {reason}");
+                    panic!("CI=true or PLUMB_LAB_REQUIRE is set, but the lab cannot run: {reason}");
                 }
                 eprintln!("skipping: {reason}");
                 false

@@ -91,16 +91,16 @@ impl Vm {
     }
 
     /// Whether a VM can run here. Prints the reason when it cannot, and
-    /// panics instead if `PLUMB_VM_REQUIRE` is set (non-empty, not `0`).
+    /// panics instead under CI (`CI=true`) or if `PLUMB_VM_REQUIRE` is set
+    /// (non-empty, not `0`).
     pub fn available() -> bool {
         match Self::unavailable_reason() {
             None => true,
             Some(reason) => {
-                let required = std::env::var("PLUMB_VM_REQUIRE")
-                    .map(|v| !v.is_empty() && v != "0")
-                    .unwrap_or(false);
+                let required = std::env::var("CI").is_ok_and(|v| v == "true")
+                    || std::env::var("PLUMB_VM_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
                 if required {
-                    panic!("PLUMB_VM_REQUIRE is set but the VM cannot run: {reason}");
+                    panic!("CI=true or PLUMB_VM_REQUIRE is set, but the VM cannot run: {reason}");
                 }
                 eprintln!("skipping: {reason}");
                 false
