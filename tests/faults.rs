@@ -458,3 +458,83 @@ fn a_probe_that_prints_without_end_fails_in_bounded_memory() {
     assert_eq!(host(&j, &fine.name)["status"], "changed");
     eprintln!("peak resident memory of plumb: {peak} KiB");
 }
+
+#[path = "support/storage.rs"]
+mod storage;
+
+/// The new volume fills up in the middle of a data migration (mount +
+/// migrate): the resource fails (exit 1) saying so, nothing is mounted at
+/// the path, the old data is there and untouched, the stopped service runs
+/// again, and the partial copy on the new volume is removed, so that once
+/// the data fits the next run finishes the job (before, the next run
+/// refused: the new volume "is not empty").
+#[test]
+fn a_migration_that_fills_the_new_volume_removes_its_partial_copy_and_the_next_run_finishes() {
+    need_lab!();
+    if !storage::available() {
+        return;
+    }
+    let lab = Lab::up_systemd(1);
+    let n = &lab.nodes[0];
+    assert_eq!(on(&lab, n, "systemctl is-system-running --wait || true"), "running\n");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = storage::LoopDev::new(dir.path(), "small", "16M");
+    on(
+        &lab,
+        n,
+        "mkdir -p /srv/app/conf && echo keep > /srv/app/conf/a && echo also > /srv/app/b && \
+         head -c 25000000 /dev/urandom > /srv/app/big && \
+         printf '[Service]\\nExecStart=/bin/sleep 100000\\n' > /etc/systemd/system/plumb-holder.service && \
+         systemctl daemon-reload && systemctl start plumb-holder",
+    );
+    let sums = "cd /srv/app && find . -type f | sort | xargs sha256sum";
+    let before = on(&lab, n, sums);
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        r#"
+resources:
+  - id: app-fs
+    filesystem: {dev: "{{ dev }}", type: ext4}
+  - id: app-mount
+    mount:
+      path: /srv/app
+      src: "{{ dev }}"
+      fstype: ext4
+      migrate: {stop: [plumb-holder]}
+"#,
+    )
+    .unwrap();
+    let inv = lab.inventory(dir.path(), "");
+    let run = |cmd: &str| {
+        Plumb::over_ssh(cmd, &plan, &inv, &lab.ssh_config(), "json")
+            .vars(&[format!("dev={}", disk.dev)])
+            .run()
+    };
+    let a = run("apply");
+    assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
+    let j = a.json();
+    let err = error_of(host(&j, &n.name), "app-mount");
+    assert!(
+        err.contains("the copy failed") && err.contains("holds its old data as before"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("the partial copy on {} was removed", disk.dev)), "{err}");
+    assert_eq!(on(&lab, n, "findmnt -n -o SOURCE /srv/app || true"), "", "nothing mounted");
+    assert_eq!(on(&lab, n, sums), before, "the old data is untouched");
+    assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n", "restarted");
+    let left = on(
+        &lab,
+        n,
+        &format!("mkdir -p /mnt/chk && mount '{}' /mnt/chk && ls -A /mnt/chk; umount /mnt/chk", disk.dev),
+    );
+    assert_eq!(left, "lost+found\n", "the new volume holds no partial copy");
+    // The data fits once the big file is gone: the next run finishes.
+    on(&lab, n, "rm /srv/app/big");
+    let after = on(&lab, n, sums);
+    let again = run("apply");
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(on(&lab, n, "findmnt -n -o SOURCE /srv/app"), format!("{}\n", disk.dev));
+    assert_eq!(on(&lab, n, sums), after, "the data moved whole");
+    assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n");
+}

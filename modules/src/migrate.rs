@@ -81,6 +81,7 @@ active=
 work=
 tmp=
 tmp_mounted=0
+copying=0
 say() { echo "plumb: $*" >&2; }
 # A copy that failed may leave a process of it exiting with files open on
 # the temporary mount for a moment: wait for it, and detach the mount (it
@@ -136,6 +137,14 @@ restarted() {
   echo "$first"
 }
 restore() {
+  # A copy that failed part-way (the new filesystem full) leaves a partial
+  # tree on the new filesystem, which was empty before: remove it, so that
+  # the next run finds it empty again and copies anew.
+  if [ "$tmp_mounted" = 1 ] && [ "$copying" = 1 ]; then
+    find "$tmp" -xdev -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf -- {} + 2>/dev/null \
+      && say "the partial copy on $src was removed" \
+      || say "the partial copy on $src could not be removed: it holds only plumb's copy of $path and can be emptied"
+  fi
   if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
@@ -222,6 +231,7 @@ if [ -n "$extra" ]; then fail "$src is not empty (it holds $(echo $extra)): refu
 prune="-path ./lost+found -prune -o"
 if [ -e "$path/lost+found" ]; then prune=; fi
 
+copying=1
 if command -v rsync >/dev/null 2>&1; then
   rsync -aHAXSx --numeric-ids "$path/" "$tmp/" >&2 || fail "the copy failed (rsync exit $?)"
 else
