@@ -538,3 +538,149 @@ resources:
     assert_eq!(on(&lab, n, sums), after, "the data moved whole");
     assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n");
 }
+
+/// The connection is cut in the middle of a multi-step resource (the
+/// filesystem made, then mount + migrate copying): the host is failed with
+/// the step it was in; the migration, which holds its own rollback, runs
+/// to its end on the host regardless (a hangup or a closed pipe does not
+/// stop it between stopping the service and starting it again), so
+/// nothing is left half-done; the next run finishes the job.
+#[test]
+fn a_connection_cut_mid_migration_names_the_step_and_the_next_run_finishes() {
+    need_lab!();
+    if !storage::available() {
+        return;
+    }
+    let lab = Lab::up_systemd(1);
+    let n = &lab.nodes[0];
+    assert_eq!(on(&lab, n, "systemctl is-system-running --wait || true"), "running\n");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = storage::LoopDev::new(dir.path(), "data", "256M");
+    on(
+        &lab,
+        n,
+        "mkdir -p /srv/app && for i in 1 2 3 4 5 6; do head -c 20000000 /dev/urandom > /srv/app/f$i; done && \
+         printf '[Service]\\nExecStart=/bin/sleep 100000\\n' > /etc/systemd/system/plumb-holder.service && \
+         systemctl daemon-reload && systemctl start plumb-holder",
+    );
+    let sums = "cd /srv/app && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum";
+    let before = on(&lab, n, sums);
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        r#"
+resources:
+  - id: app-fs
+    filesystem: {dev: "{{ dev }}", type: ext4}
+  - id: app-mount
+    mount:
+      path: /srv/app
+      src: "{{ dev }}"
+      fstype: ext4
+      migrate: {stop: [plumb-holder]}
+"#,
+    )
+    .unwrap();
+    let inv = lab.inventory(dir.path(), "");
+    let vars = [format!("dev={}", disk.dev)];
+    let child = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json")
+        .vars(&vars)
+        .args(["--connect-timeout", "2"])
+        .spawn();
+    // Cut the link as soon as the copy runs (its temporary mount is there).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = on(&lab, n, "findmnt -ln -o TARGET | grep -c plumb-migrate || true");
+        if seen.trim() != "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.cut(&n.name);
+    let o = Outcome::from_output(child.wait_with_output().unwrap());
+    lab.heal(&n.name);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    let j = o.json();
+    let h = host(&j, &n.name);
+    assert_eq!(h["status"], "failed", "{h}");
+    let err = error_of(h, "app-mount");
+    assert!(
+        err.contains(&format!("in step `migrate /srv/app onto {}`", disk.dev)),
+        "the step it was in: {err}"
+    );
+    // The migration on the host ends by itself: no temporary mount left,
+    // the service runs again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while on(&lab, n, "findmnt -ln -o TARGET | grep -c plumb-migrate || true").trim() != "0" {
+        assert!(Instant::now() < deadline, "the migration on the host never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n", "restarted");
+    let again = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json")
+        .vars(&vars)
+        .run();
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(on(&lab, n, "findmnt -n -o SOURCE /srv/app"), format!("{}\n", disk.dev));
+    assert_eq!(on(&lab, n, sums), before, "the data moved whole");
+    assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n");
+}
+
+/// A folder in the target's path is a symlink that another user (`deploy`,
+/// who owns `/srv/app`) swapped in between the reviewed diff and the apply,
+/// pointing into `/etc`: the write refuses it, naming the link and its
+/// owner, and nothing lands in `/etc`. A symlink owned by root is followed.
+#[test]
+fn a_folder_swapped_for_a_symlink_into_etc_after_the_diff_is_refused() {
+    need_lab!();
+    let lab = Lab::up(1);
+    let n = &lab.nodes[0];
+    on(
+        &lab,
+        n,
+        "mkdir -p /srv/app/conf && chown -R deploy /srv/app && mkdir -p /srv/real && ln -s /srv/real /srv/by-root",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        r#"
+resources:
+  - id: evil
+    file: {path: /srv/app/conf/plumb-evil.conf, content: "x\n"}
+  - id: via-root-link
+    file: {path: /srv/by-root/ok.conf, content: "ok\n"}
+"#,
+    )
+    .unwrap();
+    let inv = lab.inventory(dir.path(), "");
+    let saved = dir.path().join("reviewed.plan");
+    let d = Plumb::over_ssh("diff", &plan, &inv, &lab.ssh_config(), "json")
+        .arg("--out")
+        .arg(&saved)
+        .run();
+    assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
+    // deploy swaps its folder for a symlink into /etc.
+    let swap = lab.ssh_as("deploy", n, "rmdir /srv/app/conf && ln -s /etc /srv/app/conf");
+    assert!(swap.status.success(), "{swap:?}");
+    let a = Plumb::new()
+        .arg("apply")
+        .arg(&saved)
+        .args(["--format", "json", "--yes", "--ssh-config"])
+        .arg(lab.ssh_config())
+        .run();
+    assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
+    let j = a.json();
+    let h = host(&j, &n.name);
+    let err = error_of(h, "evil");
+    assert!(
+        err.contains("refused to write /srv/app/conf/plumb-evil.conf")
+            && err.contains("/srv/app/conf is a symlink owned by uid 1001"),
+        "{err}"
+    );
+    assert_eq!(on(&lab, n, "test -e /etc/plumb-evil.conf && echo LANDED || echo absent"), "absent\n");
+    assert_eq!(on(&lab, n, "ls -A /etc | grep -c '^.plumb' || true"), "0\n");
+    assert_eq!(resource(h, "via-root-link")["status"], "changed");
+    assert_eq!(on(&lab, n, "cat /srv/real/ok.conf"), "ok\n");
+}

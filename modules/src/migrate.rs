@@ -51,7 +51,11 @@ pub(crate) fn old_name_hint(path: &str) -> String {
 
 /// The migration script (one step: it must hold its own rollback).
 pub(crate) fn script(m: &Migration<'_>) -> Sh {
-    let mut s = Sh::raw_start("set -u\npath=")
+    // The script holds its own rollback, so it runs to its end even when
+    // the connection to plumb is gone: a hangup or a closed pipe (a `say`
+    // to a stderr nobody reads any more) must not kill it between stopping
+    // the services and starting them again.
+    let mut s = Sh::raw_start("set -u\ntrap '' HUP PIPE\npath=")
         .val(m.path)
         .raw("; src=")
         .val(m.src)
