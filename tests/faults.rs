@@ -110,7 +110,11 @@ fn a_full_disk_while_staging_keeps_the_old_files_and_the_next_run_converges() {
         );
     }
     // Fill the first host's filesystem to the last block.
-    on(&lab, full, "dd if=/dev/zero of=/srv/small/filler bs=4k 2>/dev/null || true");
+    on(
+        &lab,
+        full,
+        "dd if=/dev/zero of=/srv/small/filler bs=4k 2>/dev/null || true",
+    );
     on(&lab, roomy, "mount -o remount,size=16m /srv/small");
     let plan = dir.path().join("plan.yaml");
     std::fs::write(
@@ -147,7 +151,11 @@ resources:
     let want = plumb_engine::module::sha256_hex(&data);
     assert!(on(&lab, roomy, "sha256sum /srv/small/blob.bin").contains(&want));
     // Space freed: the next run finishes the job.
-    on(&lab, full, "rm /srv/small/filler && mount -o remount,size=16m /srv/small");
+    on(
+        &lab,
+        full,
+        "rm /srv/small/filler && mount -o remount,size=16m /srv/small",
+    );
     let again = plumb(&lab, "apply", &plan, &inv);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     assert!(on(&lab, full, "sha256sum /srv/small/blob.bin").contains(&want));
@@ -200,7 +208,10 @@ resources:
     assert_eq!(resource(h, "fine")["status"], "changed");
     assert_eq!(on(&lab, n, "cat /srv/ro/conf /srv/afile"), "old\nkeep\n");
     assert_eq!(on(&lab, n, "ls -A /srv | grep -c plumb || true"), "0\n");
-    assert_eq!(on(&lab, n, "test -e /srv/nope && echo there || echo absent"), "absent\n");
+    assert_eq!(
+        on(&lab, n, "test -e /srv/nope && echo there || echo absent"),
+        "absent\n"
+    );
 }
 
 /// The connection to a host is cut in the middle of a 64 MiB upload: the
@@ -250,7 +261,10 @@ fn a_connection_cut_mid_upload_names_the_step_and_the_next_run_finishes() {
     let h = host(&j, &cut.name);
     assert_eq!(h["status"], "failed", "{h}");
     let err = error_of(h, "big");
-    assert!(err.contains("in step `write /srv/up/big.bin`"), "the step it was in: {err}");
+    assert!(
+        err.contains("in step `write /srv/up/big.bin`"),
+        "the step it was in: {err}"
+    );
     assert_eq!(host(&j, &fine.name)["status"], "changed");
     assert_eq!(temp_files_left(&lab, cut, "/srv/up"), "", "no temp file left");
     let want = plumb_engine::module::sha256_hex(&data);
@@ -300,7 +314,10 @@ fn probe_and_apply_work_when_sh_is_dash_bash_posix_or_busybox() {
             .unwrap_or(false);
     if !static_busybox {
         let required = std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
-        assert!(!required, "PLUMB_LAB_REQUIRE is set but /usr/bin/busybox (static) is missing: apt-get install busybox-static");
+        assert!(
+            !required,
+            "PLUMB_LAB_REQUIRE is set but /usr/bin/busybox (static) is missing: apt-get install busybox-static"
+        );
         eprintln!("skipped: needs a static /usr/bin/busybox (apt-get install busybox-static)");
         return;
     }
@@ -331,7 +348,11 @@ fn probe_and_apply_work_when_sh_is_dash_bash_posix_or_busybox() {
     std::fs::write(&plan, SHELL_PLAN).unwrap();
     let inv = lab.inventory(dir.path(), "    user: deploy\n");
     for n in [dash, posix, bb] {
-        on(&lab, n, "mkdir -p /srv/shells && chown deploy /srv/shells && echo old > /srv/shells/app.conf");
+        on(
+            &lab,
+            n,
+            "mkdir -p /srv/shells && chown deploy /srv/shells && echo old > /srv/shells/app.conf",
+        );
     }
     let d = plumb(&lab, "diff", &plan, &inv);
     assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
@@ -339,7 +360,11 @@ fn probe_and_apply_work_when_sh_is_dash_bash_posix_or_busybox() {
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(plumb(&lab, "diff", &plan, &inv).code, 0, "converged");
     let want_conf = "name = x\nhostile = $(touch /tmp/pwned) `id` ; 'q' \"dq\" \\ ünï\n";
-    for (n, shell) in [(dash, "/usr/bin/dash"), (posix, "--posix"), (bb, "/usr/local/bin/busybox")] {
+    for (n, shell) in [
+        (dash, "/usr/bin/dash"),
+        (posix, "--posix"),
+        (bb, "/usr/local/bin/busybox"),
+    ] {
         assert_eq!(on(&lab, n, "cat /srv/shells/app.conf"), want_conf, "{}", n.name);
         assert_eq!(on(&lab, n, "stat -c %a /srv/shells/app.conf"), "640\n", "{}", n.name);
         assert_eq!(on(&lab, n, "cat /srv/shells/by-sudo"), "sudo\n", "{}", n.name);
@@ -419,7 +444,11 @@ fn a_probe_that_prints_without_end_fails_in_bounded_memory() {
     );
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.yaml");
-    std::fs::write(&plan, "resources:\n  - id: f\n    file: {path: /srv/loud, content: \"x\\n\"}\n").unwrap();
+    std::fs::write(
+        &plan,
+        "resources:\n  - id: f\n    file: {path: /srv/loud, content: \"x\\n\"}\n",
+    )
+    .unwrap();
     let inv = lab.inventory(dir.path(), "");
     let mut child = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json").spawn();
     let pid = child.id();
@@ -519,14 +548,24 @@ resources:
         err.contains("the copy failed") && err.contains("holds its old data as before"),
         "{err}"
     );
-    assert!(err.contains(&format!("the partial copy on {} was removed", disk.dev)), "{err}");
-    assert_eq!(on(&lab, n, "findmnt -n -o SOURCE /srv/app || true"), "", "nothing mounted");
+    assert!(
+        err.contains(&format!("the partial copy on {} was removed", disk.dev)),
+        "{err}"
+    );
+    assert_eq!(
+        on(&lab, n, "findmnt -n -o SOURCE /srv/app || true"),
+        "",
+        "nothing mounted"
+    );
     assert_eq!(on(&lab, n, sums), before, "the old data is untouched");
     assert_eq!(on(&lab, n, "systemctl is-active plumb-holder"), "active\n", "restarted");
     let left = on(
         &lab,
         n,
-        &format!("mkdir -p /mnt/chk && mount '{}' /mnt/chk && ls -A /mnt/chk; umount /mnt/chk", disk.dev),
+        &format!(
+            "mkdir -p /mnt/chk && mount '{}' /mnt/chk && ls -A /mnt/chk; umount /mnt/chk",
+            disk.dev
+        ),
     );
     assert_eq!(left, "lost+found\n", "the new volume holds no partial copy");
     // The data fits once the big file is gone: the next run finishes.
@@ -679,7 +718,10 @@ resources:
             && err.contains("/srv/app/conf is a symlink owned by uid 1001"),
         "{err}"
     );
-    assert_eq!(on(&lab, n, "test -e /etc/plumb-evil.conf && echo LANDED || echo absent"), "absent\n");
+    assert_eq!(
+        on(&lab, n, "test -e /etc/plumb-evil.conf && echo LANDED || echo absent"),
+        "absent\n"
+    );
     assert_eq!(on(&lab, n, "ls -A /etc | grep -c '^.plumb' || true"), "0\n");
     assert_eq!(resource(h, "via-root-link")["status"], "changed");
     assert_eq!(on(&lab, n, "cat /srv/real/ok.conf"), "ok\n");

@@ -183,9 +183,15 @@ resources:
         "the host was sampled during the run"
     );
     let leaked: Vec<&str> = remote.lines().filter(|l| l.contains(SECRET)).collect();
-    assert!(leaked.is_empty(), "the secret is on a command line of the host: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "the secret is on a command line of the host: {leaked:?}"
+    );
     let here = seen_here.lock().unwrap();
-    assert!(here.iter().any(|l| l.contains("ssh")), "the workstation was sampled during the run");
+    assert!(
+        here.iter().any(|l| l.contains("ssh")),
+        "the workstation was sampled during the run"
+    );
     let leaked: Vec<&String> = here.iter().filter(|l| l.contains(SECRET)).collect();
     assert!(leaked.is_empty(), "the secret is on a command line here: {leaked:?}");
     // The backup of the old secret: a 0700 run folder, a 0600 copy, which
@@ -209,8 +215,15 @@ resources:
         &format!("grep -rlsF -- '{SECRET}' /srv /tmp /var/tmp /var/lib/plumb /root /home || true"),
     );
     let copies: BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
-    let want: BTreeSet<String> = ["/srv/sec/app.pw", "/srv/sec/token"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["/srv/sec/app.pw", "/srv/sec/token"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(copies, want, "copies of the secret on the host");
     let mode = lab.ssh(n, "stat -c %a /srv/sec/app.pw");
-    assert_eq!(String::from_utf8_lossy(&mode.stdout), "644\n", "the file keeps its mode");
+    assert_eq!(
+        String::from_utf8_lossy(&mode.stdout),
+        "644\n",
+        "the file keeps its mode"
+    );
 }

@@ -288,8 +288,11 @@ impl HostRun<'_> {
         match step {
             Step::Run(s) => {
                 let label = if sensitive { HIDDEN_COMMAND } else { s.label.as_str() };
-                self.opts
-                    .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), label.to_string()));
+                self.opts.emit(Event::Step(
+                    self.hp.host.name.clone(),
+                    id.to_string(),
+                    label.to_string(),
+                ));
                 let o = self
                     .exec(&s.sh, become_, s.stdin.as_ref())
                     .await
@@ -361,7 +364,10 @@ impl HostRun<'_> {
                         ),
                         Vec::new(),
                     )),
-                    EXIT_NO_SPACE => Err(StepError::Failed(said(1).trim_start_matches("plumb: ").to_string(), Vec::new())),
+                    EXIT_NO_SPACE => Err(StepError::Failed(
+                        said(1).trim_start_matches("plumb: ").to_string(),
+                        Vec::new(),
+                    )),
                     n if sensitive => Err(StepError::Failed(
                         format!("writing `{}` failed (exit {n}): {}", w.path, said(3)),
                         Vec::new(),
@@ -1101,7 +1107,11 @@ mod tests {
         );
         // A sensitive resource keeps its metadata visible and its secret
         // hidden.
-        c.push(Change::new("content", Some("old-secret".into()), Some("new-secret".into())));
+        c.push(Change::new(
+            "content",
+            Some("old-secret".into()),
+            Some("new-secret".into()),
+        ));
         let hidden = still_differs(&c, true);
         assert!(hidden.contains("`state` is failed, not running"), "{hidden}");
         assert!(!hidden.contains("secret"), "{hidden}");

@@ -67,8 +67,7 @@ pub fn stdin_script(script: &str) -> (String, Vec<u8>) {
 /// payload follows): read to the end, then evaluated with `/dev/null` as
 /// standard input. Like [`stdin_script`], it keeps the script off every
 /// command line.
-pub const STDIN_SCRIPT_ALONE: &str =
-    "sh -c 'plumb_script=$(cat) || exit 125; exec </dev/null; eval \"$plumb_script\"'";
+pub const STDIN_SCRIPT_ALONE: &str = "sh -c 'plumb_script=$(cat) || exit 125; exec </dev/null; eval \"$plumb_script\"'";
 
 impl Sh {
     /// Empty text.

@@ -296,7 +296,10 @@ mod tests {
             .unwrap();
         let _ = child.stdin.take().unwrap().write_all(content);
         let out = child.wait_with_output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn leftovers(dir: &std::path::Path) -> Vec<String> {
@@ -333,7 +336,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(format!("{root}/plain")).unwrap(), "keep\n");
         let (code, err) = write_here(&format!("{root}/missing/x"), b"x\n");
         assert_eq!(code, 1, "{err}");
-        assert!(err.contains(&format!("the folder {root}/missing does not exist")), "{err}");
+        assert!(
+            err.contains(&format!("the folder {root}/missing does not exist")),
+            "{err}"
+        );
         assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
     }
 
@@ -357,7 +363,10 @@ mod tests {
         std::os::unix::fs::symlink(format!("{root}/real"), format!("{root}/mine")).unwrap();
         let (code, err) = write_here(&format!("{root}/mine/a"), b"through mine\n");
         assert_eq!(code, 0, "{err}");
-        assert_eq!(std::fs::read_to_string(format!("{root}/real/a")).unwrap(), "through mine\n");
+        assert_eq!(
+            std::fs::read_to_string(format!("{root}/real/a")).unwrap(),
+            "through mine\n"
+        );
         std::os::unix::fs::symlink(format!("{root}/real"), format!("{root}/theirs")).unwrap();
         std::os::unix::fs::lchown(format!("{root}/theirs"), Some(65534), Some(65534)).unwrap();
         let (code, err) = write_here(&format!("{root}/theirs/b"), b"through theirs\n");

@@ -298,7 +298,10 @@ impl SshTransport {
         let sent = match read {
             Ok((sent, (), ())) => sent,
             Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                return Err(TransportError::TooMuch(format!("{} ({}): {e}", self.name, self.address)));
+                return Err(TransportError::TooMuch(format!(
+                    "{} ({}): {e}",
+                    self.name, self.address
+                )));
             }
             Err(e) => return Err(TransportError::Io(e)),
         };
@@ -352,7 +355,11 @@ impl Transport for SshTransport {
         // stage the script in a remote temp file (mode 0600, sent over
         // stdin), then run it, with the payload as its stdin.
         let staged = self
-            .run_in(session, &format!("sh -c {}", quote(STAGE)), Some((text.as_bytes(), None)))
+            .run_in(
+                session,
+                &format!("sh -c {}", quote(STAGE)),
+                Some((text.as_bytes(), None)),
+            )
             .await?;
         let path = String::from_utf8_lossy(&staged.stdout).trim().to_string();
         if staged.status != 0 || !path.starts_with('/') {
