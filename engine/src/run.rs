@@ -25,7 +25,7 @@ use crate::plan::Become;
 use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
 use crate::transport::{tail, Connector, Output, Transport, TransportError};
-use crate::write::{file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_VALIDATE};
+use crate::write::{file_write, probe_batch, split_batch, with_become, EXIT_CHECKSUM, EXIT_NO_SPACE, EXIT_VALIDATE};
 
 /// Something that happened, for progress displays.
 #[derive(Clone, Debug)]
@@ -281,12 +281,37 @@ impl HostRun<'_> {
         Ok(out)
     }
 
-    async fn step(&self, id: &str, step: &Step, become_: &Become) -> Result<StepDone, StepError> {
+    /// Run one step. For a `sensitive` resource nothing the step printed
+    /// reaches the report (a failing command or `validate` may echo the
+    /// secret), and a command is named `(sensitive command)`.
+    async fn step(&self, id: &str, step: &Step, become_: &Become, sensitive: bool) -> Result<StepDone, StepError> {
         match step {
             Step::Run(s) => {
-                self.opts
-                    .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), s.label.clone()));
-                let o = self.exec(&s.sh, become_, s.stdin.as_ref()).await?;
+                let label = if sensitive { HIDDEN_COMMAND } else { s.label.as_str() };
+                self.opts.emit(Event::Step(
+                    self.hp.host.name.clone(),
+                    id.to_string(),
+                    label.to_string(),
+                ));
+                let o = self
+                    .exec(&s.sh, become_, s.stdin.as_ref())
+                    .await
+                    .map_err(|e| in_step(e, label))?;
+                if sensitive {
+                    if o.status != 0 {
+                        return Err(StepError::Failed(
+                            format!(
+                                "`{label}` failed (exit {}); its output is hidden because the resource is sensitive",
+                                o.status
+                            ),
+                            Vec::new(),
+                        ));
+                    }
+                    return Ok(StepDone {
+                        notes: Vec::new(),
+                        done: vec![label.to_string()],
+                    });
+                }
                 if o.status != 0 {
                     return Err(StepError::Failed(
                         explain_failure_n(
@@ -301,22 +326,33 @@ impl HostRun<'_> {
                 Ok(StepDone::of(&o, &s.label))
             }
             Step::Write(w) => {
-                self.opts.emit(Event::Step(
-                    self.hp.host.name.clone(),
-                    id.to_string(),
-                    format!("write {}", w.path),
-                ));
+                let label = format!("write {}", w.path);
+                self.opts
+                    .emit(Event::Step(self.hp.host.name.clone(), id.to_string(), label.clone()));
                 let script = file_write(w);
-                let o = self.exec(&script, become_, Some(&w.payload)).await?;
+                let o = self
+                    .exec(&script, become_, Some(&w.payload))
+                    .await
+                    .map_err(|e| in_step(e, &label))?;
+                // A sensitive file's step may only say what plumb's own
+                // checks said (paths and sizes), never what a `validate`
+                // printed, nor a checksum.
+                let said = |n: usize| {
+                    if sensitive {
+                        plumb_lines_only(&o, n)
+                    } else {
+                        o.stderr_tail(n)
+                    }
+                };
                 // A write is all or nothing: it completed nothing unless it
                 // succeeded.
                 match o.status {
-                    0 => Ok(StepDone::of(&o, &format!("write {}", w.path))),
+                    0 => Ok(StepDone::of(&o, &label)),
                     EXIT_CHECKSUM => Err(StepError::Failed(
                         format!(
                             "upload of `{}` failed verification; the old file is untouched: {}",
                             w.path,
-                            o.stderr_tail(2)
+                            said(2)
                         ),
                         Vec::new(),
                     )),
@@ -324,8 +360,16 @@ impl HostRun<'_> {
                         format!(
                             "validate command rejected the new `{}`; the old file is untouched:\n{}",
                             w.path,
-                            o.stderr_tail(6)
+                            said(6)
                         ),
+                        Vec::new(),
+                    )),
+                    EXIT_NO_SPACE => Err(StepError::Failed(
+                        said(1).trim_start_matches("plumb: ").to_string(),
+                        Vec::new(),
+                    )),
+                    n if sensitive => Err(StepError::Failed(
+                        format!("writing `{}` failed (exit {n}): {}", w.path, said(3)),
                         Vec::new(),
                     )),
                     n => Err(StepError::Failed(
@@ -335,6 +379,45 @@ impl HostRun<'_> {
                 }
             }
         }
+    }
+}
+
+/// How a step of a sensitive resource that runs a command is named.
+const HIDDEN_COMMAND: &str = "(sensitive command)";
+
+/// A connection lost during a step says which step it was.
+fn in_step(e: TransportError, label: &str) -> StepError {
+    StepError::Lost(match e {
+        TransportError::Lost(m) => TransportError::Lost(format!("in step `{label}`: {m}")),
+        other => other,
+    })
+}
+
+/// The last `n` lines of stderr that plumb's own scripts printed (`plumb:
+/// ...`), with every sha256 in them hidden: what a sensitive step may show.
+fn plumb_lines_only(o: &Output, n: usize) -> String {
+    let text = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("plumb: "))
+        .map(|l| {
+            l.split(' ')
+                .map(|w| {
+                    if w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        crate::report::HIDDEN
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let kept = lines[lines.len().saturating_sub(n)..].join("\n");
+    if kept.is_empty() {
+        "its output is hidden because the resource is sensitive".to_string()
+    } else {
+        kept
     }
 }
 
@@ -864,7 +947,7 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         return Ok(false);
     }
     for step in &steps {
-        match run.step(&r.id, step, &r.become_).await {
+        match run.step(&r.id, step, &r.become_, r.sensitive).await {
             Ok(done) => {
                 slots[i].notes.extend(done.notes);
                 slots[i].done.extend(done.done);

@@ -37,6 +37,38 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// A command line that runs a script arriving on standard input ahead of
+/// a payload: `sh` reads the script line by line (the shell's `read` takes
+/// one byte at a time from a pipe, so nothing of the payload is consumed)
+/// up to the line `term`, then evaluates it with the payload still on its
+/// standard input. The script never appears on a command line, where any
+/// user of the host could read it in `/proc/*/cmdline`. Returns the
+/// bootstrap (the text for `sh -c`) and the bytes to send before the
+/// payload.
+#[must_use]
+pub fn stdin_script(script: &str) -> (String, Vec<u8>) {
+    let term = (0u32..)
+        .map(|n| format!("PLUMB_SCRIPT_END_{n}"))
+        .find(|t| !script.lines().any(|l| l == t))
+        .expect("a free terminator");
+    let boot = format!(
+        "plumb_s=; plumb_ok=; while IFS= read -r plumb_l; do if [ \"$plumb_l\" = {term} ]; then plumb_ok=1; break; fi; plumb_s=\"$plumb_s$plumb_l\n\"; done; if [ -z \"$plumb_ok\" ]; then echo 'plumb: the script did not arrive whole' >&2; exit 125; fi; eval \"$plumb_s\""
+    );
+    let mut prefix = script.as_bytes().to_vec();
+    if !script.ends_with('\n') {
+        prefix.push(b'\n');
+    }
+    prefix.extend_from_slice(term.as_bytes());
+    prefix.push(b'\n');
+    (boot, prefix)
+}
+
+/// The command line that runs a script sent whole on standard input (no
+/// payload follows): read to the end, then evaluated with `/dev/null` as
+/// standard input. Like [`stdin_script`], it keeps the script off every
+/// command line.
+pub const STDIN_SCRIPT_ALONE: &str = "sh -c 'plumb_script=$(cat) || exit 125; exec </dev/null; eval \"$plumb_script\"'";
+
 impl Sh {
     /// Empty text.
     #[must_use]
@@ -113,15 +145,21 @@ impl Sh {
     }
 
     /// A user's own command line (a `command` resource's `run`, a `validate`
-    /// check), run by `sh -c` with `args` as its positional parameters: its
-    /// text is the user's shell code by intent, and is passed quoted.
+    /// check), run in a subshell with `args` as its positional parameters:
+    /// its text is the user's shell code by intent. It is evaluated from
+    /// the script (which reaches the host on standard input), never passed
+    /// as an argument to a new `sh -c`, so that a secret templated into it
+    /// does not show in the host's process list (`/proc/*/cmdline`).
     #[must_use]
     pub fn user_command(cmd: &str, args: &[Sh]) -> Self {
-        let mut s = Self::raw_start("sh -c").arg(cmd).arg("plumb");
+        let mut s = Self::raw_start("( set --");
         for a in args {
             s.text.push(' ');
             s.text.push_str(&a.text);
         }
+        s.text.push_str("; eval ");
+        s.text.push_str(&quote(cmd));
+        s.text.push_str(" )");
         s
     }
 

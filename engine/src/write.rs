@@ -3,7 +3,7 @@
 
 use crate::module::FileWrite;
 use crate::plan::Become;
-use crate::shell::Sh;
+use crate::shell::{stdin_script, Sh};
 
 /// Exit status of a write whose staged file's checksum did not match.
 pub const EXIT_CHECKSUM: i32 = 97;
@@ -13,26 +13,39 @@ pub const EXIT_VALIDATE: i32 = 98;
 /// Wrap `script` so that it runs as `become` asks (no sudo when the remote
 /// user already is root).
 ///
-/// Without a payload on standard input (probes, most steps), the script
-/// reaches the sudo'd shell on its standard input, through a here-document
-/// read whole before it runs (its commands then read /dev/null): a command
-/// line argument is capped by Linux at 128 KiB, which the probe of about a
-/// thousand files exceeds. With a payload (a file upload, whose script is
-/// small), standard input carries the payload and the script is the
-/// argument of `sh -c`.
+/// The script never becomes an argument of `sudo` or of the sudo'd shell
+/// (command lines are readable by every user of the host, and a script may
+/// hold a secret). Without a payload on standard input (probes, most
+/// steps), it reaches the sudo'd shell on its standard input, through a
+/// here-document read whole before it runs (its commands then read
+/// /dev/null); this also lifts Linux's 128 KiB cap on one argument, which
+/// the probe of about a thousand files exceeds. With a payload (a file
+/// upload), the script, a terminator line and then the payload are piped
+/// into the sudo'd shell, which reads the script line by line (see
+/// [`crate::shell::stdin_script`]).
 #[must_use]
 pub fn with_become(script: &Sh, become_: &Become, payload: bool) -> Sh {
-    let shell = match become_ {
+    let (prelude, runner) = match become_ {
         Become::No => return script.clone(),
-        Become::Root => {
-            Sh::raw_start("if [ \"$(id -u)\" = 0 ]; then plumb_sudo=; else plumb_sudo='sudo -n --'; fi\n$plumb_sudo sh")
-        }
-        Become::User(u) => Sh::raw_start("sudo -n -u").arg(u).raw(" -- sh"),
+        Become::Root => (
+            Sh::raw_start("if [ \"$(id -u)\" = 0 ]; then plumb_sudo=; else plumb_sudo='sudo -n --'; fi\n"),
+            Sh::raw_start("$plumb_sudo sh"),
+        ),
+        Become::User(u) => (Sh::new(), Sh::raw_start("sudo -n -u").arg(u).raw(" -- sh")),
     };
     if payload {
-        shell.raw(" -c").arg(script.as_str())
+        let (boot, prefix) = stdin_script(script.as_str());
+        let prefix = String::from_utf8(prefix).expect("a script is text");
+        prelude
+            .raw("{ cat")
+            .heredoc(&prefix)
+            .raw("\ncat; } | ")
+            .then(&runner)
+            .raw(" -c")
+            .arg(boot)
     } else {
-        shell
+        prelude
+            .then(&runner)
             .raw(" -c 'plumb_script=$(cat) && exec </dev/null && eval \"$plumb_script\"'")
             .heredoc(script.as_str())
     }
@@ -105,14 +118,11 @@ pub fn file_write(w: &FileWrite) -> Sh {
             .raw("; dir=")
             .val(&dir)
             .raw("; want=")
-            .val(&w.payload.sha256),
+            .val(&w.payload.sha256)
+            .raw("; size=")
+            .val(w.payload.size.to_string()),
     );
-    s.line(&Sh::raw_start(
-        "if [ ! -d \"$dir\" ]; then echo \"plumb: the folder $dir does not exist (a directory resource can create it)\" >&2; exit 1; fi\n\
-         tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ntrap 'rm -f -- \"$tmp\"; exit 1' HUP INT TERM PIPE\ncat > \"$tmp\"\n\
-         got=$(sha256sum < \"$tmp\"); got=${got%% *}\n\
-         if [ \"$got\" != \"$want\" ]; then echo \"plumb: checksum mismatch for $target: sent $want, host has $got\" >&2; exit 97; fi",
-    ));
+    s.line(&Sh::raw_start(WRITE_CHECKS));
     match w.mode {
         Some(m) => s.line(&Sh::raw_start("chmod").arg(format!("{m:o}")).raw(" \"$tmp\"")),
         None => s.line(&Sh::raw_start(
@@ -139,22 +149,83 @@ pub fn file_write(w: &FileWrite) -> Sh {
         s.line(&backup_lines());
     }
     s.line(&Sh::raw_start(
-        "sync -- \"$tmp\" 2>/dev/null || sync\nmv -f -- \"$tmp\" \"$target\"\ntrap - EXIT\nsync -- \"$dir\" 2>/dev/null || true",
+        "sync -- \"$tmp\" 2>/dev/null || sync\nmv -f -- \"$tmp\" \"$plumb_dest\"\ntrap - EXIT\nsync -- \"$dir\" 2>/dev/null || true",
     ));
     s
 }
 
+/// Exit status of a write that ran out of space on the target's filesystem.
+pub const EXIT_NO_SPACE: i32 = 96;
+
+/// The first lines of a write: what is at the target and its folder is
+/// checked again (the probe saw it earlier; it may have changed since), the
+/// temp file is staged and its checksum compared. Every failure says what
+/// is wrong in words and leaves the target as it was; the temp file is
+/// removed on every exit but the final rename.
+const WRITE_CHECKS: &str = r#"plumb_why() {
+  case $1 in
+  *"No space left"*)
+    rm -f -- "$tmp"
+    plumb_fs=$(df -P -- "$dir" 2>/dev/null | { read -r _; read -r _ _ _ plumb_av _ plumb_mnt; printf '%s KiB free on %s' "$plumb_av" "$plumb_mnt"; }) || true
+    plumb_mnt=${plumb_fs#* KiB free on }
+    echo "plumb: no space left on ${plumb_mnt:-the filesystem of $dir} ($target): $size bytes to write, ${plumb_fs%% on *} with the staged copy removed; $target left as it was" >&2
+    exit 96;;
+  *"Read-only file system"*)
+    echo "plumb: read-only filesystem at $dir: $target cannot be written" >&2
+    exit 1;;
+  esac
+  printf '%s\n' "$1" >&2
+  exit 1
+}
+if [ ! -d "$dir" ]; then
+  plumb_up=$dir
+  while [ ! -e "$plumb_up" ] && [ ! -L "$plumb_up" ]; do plumb_up=$(dirname -- "$plumb_up"); done
+  if [ -d "$plumb_up" ]; then
+    echo "plumb: the folder $dir does not exist (a directory resource can create it)" >&2
+  else
+    echo "plumb: $plumb_up is not a folder, so $target cannot be written below it" >&2
+  fi
+  exit 1
+fi
+plumb_me=$(id -u); plumb_p=; plumb_rest=${dir#/}
+while [ -n "$plumb_rest" ]; do
+  plumb_c=${plumb_rest%%/*}
+  case $plumb_rest in */*) plumb_rest=${plumb_rest#*/};; *) plumb_rest=;; esac
+  plumb_p=$plumb_p/$plumb_c
+  if [ -L "$plumb_p" ]; then
+    plumb_o=$(stat -c %u -- "$plumb_p" 2>/dev/null) || plumb_o=unknown
+    if [ "$plumb_o" != 0 ] && [ "$plumb_o" != "$plumb_me" ]; then
+      echo "plumb: refused to write $target: $plumb_p is a symlink owned by uid $plumb_o, who could point it anywhere (only symlinks owned by root or by the writing user are followed)" >&2
+      exit 1
+    fi
+  fi
+done
+dir=$(cd -P -- "$dir" && pwd -P)
+plumb_dest=$dir/${target##*/}
+if [ -d "$target" ] && [ ! -L "$target" ]; then echo "plumb: $target is a folder, not a file; left as it was" >&2; exit 1; fi
+if [ -e "$target" ] && [ ! -L "$target" ] && [ ! -f "$target" ]; then echo "plumb: $target is a special file (a FIFO, device or socket), not a regular file; left as it was" >&2; exit 1; fi
+tmp=
+trap 'rm -f -- "$tmp"' EXIT
+trap 'rm -f -- "$tmp"; exit 1' HUP INT TERM PIPE
+plumb_err=$(mktemp "$dir/.plumb.XXXXXXXX" 2>&1) || plumb_why "$plumb_err"
+tmp=$plumb_err
+plumb_err=$(cat 2>&1 >"$tmp") || plumb_why "$plumb_err"
+got=$(sha256sum < "$tmp"); got=${got%% *}
+if [ "$got" != "$want" ]; then echo "plumb: checksum mismatch for $target: sent $want, host has $got" >&2; exit 97; fi"#;
+
 /// Shell lines that copy `$target` (if it exists) into this run's backup
-/// folder and print `plumb-backup=PATH`. The engine sets `$plumb_run` (the
+/// folder (created 0700, the copy readable by its owner only: a backup of
+/// a secret stays one) and print `plumb-backup=PATH`. The engine sets `$plumb_run` (the
 /// run id) at the top of every step script.
 #[must_use]
 pub fn backup_lines() -> Sh {
-    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/${plumb_run:-unknown-run}$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  cp -a -- \"$target\" \"$bdir/\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
+    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/${plumb_run:-unknown-run}$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  chmod 700 -- \"$broot/${plumb_run:-unknown-run}\"\n  cp -a -- \"$target\" \"$bdir/\"\n  bfile=\"$bdir/$(basename -- \"$target\")\"\n  [ -L \"$bfile\" ] || chmod go= -- \"$bfile\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt as _;
 
     #[test]
     fn a_batch_splits_back_into_its_probes() {
@@ -201,5 +272,110 @@ mod tests {
             assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8_lossy(&out.stdout), "20000\n");
         }
+    }
+
+    /// Run `file_write` here with `content` on its standard input, as a
+    /// transport would: (exit status, stderr).
+    fn write_here(path: &str, content: &[u8]) -> (i32, String) {
+        use std::io::Write as _;
+        let w = FileWrite {
+            path: path.to_string(),
+            payload: crate::module::Payload::bytes(content.to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+            validate: None,
+            backup: false,
+        };
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(file_write(&w).as_str())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(content);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn leftovers(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".plumb."))
+            .collect()
+    }
+
+    /// The write checks the target and its folder again when it runs (the
+    /// probe saw them earlier; they may have changed since): a FIFO, a
+    /// folder, a regular file in the path and a missing folder are refused
+    /// in words, and nothing is left behind.
+    #[test]
+    fn a_write_rechecks_what_is_at_the_target_when_it_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap();
+        let fifo = format!("{root}/fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let (code, err) = write_here(&fifo, b"x\n");
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("is a special file"), "{err}");
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        std::fs::create_dir(format!("{root}/folder")).unwrap();
+        let (code, err) = write_here(&format!("{root}/folder"), b"x\n");
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("is a folder, not a file"), "{err}");
+        std::fs::write(format!("{root}/plain"), "keep\n").unwrap();
+        let (code, err) = write_here(&format!("{root}/plain/below/x"), b"x\n");
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("{root}/plain is not a folder")), "{err}");
+        assert_eq!(std::fs::read_to_string(format!("{root}/plain")).unwrap(), "keep\n");
+        let (code, err) = write_here(&format!("{root}/missing/x"), b"x\n");
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("the folder {root}/missing does not exist")),
+            "{err}"
+        );
+        assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
+    }
+
+    /// A symlink in the target's folder path is followed when root or the
+    /// writing user owns it (so `/lib/...` on a merged-/usr system works),
+    /// and refused when anybody else does: they could point it anywhere,
+    /// also between the probe and the write.
+    #[test]
+    fn a_write_through_a_symlink_owned_by_another_user_is_refused() {
+        let root_user = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        if !root_user {
+            eprintln!("skipped: needs root to own a symlink as another user");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap();
+        std::fs::create_dir(format!("{root}/real")).unwrap();
+        std::os::unix::fs::symlink(format!("{root}/real"), format!("{root}/mine")).unwrap();
+        let (code, err) = write_here(&format!("{root}/mine/a"), b"through mine\n");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(format!("{root}/real/a")).unwrap(),
+            "through mine\n"
+        );
+        std::os::unix::fs::symlink(format!("{root}/real"), format!("{root}/theirs")).unwrap();
+        std::os::unix::fs::lchown(format!("{root}/theirs"), Some(65534), Some(65534)).unwrap();
+        let (code, err) = write_here(&format!("{root}/theirs/b"), b"through theirs\n");
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("{root}/theirs is a symlink owned by uid 65534")),
+            "{err}"
+        );
+        assert!(!std::path::Path::new(&format!("{root}/real/b")).exists());
+        assert!(leftovers(&d.path().join("real")).is_empty());
     }
 }

@@ -70,7 +70,7 @@ impl Module for Command {
                       then (a handler), and needs no guard. Its risk is `disruptive` unless you say \
                       otherwise.",
             params: &[
-                ParamDoc { name: "run", ty: "shell command", default: "required", doc: "Run with `sh -c` on the host." },
+                ParamDoc { name: "run", ty: "shell command", default: "required", doc: "Shell code run by `sh` on the host (sent on standard input, never on a command line)." },
                 ParamDoc { name: "creates", ty: "absolute path", default: "-", doc: "Done when this path exists." },
                 ParamDoc { name: "unless", ty: "shell command", default: "-", doc: "Done when this check succeeds." },
                 ParamDoc { name: "onlyif", ty: "shell command", default: "-", doc: "Run only when this check succeeds." },

@@ -51,7 +51,11 @@ pub(crate) fn old_name_hint(path: &str) -> String {
 
 /// The migration script (one step: it must hold its own rollback).
 pub(crate) fn script(m: &Migration<'_>) -> Sh {
-    let mut s = Sh::raw_start("set -u\npath=")
+    // The script holds its own rollback, so it runs to its end even when
+    // the connection to plumb is gone: a hangup or a closed pipe (a `say`
+    // to a stderr nobody reads any more) must not kill it between stopping
+    // the services and starting them again.
+    let mut s = Sh::raw_start("set -u\ntrap '' HUP PIPE\npath=")
         .val(m.path)
         .raw("; src=")
         .val(m.src)
@@ -81,6 +85,7 @@ active=
 work=
 tmp=
 tmp_mounted=0
+copying=0
 say() { echo "plumb: $*" >&2; }
 # A copy that failed may leave a process of it exiting with files open on
 # the temporary mount for a moment: wait for it, and detach the mount (it
@@ -136,6 +141,14 @@ restarted() {
   echo "$first"
 }
 restore() {
+  # A copy that failed part-way (the new filesystem full) leaves a partial
+  # tree on the new filesystem, which was empty before: remove it, so that
+  # the next run finds it empty again and copies anew.
+  if [ "$tmp_mounted" = 1 ] && [ "$copying" = 1 ]; then
+    find "$tmp" -xdev -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf -- {} + 2>/dev/null \
+      && say "the partial copy on $src was removed" \
+      || say "the partial copy on $src could not be removed: it holds only plumb's copy of $path and can be emptied"
+  fi
   if [ "$tmp_mounted" = 1 ]; then release "$tmp" || say "could not unmount the temporary mount $tmp"; fi
   [ -n "$tmp" ] && rmdir "$tmp" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
@@ -222,6 +235,7 @@ if [ -n "$extra" ]; then fail "$src is not empty (it holds $(echo $extra)): refu
 prune="-path ./lost+found -prune -o"
 if [ -e "$path/lost+found" ]; then prune=; fi
 
+copying=1
 if command -v rsync >/dev/null 2>&1; then
   rsync -aHAXSx --numeric-ids "$path/" "$tmp/" >&2 || fail "the copy failed (rsync exit $?)"
 else

@@ -3,39 +3,33 @@
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use super::{send_payload, Output, Transport, TransportError};
+use super::{read_capped, send_payload, Output, Transport, TransportError};
 use crate::module::Payload;
 
-/// Scripts longer than this run from a temp file instead of `sh -c`.
-const LARGE_SCRIPT: usize = 64 * 1024;
+/// The most a script may print on standard output or error.
+const MAX_OUTPUT: usize = 64 * 1024 * 1024;
 
-/// Runs scripts here, with `sh -c`.
+/// Runs scripts here, with `sh`, from a temp file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
 #[async_trait]
 impl Transport for Local {
     async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError> {
-        // One argument to execve is limited to 128 KiB on Linux: a large
-        // script (the batched probe of many resources) runs from a file.
-        let staged = if script.len() > LARGE_SCRIPT {
-            let f = tempfile::Builder::new()
-                .prefix("plumb-script-")
-                .suffix(".sh")
-                .tempfile()?;
-            std::fs::write(f.path(), script)?;
-            Some(f)
-        } else {
-            None
-        };
+        // Every script runs from a temp file (mode 0600, removed after):
+        // one argument to execve is limited to 128 KiB on Linux (the
+        // batched probe of many resources is longer), and a command line
+        // is readable by every user (`/proc/*/cmdline`) while a script may
+        // hold a secret.
+        let staged = tempfile::Builder::new()
+            .prefix("plumb-script-")
+            .suffix(".sh")
+            .tempfile()?;
+        std::fs::write(staged.path(), script)?;
         let mut cmd = Command::new("sh");
-        match &staged {
-            Some(f) => cmd.arg(f.path()),
-            None => cmd.arg("-c").arg(script),
-        };
+        cmd.arg(staged.path());
         let mut child = cmd
             .env("LC_ALL", "C")
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -59,10 +53,19 @@ impl Transport for Local {
         };
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        let (sent, r1, r2) = tokio::join!(send, out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
+        let (sent, (), ()) = tokio::try_join!(
+            async { Ok::<_, std::io::Error>(send.await) },
+            read_capped(&mut out, &mut stdout, MAX_OUTPUT, "standard output"),
+            read_capped(&mut err, &mut stderr, MAX_OUTPUT, "standard error"),
+        )
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::FileTooLarge {
+                TransportError::TooMuch(format!("localhost: {e}"))
+            } else {
+                TransportError::Io(e)
+            }
+        })?;
         sent?;
-        r1?;
-        r2?;
         let status = child.wait().await?;
         Ok(Output {
             stdout,

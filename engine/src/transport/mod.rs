@@ -54,6 +54,9 @@ pub enum TransportError {
     /// The connection broke while a script ran.
     #[error("connection lost: {0}")]
     Lost(String),
+    /// A script printed more than the transport holds.
+    #[error("{0}")]
+    TooMuch(String),
     /// Sending standard input failed.
     #[error("cannot send data: {0}")]
     Io(#[from] std::io::Error),
@@ -121,4 +124,55 @@ pub async fn send_payload<W: tokio::io::AsyncWrite + Unpin>(p: &Payload, w: &mut
     }
     w.flush().await?;
     w.shutdown().await
+}
+
+/// Send `prefix` (a script's text), then the payload if any, into an async
+/// writer (a child's stdin), and close it.
+///
+/// # Errors
+/// Reading the local file or writing failed.
+pub async fn send_prefixed<W: tokio::io::AsyncWrite + Unpin>(
+    prefix: &[u8],
+    payload: Option<&Payload>,
+    w: &mut W,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(prefix).await?;
+    match payload {
+        Some(p) => send_payload(p, w).await,
+        None => {
+            w.flush().await?;
+            w.shutdown().await
+        }
+    }
+}
+
+/// Read `r` to its end into `buf`, failing (with `ErrorKind::FileTooLarge`)
+/// as soon as it holds more than `cap` bytes: a host that prints without
+/// end (a replaced `stat`, a probe gone wrong) costs bounded memory.
+///
+/// # Errors
+/// Reading failed, or the output is longer than `cap`.
+pub async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    what: &str,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    (&mut *r).take(limit).read_to_end(buf).await?;
+    if buf.len() > cap {
+        buf.clear();
+        buf.shrink_to_fit();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "a script printed more than {} MiB on its {what}; plumb stopped reading it \
+                 (a probe that prints without end, or a tool on the host's PATH that is not what it should be)",
+                cap / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(())
 }

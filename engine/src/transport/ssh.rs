@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{RwLock, Semaphore};
 
-use super::{local, send_payload, tail, Connector, Output, Transport, TransportError};
+use super::{local, read_capped, send_prefixed, tail, Connector, Output, Transport, TransportError};
 use crate::inventory::{Connection, Host};
 use crate::module::Payload;
-use crate::shell::quote;
+use crate::shell::{quote, stdin_script, STDIN_SCRIPT_ALONE};
 
 /// How the SSH connector connects.
 #[derive(Clone, Debug)]
@@ -111,10 +110,17 @@ pub struct SshTransport {
 /// 108-byte `sun_path`.
 const MAX_CONTROL_DIR: usize = 60;
 
-/// Scripts longer than this (quoted) are sent over stdin instead of the
-/// command line: the remote login shell gets the command line as one
-/// `execve` argument, which Linux caps at 128 KiB (`MAX_ARG_STRLEN`).
-const MAX_INLINE_SCRIPT: usize = 96 * 1024;
+/// Scripts with a payload up to this size reach the host line by line
+/// ahead of the payload (the shell reads them a byte at a time); longer
+/// ones are staged in a remote temp file first.
+const MAX_LINE_SCRIPT: usize = 64 * 1024;
+
+/// The most a script may print on standard output (a probe of thousands
+/// of files with their diffs stays far below): past it, the run fails
+/// instead of holding whatever a broken host sends.
+const MAX_STDOUT: usize = 64 * 1024 * 1024;
+/// The most a script may print on standard error.
+const MAX_STDERR: usize = 4 * 1024 * 1024;
 
 impl SshTransport {
     /// Open the ControlMaster to `host` (`host.connection` is not looked at).
@@ -232,7 +238,7 @@ impl SshTransport {
         &self,
         session: &Session,
         command: &str,
-        stdin: Option<&Payload>,
+        stdin: Option<(&[u8], Option<&Payload>)>,
     ) -> Result<Output, TransportError> {
         let mut cmd = session.raw_command(command);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -265,8 +271,8 @@ impl SshTransport {
         let input = child.stdin().take();
         let send = async {
             match (stdin, input) {
-                (Some(p), Some(mut i)) => {
-                    let r = match send_payload(p, &mut i).await {
+                (Some((prefix, payload)), Some(mut i)) => {
+                    let r = match send_prefixed(prefix, payload, &mut i).await {
                         // The script may stop reading early (and fail by itself).
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
                         r => r,
@@ -282,9 +288,23 @@ impl SshTransport {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         // Read both outputs to their end before waiting: `wait` stops them.
-        let (sent, r1, r2) = tokio::join!(send, out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
-        r1?;
-        r2?;
+        // Each is read up to a bound: past it, the reads stop at once (the
+        // command is dropped, which closes its channel) and the run fails.
+        let read = tokio::try_join!(
+            async { Ok::<_, io::Error>(send.await) },
+            read_capped(&mut out, &mut stdout, MAX_STDOUT, "standard output"),
+            read_capped(&mut err, &mut stderr, MAX_STDERR, "standard error"),
+        );
+        let sent = match read {
+            Ok((sent, (), ())) => sent,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Err(TransportError::TooMuch(format!(
+                    "{} ({}): {e}",
+                    self.name, self.address
+                )));
+            }
+            Err(e) => return Err(TransportError::Io(e)),
+        };
         let status = child.wait().await;
         sent?;
         let status = match status {
@@ -315,27 +335,38 @@ impl Transport for SshTransport {
         let guard = self.session.read().await;
         let session = guard.as_ref().ok_or_else(|| self.closed())?;
         let text = format!("LC_ALL=C; export LC_ALL\n{script}");
-        let inline = format!("sh -c {}", quote(&text));
-        if inline.len() <= MAX_INLINE_SCRIPT {
-            return self.run_in(session, &inline, stdin).await;
-        }
-        // Too long for a command line: stage the script in a remote temp file
-        // (sent over stdin), then run it, with the payload as its stdin.
-        let script = Payload::bytes(text.into_bytes());
+        // The script always reaches the host on standard input, never on
+        // the command line: any user of the host can read command lines
+        // (`/proc/*/cmdline`), and a script may hold a secret (a sensitive
+        // command, a validate check templated from one). The command line
+        // is a fixed bootstrap.
         let Some(payload) = stdin else {
             return self
-                .run_in(session, &format!("sh -c {}", quote(STAGE_AND_RUN)), Some(&script))
+                .run_in(session, STDIN_SCRIPT_ALONE, Some((text.as_bytes(), None)))
                 .await;
         };
+        if text.len() <= MAX_LINE_SCRIPT {
+            // Script lines, a terminator, then the payload, on one stream.
+            let (boot, prefix) = stdin_script(&text);
+            let boot = format!("sh -c {}", quote(&boot));
+            return self.run_in(session, &boot, Some((&prefix, Some(payload)))).await;
+        }
+        // A long script with a payload (rare: an upload's script is small):
+        // stage the script in a remote temp file (mode 0600, sent over
+        // stdin), then run it, with the payload as its stdin.
         let staged = self
-            .run_in(session, &format!("sh -c {}", quote(STAGE)), Some(&script))
+            .run_in(
+                session,
+                &format!("sh -c {}", quote(STAGE)),
+                Some((text.as_bytes(), None)),
+            )
             .await?;
         let path = String::from_utf8_lossy(&staged.stdout).trim().to_string();
         if staged.status != 0 || !path.starts_with('/') {
             return Ok(staged);
         }
         let run = format!("sh -c {} plumb {}", quote(RUN_STAGED), quote(&path));
-        self.run_in(session, &run, Some(payload)).await
+        self.run_in(session, &run, Some((&[], Some(payload)))).await
     }
 
     fn max_parallel(&self) -> usize {
@@ -357,9 +388,6 @@ impl Transport for SshTransport {
 const STAGE: &str = "f=$(mktemp) && cat >\"$f\" && printf '%s\\n' \"$f\"";
 /// Run a staged script (`$1`) and remove it.
 const RUN_STAGED: &str = "trap 'rm -f \"$1\"' EXIT; sh \"$1\"";
-/// Stage a long script from stdin, run it with no stdin, remove it.
-const STAGE_AND_RUN: &str =
-    "f=$(mktemp) || exit 125; trap 'rm -f \"$f\"' EXIT; cat >\"$f\" || exit 125; sh \"$f\" </dev/null";
 
 /// An error with its sources, for messages.
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -479,7 +507,7 @@ mod tests {
 
     #[test]
     fn stage_scripts_are_valid_sh() {
-        for s in [STAGE, RUN_STAGED, STAGE_AND_RUN] {
+        for s in [STAGE, RUN_STAGED] {
             let out = std::process::Command::new("sh").args(["-n", "-c", s]).output().unwrap();
             assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
         }
