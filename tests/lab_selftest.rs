@@ -85,3 +85,35 @@ fn concurrent_labs_do_not_collide() {
         }
     }
 }
+
+/// Under CI the lab never stands in this machine's own root for a root
+/// filesystem it could not build: `up` fails, naming why, and starts nothing.
+#[test]
+fn under_ci_the_lab_never_falls_back_to_the_machine_s_root() {
+    if !Lab::available() {
+        eprintln!("skipped: {}", Lab::unavailable_reason().unwrap_or_default());
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("rootfs-v1.failed"), "an earlier build failed\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for (k, v) in [("CI", "true"), ("PLUMB_LAB_REQUIRE", "1")] {
+        let out = std::process::Command::new("bash")
+            .arg(lab::lab_sh())
+            .args(["up", &state.path().display().to_string(), "1"])
+            .env("PLUMB_LAB_CACHE", cache.path())
+            .env_remove("PLUMB_LAB_ROOTFS")
+            .env_remove(if k == "CI" { "PLUMB_LAB_REQUIRE" } else { "CI" })
+            .env(k, v)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{k}={v}: {err}");
+        assert!(
+            err.contains("rootfs build failed before") && err.contains("no fallback under CI"),
+            "{k}={v}: {err}"
+        );
+        assert!(!state.path().join("nodes").exists(), "{k}={v}: no node started");
+    }
+}

@@ -265,5 +265,25 @@ tmpfs /tmp tmpfs nosuid,nodev 0 0";
             let kept: Vec<&str> = out.lines().filter(|l| *l != "new /x ext4 defaults 0 0").collect();
             prop_assert_eq!(kept, others);
         }
+
+        #[test]
+        fn any_bytes_are_read_and_rewritten_once_and_for_all(
+            text in prop::collection::vec(any::<u8>(), 0..400),
+            path in "/[a-z \\\\]{0,6}",
+            add in any::<bool>(),
+        ) {
+            let _ = entries_for(&text, &path);
+            for l in lines(&text) {
+                let _ = parse_line(l);
+            }
+            // What the mount module does: the line for `path`, or none.
+            let line = entry(&path).line();
+            let new = add.then_some(line.as_str());
+            let once = rewrite(&text, &path, new);
+            prop_assert_eq!(rewrite(&once, &path, new), once.clone(), "a second rewrite changes nothing");
+            if new.is_none() {
+                prop_assert!(entries_for(&once, &path).is_empty(), "no line for `{}` is left", path);
+            }
+        }
     }
 }

@@ -163,6 +163,30 @@ pub(crate) fn device_aliases(dev: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_report_is_read_or_refused_without_panicking(json in "\\PC{0,80}", kind in "lv|vg|pv") {
+            if let Ok(rows) = rows(&json, &kind) {
+                for r in &rows {
+                    let _ = text(r, "lv_name");
+                    let _ = num(r, "lv_size");
+                }
+            }
+            let _ = status(Some(&json.clone().into_bytes()));
+            let _ = device_aliases(&json);
+        }
+
+        #[test]
+        fn a_volume_s_two_paths_name_each_other(vg in "[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]{0,10}", lv in "[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]{0,10}") {
+            prop_assume!(invalid_name(&vg).is_none() && invalid_name(&lv).is_none());
+            let mapper = mapper_path(&vg, &lv);
+            prop_assert!(device_aliases(&mapper).contains(&format!("/dev/{vg}/{lv}")), "{}", mapper);
+            let short = format!("/dev/{vg}/{lv}");
+            prop_assert!(device_aliases(&short).contains(&mapper), "{}", short);
+        }
+    }
 
     #[test]
     fn mapper_names_double_their_dashes() {

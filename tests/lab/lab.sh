@@ -42,8 +42,8 @@ warn() { echo "lab.sh: warning: $*" >&2; }
 # Under CI (CI=true, or PLUMB_LAB_REQUIRE set and not 0) a degraded lab is an
 # error: what the tests would run against is not what they say.
 strict() { [ "${CI:-}" = true ] || { [ -n "${PLUMB_LAB_REQUIRE:-}" ] && [ "${PLUMB_LAB_REQUIRE}" != 0 ]; }; }
-# warn, or die under CI.
-degraded() { if strict; then die "$* (refused under CI: CI=true or PLUMB_LAB_REQUIRE is set)"; fi; warn "$*"; }
+# degraded WHY FALLBACK: warn and go on with FALLBACK, or die under CI.
+degraded() { if strict; then die "$1 (no fallback under CI: CI=true or PLUMB_LAB_REQUIRE is set)"; fi; warn "$1; $2"; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
 
 # ---------------------------------------------------------------- rootfs
@@ -64,7 +64,7 @@ cmd_rootfs() {
 	if [ -z "$force" ] && [ -e "$ROOTFS.failed" ]; then
 		exec 7>&-
 		[ "$INIT" = sshd ] || die "the systemd rootfs build failed before ($ROOTFS.failed); run 'lab.sh rootfs --systemd' to retry"
-		degraded "rootfs build failed before ($ROOTFS.failed); using / as lower dir (run 'lab.sh rootfs' to retry)"
+		degraded "rootfs build failed before ($ROOTFS.failed); run 'lab.sh rootfs' to retry" "using / as lower dir"
 		echo /; return
 	fi
 	local codename mirrors=() tmp line
@@ -93,7 +93,7 @@ cmd_rootfs() {
 		date >"$ROOTFS.failed"
 		exec 7>&-
 		[ "$INIT" = sshd ] || die "mmdebstrap failed for the systemd rootfs (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' '))"
-		degraded "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' ')); using / as lower dir"
+		degraded "mmdebstrap failed (see $CACHE/mmdebstrap.log: $(tail -n 3 "$MMLOG" 2>/dev/null | tr '\n' ' '))" "using / as lower dir"
 		echo /
 	fi
 }
