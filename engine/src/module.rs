@@ -271,6 +271,27 @@ pub enum Step {
     Write(FileWrite),
 }
 
+impl Step {
+    /// A script to run, labelled `label` in reports and errors.
+    #[must_use]
+    pub fn run(label: impl Into<String>, sh: Sh) -> Self {
+        Step::Run(Script {
+            label: label.into(),
+            sh,
+            stdin: None,
+        })
+    }
+
+    /// What reports and errors call it (`mkdir /srv/app`, `write /etc/motd`).
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Step::Run(s) => s.label.clone(),
+            Step::Write(w) => format!("write {}", w.path),
+        }
+    }
+}
+
 /// What a probe printed for one resource, and what the engine observed of
 /// the paths it asked about ([`Module::inspect`]).
 #[derive(Clone, Debug, Default)]
