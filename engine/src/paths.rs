@@ -165,7 +165,7 @@ impl Account {
 /// What a batch observed of one path: `Ok(None)` when nothing is there,
 /// `Err` when it could not be read (a regular file that could not be
 /// checksummed).
-pub type Observed = Result<Option<PathStat>, String>;
+pub type PathObservation = Result<Option<PathStat>, String>;
 
 /// The queries of one host's batch, deduplicated, with the script that
 /// answers them and the parser of its output.
@@ -591,7 +591,7 @@ impl PathBatch {
 #[derive(Debug, Default)]
 pub struct Answers {
     /// Every queried path's observation.
-    pub paths: BTreeMap<String, Observed>,
+    pub paths: BTreeMap<String, PathObservation>,
     /// Fetched contents, by path (up to the largest limit asked for it, plus
     /// one byte: longer than a query's limit means larger than it).
     pub contents: BTreeMap<String, Vec<u8>>,
