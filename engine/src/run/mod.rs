@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::compile::HostPlan;
 use crate::module::{Account, Changes, Observed};
 use crate::plan::Become;
-use crate::report::{redact, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
+use crate::report::{redact, FailureReport, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
 use crate::transport::{Connector, Output, Transport, TransportError};
 use crate::write::with_become;
@@ -327,6 +327,11 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
         changes,
         diff,
         error: s.outcome.as_ref().and_then(Outcome::error),
+        failure: s.outcome.as_ref().and_then(Outcome::failure).map(|f| FailureReport {
+            host: hp.host.name.clone(),
+            resource: r.id.clone(),
+            failure: f.clone(),
+        }),
         after: std::mem::take(&mut s.after),
         notes: std::mem::take(&mut s.notes),
         completed: if status == Status::Failed {

@@ -92,7 +92,8 @@ impl fmt::Display for Reason {
 /// A runtime error, as data: what failed, in which step, with which exit
 /// status, what the command said on stderr (its last lines), and what to do
 /// about it. The reports render it ([`fmt::Display`] gives the sentence);
-/// the JSON report also carries the fields.
+/// the JSON report also carries the fields, with the host and the resource
+/// ([`crate::report::FailureReport`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Failure {
     /// What went wrong, in a sentence (without the command's own words).
