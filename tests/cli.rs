@@ -357,3 +357,30 @@ fn the_readme_first_commands_show_the_build_and_run() {
     assert!(d.code == 2 || d.code == 0, "exit {}:\n{}{}", d.code, d.stdout, d.stderr);
     assert!(d.stdout.contains("plan hello (diff)"), "{}", d.stdout);
 }
+
+/// A failed step is reported as data beside its sentence: the host, the
+/// resource, the step, its exit status and the last lines of its stderr.
+#[test]
+fn a_failed_step_is_reported_as_data() {
+    let s = Scratch::new();
+    s.plan(
+        r#"
+resources:
+  - id: broken
+    command: {run: "echo first >&2; echo 'it broke' >&2; exit 3", creates: "{{ root }}/never"}
+"#,
+    );
+    let a = s.run("apply", &[]);
+    assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
+    let r = &a.json()["hosts"][0]["resources"][0];
+    let f = &r["failure"];
+    assert_eq!(f["resource"], "broken", "{r}");
+    assert_eq!(f["host"], a.json()["hosts"][0]["name"], "{r}");
+    assert_eq!(f["step"], "echo first >&2; echo 'it broke' >&2; exit 3", "{r}");
+    assert_eq!(f["exit_status"], 3, "{r}");
+    assert_eq!(f["stderr"], "first\nit broke", "{r}");
+    assert_eq!(
+        r["error"], "`echo first >&2; echo 'it broke' >&2; exit 3` failed (exit 3): first\nit broke",
+        "{r}"
+    );
+}

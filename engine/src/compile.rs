@@ -412,14 +412,16 @@ fn compile_host(
             );
             continue;
         }
-        let cx = CompileCx {
-            plan_dir: &plan.dir,
+        let cx = CompileCx::new(
+            &params,
+            raw.module.span,
+            &plan.dir,
             sources,
-            render: &render,
-            sensitive: raw.sensitive,
+            &render,
+            raw.sensitive,
             vars,
-        };
-        match module.compile(&params, raw.module.span, cx) {
+        );
+        match module.compile(cx) {
             Ok(r) => hr.resource = Some(r),
             Err(d) => diags.extend(d),
         }

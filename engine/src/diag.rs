@@ -86,20 +86,20 @@ pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// A diagnostic bound to its source text, ready for miette.
 #[derive(Debug)]
-pub struct Located {
+pub struct SourcedDiag {
     diag: Diag,
     source: Option<NamedSource<String>>,
 }
 
-impl fmt::Display for Located {
+impl fmt::Display for SourcedDiag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.diag.message)
     }
 }
 
-impl std::error::Error for Located {}
+impl std::error::Error for SourcedDiag {}
 
-impl Diagnostic for Located {
+impl Diagnostic for SourcedDiag {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(self.diag.code))
     }
@@ -134,7 +134,7 @@ impl Diagnostic for Located {
 #[derive(Debug)]
 pub struct Report {
     summary: String,
-    items: Vec<Located>,
+    items: Vec<SourcedDiag>,
 }
 
 impl Report {
@@ -161,7 +161,7 @@ impl Report {
                     let f = sources.get(s.source);
                     NamedSource::new(f.name.clone(), f.text.to_string()).with_language("yaml")
                 });
-                Located { diag, source }
+                SourcedDiag { diag, source }
             })
             .collect();
         Self { summary, items }
@@ -171,7 +171,7 @@ impl Report {
     ///
     /// # Errors
     /// The report itself when there are several.
-    pub fn into_single(mut self) -> Result<Located, Self> {
+    pub fn into_single(mut self) -> Result<SourcedDiag, Self> {
         if self.items.len() == 1 {
             return Ok(self.items.remove(0));
         }
@@ -180,7 +180,7 @@ impl Report {
 
     /// The diagnostics, in file order.
     #[must_use]
-    pub fn items(&self) -> &[Located] {
+    pub fn items(&self) -> &[SourcedDiag] {
         &self.items
     }
 

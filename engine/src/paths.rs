@@ -165,7 +165,7 @@ impl Account {
 /// What a batch observed of one path: `Ok(None)` when nothing is there,
 /// `Err` when it could not be read (a regular file that could not be
 /// checksummed).
-pub type Observed = Result<Option<PathStat>, String>;
+pub type PathObservation = Result<Option<PathStat>, String>;
 
 /// The queries of one host's batch, deduplicated, with the script that
 /// answers them and the parser of its output.
@@ -278,7 +278,7 @@ impl PathBatch {
     /// unusual name.
     #[must_use]
     pub fn script(&self, nonce: &str) -> Sh {
-        let mark = |what: &str| Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:p:{what}"));
+        let mark = |what: &str| crate::run::probe::marker(nonce, &format!("p:{what}"));
         let mut s = Sh::raw_start("plumb_nl='\n'\nplumb_sums=");
         s.line(&self.accounts_script(&mark));
         // Plain paths whose content is wanted unless it has a given sha256:
@@ -591,7 +591,7 @@ impl PathBatch {
 #[derive(Debug, Default)]
 pub struct Answers {
     /// Every queried path's observation.
-    pub paths: BTreeMap<String, Observed>,
+    pub paths: BTreeMap<String, PathObservation>,
     /// Fetched contents, by path (up to the largest limit asked for it, plus
     /// one byte: longer than a query's limit means larger than it).
     pub contents: BTreeMap<String, Vec<u8>>,
@@ -629,35 +629,18 @@ fn stat_fields(raw_mode: &str, size: &str, owner: &str, group: &str) -> Option<P
     })
 }
 
-/// The sections between `\n@@NONCE:p:NAME\n` markers, up to the `end`
-/// marker; `None` if there is none. A section's body ends where the `\n` of
-/// the next marker starts, so content need not end with a newline.
+/// The sections named `p:NAME` (by [`crate::run::probe::sections`], the
+/// one parser of a batch's output), up to the `p:end` marker; `None` if
+/// there is none (the batch was cut short).
 fn split<'o>(nonce: &str, out: &'o [u8]) -> Option<Vec<(String, &'o [u8])>> {
-    let prefix = format!("\n@@{nonce}:p:");
-    let prefix = prefix.as_bytes();
-    let mut marks = Vec::new();
-    let mut from = 0;
-    while let Some(i) = find(&out[from..], prefix).map(|i| i + from) {
-        let name_start = i + prefix.len();
-        let nl = out[name_start..].iter().position(|b| *b == b'\n')? + name_start;
-        let name = String::from_utf8_lossy(&out[name_start..nl]).into_owned();
-        marks.push((i, name, nl + 1));
-        from = nl + 1;
-    }
-    let end = marks.iter().position(|(_, n, _)| n == "end")?;
+    let all = crate::run::probe::sections(nonce, out);
+    let end = all.iter().position(|(n, _)| n == "p:end")?;
     Some(
-        (0..end)
-            .map(|j| {
-                let (_, name, body_start) = &marks[j];
-                let body_end = marks[j + 1].0;
-                (name.clone(), &out[*body_start..body_end])
-            })
+        all.into_iter()
+            .take(end)
+            .filter_map(|(n, body)| Some((n.strip_prefix("p:")?.to_string(), body)))
             .collect(),
     )
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

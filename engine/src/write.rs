@@ -1,5 +1,5 @@
-//! Shell text for the engine's own steps: the batched probe script, atomic
-//! verified file writes, and `become`. Built with [`crate::shell::Sh`] only.
+//! Shell text for the engine's own steps: atomic verified file writes, and
+//! `become` (the batched probe's framing is in [`crate::run::probe`]). Built with [`crate::shell::Sh`] only.
 
 use crate::module::FileWrite;
 use crate::plan::Become;
@@ -49,55 +49,6 @@ pub fn with_become(script: &Sh, become_: &Become, payload: bool) -> Sh {
             .raw(" -c 'plumb_script=$(cat) && exec </dev/null && eval \"$plumb_script\"'")
             .heredoc(script.as_str())
     }
-}
-
-/// One script that runs every probe, each framed by markers that carry a
-/// per-run nonce (so probed content cannot forge them).
-#[must_use]
-pub fn probe_batch(nonce: &str, probes: &[(usize, Sh)]) -> Sh {
-    let mut s = Sh::new();
-    for (i, p) in probes {
-        s.line(&Sh::raw_start("printf '%s\\n'").arg(format!("@@{nonce}:b:{i}")));
-        s.line(&Sh::raw_start("(\n").then(p).raw("\n) </dev/null"));
-        s.line(
-            &Sh::raw_start("printf '\\n%s:%d\\n'")
-                .arg(format!("@@{nonce}:e:{i}"))
-                .raw(" \"$?\""),
-        );
-    }
-    s
-}
-
-/// Split a batch's output into each probe's output and status.
-#[must_use]
-pub fn split_batch(nonce: &str, stdout: &[u8]) -> Vec<(usize, Vec<u8>, i32)> {
-    let mut out = Vec::new();
-    let begin = format!("@@{nonce}:b:");
-    let mut rest = stdout;
-    while let Some(b) = find(rest, begin.as_bytes()) {
-        let after = &rest[b + begin.len()..];
-        let Some(nl) = after.iter().position(|c| *c == b'\n') else {
-            break;
-        };
-        let Ok(i) = std::str::from_utf8(&after[..nl]).unwrap_or("").parse::<usize>() else {
-            break;
-        };
-        let body = &after[nl + 1..];
-        let end = format!("\n@@{nonce}:e:{i}:");
-        let Some(e) = find(body, end.as_bytes()) else {
-            break;
-        };
-        let tail = &body[e + end.len()..];
-        let nl2 = tail.iter().position(|c| *c == b'\n').unwrap_or(tail.len());
-        let status = std::str::from_utf8(&tail[..nl2]).unwrap_or("").parse().unwrap_or(-1);
-        out.push((i, body[..e].to_vec(), status));
-        rest = &tail[nl2..];
-    }
-    out
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The script that writes `w` atomically from standard input: a temp file in
@@ -226,26 +177,6 @@ pub fn backup_lines() -> Sh {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileTypeExt as _;
-
-    #[test]
-    fn a_batch_splits_back_into_its_probes() {
-        let probes = vec![
-            (0, Sh::raw_start("printf 'a=1\\n'")),
-            (3, Sh::raw_start("printf 'no newline'; exit 4")),
-            (7, Sh::raw_start("printf '@@fake:e:7:0\\n'")),
-        ];
-        let script = probe_batch("n0nce", &probes);
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script.as_str())
-            .output()
-            .unwrap();
-        let parts = split_batch("n0nce", &out.stdout);
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0], (0, b"a=1\n".to_vec(), 0));
-        assert_eq!(parts[1], (3, b"no newline".to_vec(), 4));
-        assert_eq!(parts[2], (7, b"@@fake:e:7:0\n".to_vec(), 0));
-    }
 
     /// A script larger than one command-line argument may be (128 KiB on
     /// Linux) runs through `become`, with its exit status, and its commands

@@ -6,7 +6,7 @@
 //! assertion's own probe, so a check that follows a change (growing a volume)
 //! sees the new state. `command` runs a read-only check on the host.
 
-use plumb_engine::module::{Changes, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Step};
+use plumb_engine::module::{Changes, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Step};
 use plumb_engine::shell::Sh;
 use plumb_engine::template::Vars;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl Module for Assert {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         match (&p.that, &p.command) {
             (Some(_), Some(_)) => cx.error(
                 "command",

@@ -2,7 +2,7 @@
 //! `unless`, `onlyif`), so that a second run converges instead of running it
 //! again; guards are read-only checks evaluated in the batched probe.
 
-use plumb_engine::module::{Change, Changes, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Risk, Script, Step};
+use plumb_engine::module::{Change, Changes, CompileCx, Module, ModuleDoc, ParamDoc, ProbeOutput, Risk, Step};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +81,7 @@ impl Module for Command {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         if !p.refresh_only && p.creates.is_none() && p.unless.is_none() && p.onlyif.is_none() {
             cx.error(
                 "run",
@@ -175,9 +175,5 @@ impl Module for Command {
 }
 
 fn run_step(p: &Params) -> Step {
-    Step::Run(Script {
-        label: p.run.clone(),
-        sh: Sh::user_command(&p.run, &[]),
-        stdin: None,
-    })
+    Step::run(p.run.clone(), Sh::user_command(&p.run, &[]))
 }

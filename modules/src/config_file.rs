@@ -6,7 +6,7 @@
 //! These modules compare documents, not bytes: a file that says the same
 //! thing in another layout is converged and is not rewritten.
 
-use plumb_engine::module::{Change, Fetch, FileWrite, PathQuery, Payload, ProbeOutput, Script, Step};
+use plumb_engine::module::{Change, Fetch, FileWrite, PathQuery, Payload, ProbeOutput, Step};
 use plumb_engine::shell::Sh;
 use serde::Serialize;
 use serde_json::Value;
@@ -98,11 +98,10 @@ pub(crate) fn write_steps(
     let mut steps = Vec::new();
     if !file.dir_exists {
         let dir = parent(path);
-        steps.push(Step::Run(Script {
-            label: format!("mkdir {dir}"),
-            sh: Sh::raw_start("mkdir -p -m 0755 --").arg(dir),
-            stdin: None,
-        }));
+        steps.push(Step::run(
+            format!("mkdir {dir}"),
+            Sh::raw_start("mkdir -p -m 0755 --").arg(dir),
+        ));
     }
     steps.push(Step::Write(FileWrite {
         path: path.to_string(),

@@ -7,7 +7,7 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, ProbeOutput, Step,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput, Step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -177,7 +177,7 @@ impl Module for ContainerdHosts {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("dir", &p.dir);
         let r = &p.registry;
         if r.is_empty() || r == "." || r == ".." || r.contains('/') || r.chars().any(char::is_whitespace) {

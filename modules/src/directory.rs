@@ -2,8 +2,8 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Account, Change, Changes, Claim, Claims, Mode, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, Presence,
-    ProbeOutput, Risk, Script, Step,
+    Account, Change, Changes, Claim, Claims, CompileCx, FileMode, Module, ModuleDoc, ParamDoc, PathQuery, Presence,
+    ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ pub struct Directory;
 #[serde(deny_unknown_fields)]
 pub struct Params {
     path: String,
-    mode: Option<Mode>,
+    mode: Option<FileMode>,
     owner: Option<String>,
     group: Option<String>,
     #[serde(default)]
@@ -86,7 +86,7 @@ impl Module for Directory {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("path", &p.path);
         if p.path.trim_end_matches('/').is_empty() {
             cx.error(
@@ -209,11 +209,7 @@ impl Module for Directory {
                 cmd
             };
             sh.line(&Sh::raw_start(cmd).arg(&p.path));
-            return vec![Step::Run(Script {
-                label: format!("remove {}", p.path),
-                sh,
-                stdin: None,
-            })];
+            return vec![Step::run(format!("remove {}", p.path), sh)];
         }
         if s.info.kind == Kind::None {
             sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
@@ -228,14 +224,13 @@ impl Module for Directory {
         ) {
             sh.line(&m);
         }
-        vec![Step::Run(Script {
-            label: if s.info.kind == Kind::None {
+        vec![Step::run(
+            if s.info.kind == Kind::None {
                 format!("create {}", p.path)
             } else {
                 format!("set metadata of {}", p.path)
             },
             sh,
-            stdin: None,
-        })]
+        )]
     }
 }

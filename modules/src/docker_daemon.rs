@@ -12,7 +12,7 @@
 //! it replaces the old one.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, Prediction, PrepareCx,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, Prediction,
     ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
@@ -164,7 +164,7 @@ impl Module for DockerDaemon {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("path", &p.path);
     }
 

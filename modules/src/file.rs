@@ -3,8 +3,8 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Account, Change, Changes, Claim, Claims, Fetch, FileWrite, Mode, Module, ModuleDoc, ParamDoc, PathQuery,
-    Payload, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    text_diff, Account, Change, Changes, Claim, Claims, CompileCx, Fetch, FileMode, FileWrite, Module, ModuleDoc,
+    ParamDoc, PathQuery, Payload, Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
@@ -26,7 +26,7 @@ pub struct Params {
     content: Option<String>,
     source: Option<String>,
     template: Option<String>,
-    mode: Option<Mode>,
+    mode: Option<FileMode>,
     owner: Option<String>,
     group: Option<String>,
     #[serde(default)]
@@ -91,7 +91,7 @@ impl Module for File {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("path", &p.path);
         let given: Vec<&str> = [
             ("content", p.content.is_some()),
@@ -248,11 +248,7 @@ impl Module for File {
                 sh.line(&backup_lines());
             }
             sh.line(&Sh::raw_start("rm -f -- \"$target\""));
-            return vec![Step::Run(Script {
-                label: format!("remove {}", p.path),
-                sh,
-                stdin: None,
-            })];
+            return vec![Step::run(format!("remove {}", p.path), sh)];
         }
         if changes.has("content") || changes.has("state") {
             let payload = p.payload.clone().unwrap_or_else(|| Payload::bytes(Vec::new()));
@@ -274,11 +270,10 @@ impl Module for File {
             p.group.as_deref(),
         )
         .map(|sh| {
-            vec![Step::Run(Script {
-                label: format!("set metadata of {}", p.path),
-                sh: Sh::raw_start("set -e\n").then(&sh),
-                stdin: None,
-            })]
+            vec![Step::run(
+                format!("set metadata of {}", p.path),
+                Sh::raw_start("set -e\n").then(&sh),
+            )]
         })
         .unwrap_or_default()
     }

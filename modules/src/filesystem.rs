@@ -6,7 +6,7 @@
 //! filesystem's own rounding).
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -113,7 +113,7 @@ impl Module for Filesystem {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_device("dev", &p.dev);
         if let Some(l) = &p.label {
             let max = max_label(p.fstype);
@@ -262,26 +262,23 @@ impl Module for Filesystem {
     fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
         let mut steps = Vec::new();
         if changes.has("filesystem") {
-            steps.push(Step::Run(Script {
-                label: format!("mkfs.{} {}", p.fstype.as_str(), p.dev),
-                sh: mkfs_script(p),
-                stdin: None,
-            }));
+            steps.push(Step::run(
+                format!("mkfs.{} {}", p.fstype.as_str(), p.dev),
+                mkfs_script(p),
+            ));
             return steps;
         }
         if let (true, Some(l)) = (changes.has("label"), &p.label) {
-            steps.push(Step::Run(Script {
-                label: format!("label {} `{l}`", p.dev),
-                sh: label_script(&p.dev, p.fstype, l, s.dev.mount.as_deref()),
-                stdin: None,
-            }));
+            steps.push(Step::run(
+                format!("label {} `{l}`", p.dev),
+                label_script(&p.dev, p.fstype, l, s.dev.mount.as_deref()),
+            ));
         }
         if changes.has("size") {
-            steps.push(Step::Run(Script {
-                label: format!("grow the {} filesystem on {}", p.fstype.as_str(), p.dev),
-                sh: Sh::raw_start("set -e\n").then(&blockdev::grow_script(&p.dev, p.fstype)),
-                stdin: None,
-            }));
+            steps.push(Step::run(
+                format!("grow the {} filesystem on {}", p.fstype.as_str(), p.dev),
+                Sh::raw_start("set -e\n").then(&blockdev::grow_script(&p.dev, p.fstype)),
+            ));
         }
         steps
     }

@@ -10,8 +10,7 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PathQuery, PrepareCx, ProbeOutput, Script,
-    Step,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -215,7 +214,7 @@ impl Module for K3sRegistries {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("path", &p.path);
         for (name, m) in &p.mirrors {
             for e in &m.endpoint {
@@ -300,11 +299,10 @@ impl Module for K3sRegistries {
         }
         metadata_script(&p.path, &s.file.info, Some(MODE), None, None)
             .map(|sh| {
-                vec![Step::Run(Script {
-                    label: format!("chmod 0600 {}", p.path),
-                    sh: Sh::raw_start("set -e\n").then(&sh),
-                    stdin: None,
-                })]
+                vec![Step::run(
+                    format!("chmod 0600 {}", p.path),
+                    Sh::raw_start("set -e\n").then(&sh),
+                )]
             })
             .unwrap_or_default()
     }

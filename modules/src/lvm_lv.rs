@@ -7,8 +7,8 @@
 //! always for XFS, which cannot shrink.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, Presence, ProbeOutput, Risk,
-    Script, Step,
+    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, Presence, ProbeOutput, Risk,
+    Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -185,7 +185,7 @@ impl Module for LogicalVolume {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         if let Some(why) = invalid_name(&p.vg) {
             cx.error(
                 "vg",
@@ -481,7 +481,7 @@ impl Module for LogicalVolume {
                 format!("lvreduce {lv}")
             }
         };
-        vec![Step::Run(Script { label, sh, stdin: None })]
+        vec![Step::run(label, sh)]
     }
 
     fn reprobe_after_requirements() -> bool {

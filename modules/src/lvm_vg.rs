@@ -4,9 +4,7 @@
 //! but not in the plan is reported as drift. Other groups on the host, even
 //! broken ones (missing PVs), are left alone and do not disturb the probe.
 
-use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, ProbeOutput, Script, Step,
-};
+use plumb_engine::module::{Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, ProbeOutput, Step};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +115,7 @@ impl Module for VolumeGroup {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         if let Some(why) = invalid_name(&p.name) {
             cx.error(
                 "name",
@@ -347,11 +345,7 @@ impl Module for VolumeGroup {
         if label.is_empty() {
             return Vec::new();
         }
-        vec![Step::Run(Script {
-            label: label.join(", "),
-            sh,
-            stdin: None,
-        })]
+        vec![Step::run(label.join(", "), sh)]
     }
 
     fn reprobe_after_requirements() -> bool {

@@ -7,8 +7,8 @@
 //! and only its line for this mount point changes.
 
 use plumb_engine::module::{
-    sha256_hex, Change, Changes, Claim, Claims, FileWrite, Module, ModuleDoc, ParamDoc, Payload, PrepareCx,
-    ProbeOutput, Risk, Script, Step,
+    sha256_hex, Change, Changes, Claim, Claims, CompileCx, FileWrite, Module, ModuleDoc, ParamDoc, Payload,
+    ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -528,7 +528,7 @@ impl Module for Mount {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         cx.require_absolute("path", &p.path);
         cx.require_absolute("fstab", &p.fstab);
         if p.path.chars().any(char::is_control) {
@@ -880,9 +880,9 @@ impl Module for Mount {
         let fstype = p.fstype.as_deref().unwrap_or("auto");
         if changes.has("migrate") {
             let m = p.migrate.as_ref().expect("a migrate change comes from `migrate:`");
-            steps.push(Step::Run(Script {
-                label: format!("migrate {} onto {src}", p.path),
-                sh: migrate::script(&Migration {
+            steps.push(Step::run(
+                format!("migrate {} onto {src}", p.path),
+                migrate::script(&Migration {
                     path: &p.path,
                     src,
                     fstype,
@@ -891,8 +891,7 @@ impl Module for Mount {
                     stop_command: m.stop_command.as_deref(),
                     keep_old: m.keep_old,
                 }),
-                stdin: None,
-            }));
+            ));
         } else if changes.has("mounted") && p.state == MountState::Mounted {
             let mut sh = Sh::raw_start("set -e\n");
             if s.path_kind == "none" {
@@ -906,11 +905,7 @@ impl Module for Mount {
                     .arg(src)
                     .arg(&p.path),
             );
-            steps.push(Step::Run(Script {
-                label: format!("mount {src} on {}", p.path),
-                sh,
-                stdin: None,
-            }));
+            steps.push(Step::run(format!("mount {src} on {}", p.path), sh));
         } else if changes.has("mounted") {
             // An `rbind` carries the mounts under its source: all go.
             let umount = if p.opts.iter().any(|o| o == "rbind") {
@@ -918,18 +913,13 @@ impl Module for Mount {
             } else {
                 Sh::raw_start("umount --")
             };
-            steps.push(Step::Run(Script {
-                label: format!("umount {}", p.path),
-                sh: umount.arg(&p.path),
-                stdin: None,
-            }));
+            steps.push(Step::run(format!("umount {}", p.path), umount.arg(&p.path)));
         }
         if changes.has("options") {
-            steps.push(Step::Run(Script {
-                label: format!("remount {}", p.path),
-                sh: Sh::raw_start("mount -o").arg(remount_options(&p.opts)).arg(&p.path),
-                stdin: None,
-            }));
+            steps.push(Step::run(
+                format!("remount {}", p.path),
+                Sh::raw_start("mount -o").arg(remount_options(&p.opts)).arg(&p.path),
+            ));
         }
         if changes.items.iter().any(|c| c.field.starts_with("fstab")) {
             let new = if p.state == MountState::Absent {

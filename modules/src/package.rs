@@ -10,7 +10,7 @@
 //! package; the probe simulates the removal and the diff names them.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, PrepareCx, Presence, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ impl Module for Package {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         if p.name.0.is_empty() {
             cx.error("name", "plumb::plan::invalid_value", "`name` lists no package", None);
         }
@@ -316,7 +316,7 @@ impl Module for Package {
                     if p.update_cache { "apt-get update; " } else { "" },
                     missing.join(" ")
                 );
-                vec![Step::Run(Script { label, sh, stdin: None })]
+                vec![Step::run(label, sh)]
             }
             Presence::Absent => {
                 let present: Vec<&str> = s.present().map(|m| m.name.as_str()).collect();
@@ -327,11 +327,7 @@ impl Module for Package {
                 for n in &present {
                     sh = sh.arg(n);
                 }
-                vec![Step::Run(Script {
-                    label: format!("apt-get remove {}", present.join(" ")),
-                    sh,
-                    stdin: None,
-                })]
+                vec![Step::run(format!("apt-get remove {}", present.join(" ")), sh)]
             }
         }
     }

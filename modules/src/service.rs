@@ -10,7 +10,7 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction, PrepareCx, ProbeOutput, Risk, Script, Step,
+    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ fn start_like(unit: &str, verb: &'static str) -> Sh {
 }
 
 fn step(label: String, sh: Sh) -> Step {
-    Step::Run(Script { label, sh, stdin: None })
+    Step::run(label, sh)
 }
 
 impl Module for Service {
@@ -194,7 +194,7 @@ impl Module for Service {
         }
     }
 
-    fn prepare(p: &mut Params, cx: &PrepareCx<'_>) {
+    fn prepare(p: &mut Params, cx: &CompileCx<'_>) {
         if !valid_unit(&p.name) {
             cx.error(
                 "name",

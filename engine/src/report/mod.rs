@@ -82,8 +82,12 @@ pub struct ResourceReport {
     pub changes: Vec<ChangeReport>,
     /// Unified diff of content, when there is one and it may be shown.
     pub diff: Option<String>,
-    /// Why it failed or was skipped.
+    /// Why it failed or was skipped, in a sentence (for a failure, its
+    /// [`crate::run::Failure`] rendered).
     pub error: Option<String>,
+    /// A failure as data: step, exit status, stderr, hint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReport>,
     /// Pending requirements this prediction follows (diff).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
@@ -107,6 +111,18 @@ pub struct ResourceReport {
     /// compares at apply time (never printed).
     #[serde(skip)]
     pub fingerprint: Option<String>,
+}
+
+/// A resource's failure, as data, with where it happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureReport {
+    /// The host.
+    pub host: String,
+    /// The resource's id.
+    pub resource: String,
+    /// What failed, how.
+    #[serde(flatten)]
+    pub failure: crate::run::Failure,
 }
 
 /// One host.

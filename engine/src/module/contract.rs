@@ -1,0 +1,188 @@
+//! The contract a module implements: [`Module`], with its documentation
+//! ([`ModuleDoc`]), its [`Claims`] and its [`Prediction`]s.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Account, Changes, CompileCx, PathQuery, ProbeOutput, Step};
+use crate::shell::Sh;
+
+/// Something a resource manages (`provides`) or relies on (`needs`), from
+/// which the engine adds implicit edges to the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Claim {
+    /// A filesystem path. A need of `/a/b/c` is met by a provider of `/a` or
+    /// `/a/b` (every managed ancestor).
+    Path(String),
+    /// An exact key in a namespace: `("vg", "vg_fast")`,
+    /// `("blockdev", "/dev/vg_fast/docker")`, `("fs", "/dev/…")`.
+    Key(&'static str, String),
+}
+
+/// A resource's claims.
+#[derive(Clone, Debug, Default)]
+pub struct Claims {
+    /// What it manages, for the resources that rely on it.
+    pub provides: Vec<Claim>,
+    /// What it relies on.
+    pub needs: Vec<Claim>,
+    /// What it alone may manage on a host: its identities. Two resources of
+    /// one host with a common identity would undo each other's work on every
+    /// apply, so the engine refuses the plan. A path here is the path
+    /// itself (its ancestors are not involved), compared after removing
+    /// repeated and trailing slashes; so is a key value that starts with `/`.
+    pub manages: Vec<Claim>,
+}
+
+/// Documentation of a module, shown by `plumb doc`.
+#[derive(Debug)]
+pub struct ModuleDoc {
+    /// One paragraph: what the module manages.
+    pub summary: &'static str,
+    /// Every parameter, documented.
+    pub params: &'static [ParamDoc],
+    /// A resource in YAML.
+    pub example: &'static str,
+}
+
+/// Documentation of one parameter.
+#[derive(Debug)]
+pub struct ParamDoc {
+    /// The key.
+    pub name: &'static str,
+    /// Its type, as a user reads it (`string`, `"0644"`, `list of strings`).
+    pub ty: &'static str,
+    /// Default, or `required`.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// A module: a kind of thing plumb manages. See the crate docs.
+pub trait Module: Send + Sync + 'static {
+    /// The key that names it in plans (`file`, `lvm.lv`).
+    const NAME: &'static str;
+    /// Its parameters (`#[serde(deny_unknown_fields)]`).
+    type Params: DeserializeOwned + Send + Sync + 'static;
+    /// What a probe observes.
+    type State: Serialize + Send + Sync + 'static;
+
+    /// Its reference documentation.
+    fn doc() -> ModuleDoc;
+
+    /// Check and complete the parameters on the workstation (read local
+    /// files, check paths), reporting problems through `cx`.
+    fn prepare(_p: &mut Self::Params, _cx: &CompileCx<'_>) {}
+
+    /// What it manages and relies on (implicit graph edges), and what it
+    /// alone may manage (see [`Claims::manages`]).
+    fn claims(_p: &Self::Params) -> Claims {
+        Claims::default()
+    }
+
+    /// Paths whose type, metadata, sha256 or content `parse` needs. The
+    /// engine observes the paths of all of a host's resources together (one
+    /// `stat` and one `sha256sum` for all of them, see [`crate::paths`]) and
+    /// hands the answers to `parse` in [`ProbeOutput::path`].
+    fn inspect(_p: &Self::Params) -> Vec<PathQuery> {
+        Vec::new()
+    }
+
+    /// Users and groups that must exist on the host for `apply` to work
+    /// (an owner to `chown` to). The engine looks them up in the batched
+    /// probe and fails the resource in `diff` already when one is missing,
+    /// unless a pending change before it may create it.
+    fn accounts(_p: &Self::Params) -> Vec<Account> {
+        Vec::new()
+    }
+
+    /// Whether applying it may create users or groups (a package's
+    /// maintainer scripts, a command): an owner missing on the host is then
+    /// "unknown until apply" for the resources after a pending one.
+    const CREATES_ACCOUNTS: bool = false;
+
+    /// Shell text whose output describes the rest of the current state
+    /// (what [`Module::inspect`] does not cover). Read-only. Empty: nothing
+    /// to run (no process is spent on it).
+    fn probe(_p: &Self::Params) -> Sh {
+        Sh::new()
+    }
+
+    /// Read the probe's output.
+    ///
+    /// # Errors
+    /// The output cannot be understood, or shows a problem that blocks the
+    /// resource (a message for the user).
+    fn parse(p: &Self::Params, out: &ProbeOutput) -> Result<Self::State, String>;
+
+    /// What differs from the desired state.
+    fn diff(p: &Self::Params, current: &Self::State) -> Changes;
+
+    /// Preconditions on the observed state (a device that must exist, a
+    /// filesystem that must not be foreign). Checked before apply, and in
+    /// `diff` unless a requirement is pending (which may make them true).
+    ///
+    /// # Errors
+    /// Why the resource cannot be converged, for the user.
+    fn check(_p: &Self::Params, _current: &Self::State) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// In `diff`, when a requirement has pending changes, the probed state
+    /// may be stale: the state to predict from instead. The default keeps the
+    /// probed state (right for a file whose folder is about to be created).
+    fn predict(_p: &Self::Params, _probed: &Self::State) -> Prediction<Self::State> {
+        Prediction::Probed
+    }
+
+    /// The steps that make `changes` true.
+    fn apply(p: &Self::Params, current: &Self::State, changes: &Changes) -> Vec<Step>;
+
+    /// After apply, whether the re-probed state counts as converged (by
+    /// default: no difference remains).
+    fn verify(p: &Self::Params, after: &Self::State) -> Changes {
+        Self::diff(p, after)
+    }
+
+    /// A plain sentence for a change that did not verify: what is still
+    /// not as wanted after the steps ran (`rest`, from [`Module::verify`]).
+    /// `None`: the engine says it field by field.
+    fn unconverged(_p: &Self::Params, _after: &Self::State, _rest: &Changes) -> Option<String> {
+        None
+    }
+
+    /// Whether a `notify` may target this module (then [`Module::refresh`]
+    /// says what a refresh does).
+    const REFRESHABLE: bool = false;
+
+    /// Whether the module is a check (`assert`), not a change: reports list
+    /// it apart, and it is never counted among changes.
+    const CHECK: bool = false;
+
+    /// What to do when notified (only called when [`Module::REFRESHABLE`]),
+    /// given the observed state and the changes `apply` makes in the same run
+    /// (a service that `apply` starts needs no restart on top). No steps:
+    /// the notification needs nothing done, and none is reported.
+    fn refresh(_p: &Self::Params, _current: &Self::State, _changes: &Changes) -> Vec<Step> {
+        Vec::new()
+    }
+
+    /// Whether the probe must be run again before apply when a requirement
+    /// changed in the same run (its observation depends on it).
+    fn reprobe_after_requirements() -> bool {
+        false
+    }
+}
+
+/// What a module predicts from when a requirement is pending.
+#[derive(Debug)]
+pub enum Prediction<S> {
+    /// The probed state is still the right basis.
+    Probed,
+    /// Predict from this state instead (an absent volume group means an
+    /// absent logical volume).
+    Assume(S),
+    /// Nothing sensible can be said until the requirement is applied; the
+    /// text says what will be known then.
+    Unknown(String),
+}

@@ -1,0 +1,194 @@
+//! Phase 2, decide: from what was observed of a resource, what to change
+//! ([`Decision`]), or why it cannot be converged ([`Failure`]). Apply
+//! decides each resource when its turn comes (its observation is fresh
+//! then); diff ([`preview`]) decides every resource at once, and predicts
+//! those that follow a pending change of a requirement.
+
+use super::outcome::{Failure, Outcome, Reason};
+use super::{ticked, Slot};
+use crate::compile::{EdgeKind, HostPlan};
+use crate::module::{Account, Change, Changes, Observed, Predicted, Resource, Risk, Step};
+
+/// What to do to one resource.
+pub(super) struct Decision {
+    /// What its module changes (what `apply` makes true).
+    pub own: Changes,
+    /// What a notification adds: the change as reported, and its steps.
+    pub refresh: Option<(Change, Vec<Step>)>,
+}
+
+impl Decision {
+    /// Every change, as reported: its own, then the refresh.
+    pub(super) fn changes(&self) -> Changes {
+        let mut c = self.own.clone();
+        if let Some((change, _)) = &self.refresh {
+            c.push(change.clone());
+        }
+        c
+    }
+}
+
+/// Decide one resource from its fresh observation: its preconditions, then
+/// what differs, then what its notifiers ask of it.
+pub(super) fn decide(res: &dyn Resource, obs: &Observed, notifiers: &[&str]) -> Result<Decision, Failure> {
+    res.check(obs).map_err(Failure::new)?;
+    let own = res.diff(obs);
+    Ok(with_refresh(res, obs, own, notifiers))
+}
+
+fn with_refresh(res: &dyn Resource, obs: &Observed, own: Changes, notifiers: &[&str]) -> Decision {
+    let refresh = if notifiers.is_empty() {
+        None
+    } else {
+        Some(res.refresh(obs, &own))
+            .filter(|steps| !steps.is_empty())
+            .map(|steps| (refresh_change(notifiers, &steps), steps))
+    };
+    Decision { own, refresh }
+}
+
+/// `diff`: decide every resource not settled yet, in dependency order. This
+/// is the pipeline of `apply` stopped after this phase.
+pub(super) fn preview(hp: &HostPlan, slots: &mut [Slot]) {
+    for &i in &hp.order {
+        if slots[i].outcome.is_none() {
+            let outcome = preview_one(hp, slots, i);
+            slots[i].outcome = Some(outcome);
+        }
+    }
+}
+
+/// What would change for resource `i`, against its probed state, or
+/// against the state predicted once its pending requirements are applied.
+fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
+    if let Some(why) = blocked_by(hp, slots, i) {
+        return Outcome::Skipped(why);
+    }
+    let r = &hp.resources[i];
+    let notifiers = notifiers(hp, slots, i);
+    slots[i].after = r
+        .requires
+        .iter()
+        .filter(|(j, kind)| *kind != EdgeKind::Notify && matches!(slots[*j].outcome, Some(Outcome::Pending)))
+        .map(|(j, _)| hp.resources[*j].id.clone())
+        .collect();
+    if !slots[i].missing.is_empty() {
+        let before: Vec<String> = account_makers_before(hp, i)
+            .filter(|&j| matches!(slots[j].outcome, Some(Outcome::Pending)))
+            .map(|j| hp.resources[j].id.clone())
+            .collect();
+        let what = describe_missing(&slots[i].missing);
+        if before.is_empty() {
+            return Outcome::failed(format!(
+                "{what}: apply would fail (create it first, or with a resource this one requires)"
+            ));
+        }
+        // A package or a command before it may create the account.
+        slots[i].notes.push(format!(
+            "unknown until apply: {what} yet; the pending change of {} may create it",
+            first_three(&before)
+        ));
+    }
+    let (Some(res), Some(obs)) = (r.resource.as_deref(), slots[i].observed.as_ref()) else {
+        return Outcome::failed("probe: not observed");
+    };
+    let decision = if slots[i].after.is_empty() {
+        match decide(res, obs, &notifiers) {
+            Ok(d) => d,
+            Err(f) => return Outcome::Failed(f),
+        }
+    } else {
+        with_refresh(res, obs, predict(res, obs, &slots[i].after), &notifiers)
+    };
+    slots[i].changes = decision.changes();
+    if slots[i].changes.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Pending
+    }
+}
+
+/// The changes predicted while requirements `after` are pending.
+fn predict(res: &dyn Resource, obs: &Observed, after: &[String]) -> Changes {
+    match res.predict(obs) {
+        Predicted::Changes(c) => c,
+        Predicted::Unknown(why) => {
+            let mut c = Changes::none();
+            c.push(Change::new(
+                "state",
+                None,
+                Some(format!("known after {} is applied: {why}", ticked(after))),
+            ));
+            c
+        }
+    }
+}
+
+/// `` `a`, `b`, `c` and 2 more ``.
+fn first_three(ids: &[String]) -> String {
+    let shown = ticked(&ids[..ids.len().min(3)]);
+    match ids.len().saturating_sub(3) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+/// The notifiers of `i` that changed (apply) or would change (diff).
+pub(super) fn notifiers<'a>(hp: &'a HostPlan, slots: &[Slot], i: usize) -> Vec<&'a str> {
+    hp.resources[i]
+        .notified_by
+        .iter()
+        .filter(|&&j| {
+            matches!(slots[j].outcome, Some(Outcome::Changed | Outcome::Pending)) && !slots[j].changes.is_empty()
+        })
+        .map(|&j| hp.resources[j].id.as_str())
+        .collect()
+}
+
+/// Why `i` cannot run: a requirement (not a mere notifier) failed or was
+/// not run.
+pub(super) fn blocked_by(hp: &HostPlan, slots: &[Slot], i: usize) -> Option<Reason> {
+    hp.resources[i]
+        .requires
+        .iter()
+        .filter(|(_, k)| *k != EdgeKind::Notify)
+        .find_map(|(j, _)| {
+            let id = hp.resources[*j].id.clone();
+            match slots[*j].outcome {
+                Some(Outcome::Failed(_)) => Some(Reason::RequirementFailed(id)),
+                Some(Outcome::Skipped(_)) => Some(Reason::RequirementSkipped(id)),
+                _ => None,
+            }
+        })
+}
+
+/// The resources before `i` in dependency order that may create an account.
+pub(super) fn account_makers_before(hp: &HostPlan, i: usize) -> impl Iterator<Item = usize> + '_ {
+    hp.order
+        .iter()
+        .copied()
+        .take_while(move |&j| j != i)
+        .filter(|&j| hp.resources[j].resource.as_ref().is_some_and(|r| r.creates_accounts()))
+}
+
+/// `user `a` and group `b``: the accounts a resource needs that the host lacks.
+pub(super) fn describe_missing(missing: &[Account]) -> String {
+    let list = missing
+        .iter()
+        .map(|a| format!("{} `{}`", a.kind(), a.name()))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let verb = if missing.len() == 1 { "does" } else { "do" };
+    format!("{list} {verb} not exist on the host")
+}
+
+/// The change a notification makes: what its steps do, and who notified.
+fn refresh_change(notifiers: &[&str], steps: &[Step]) -> Change {
+    let what = steps.iter().map(Step::label).collect::<Vec<_>>().join(", ");
+    Change::new(
+        "refresh",
+        None,
+        Some(format!("{what} (notified by {})", ticked(notifiers))),
+    )
+    .risk(Risk::Restart)
+}
