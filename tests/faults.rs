@@ -70,9 +70,20 @@ fn error_of(h: &serde_json::Value, id: &str) -> String {
 fn temp_files_left(lab: &Lab, node: &Node, dir: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = on(lab, node, &format!("find '{dir}' -name '.plumb.*' 2>/dev/null || true"));
-        if left.trim().is_empty() || Instant::now() > deadline {
-            return left;
+        // Right after `heal` the first connections may still fail: retry.
+        let out = lab.ssh(node, &format!("find '{dir}' -name '.plumb.*' 2>/dev/null; echo end"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let left = text
+            .strip_suffix(
+                "end
+",
+            )
+            .map(str::to_string);
+        match left {
+            Some(l) if l.trim().is_empty() => return l,
+            Some(l) if Instant::now() > deadline => return l,
+            None if Instant::now() > deadline => panic!("{} unreachable: {out:?}", node.name),
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(200));
     }

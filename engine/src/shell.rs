@@ -152,7 +152,9 @@ impl Sh {
     /// does not show in the host's process list (`/proc/*/cmdline`).
     #[must_use]
     pub fn user_command(cmd: &str, args: &[Sh]) -> Self {
-        let mut s = Self::raw_start("( set --");
+        // The leading space keeps `$(` + this from reading as `$((`, an
+        // arithmetic expansion.
+        let mut s = Self::raw_start(" ( set --");
         for a in args {
             s.text.push(' ');
             s.text.push_str(&a.text);
@@ -221,6 +223,17 @@ mod tests {
             assert_eq!(echo_back(v), v);
         }
         assert!(!std::path::Path::new("/tmp/plumb-pwned").exists());
+    }
+
+    /// A user's command runs with its arguments, its exit status and its
+    /// output, also inside `$(...)`, and its text reaches no command line.
+    #[test]
+    fn a_user_command_runs_in_a_subshell_with_its_arguments() {
+        let cmd = Sh::user_command("printf '%s|' \"$1\" \"$#\"; exit 3", &[Sh::raw_start("'a b'")]);
+        let s = Sh::raw_start("out=$(").then(&cmd).raw(")\necho \"rc=$? out=$out\"");
+        let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=3 out=a b|1|\n");
+        assert!(!s.as_str().contains("sh -c"), "{s}");
     }
 
     #[test]

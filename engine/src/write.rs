@@ -256,6 +256,21 @@ mod tests {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("is a special file"), "{err}");
         assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        // A device node (made here, never a real one: a regression must
+        // not replace the machine's /dev/null).
+        if std::process::Command::new("mknod")
+            .args([&format!("{root}/null"), "c", "1", "3"])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let (code, err) = write_here(&format!("{root}/null"), b"x\n");
+            assert_eq!(code, 1, "{err}");
+            assert!(err.contains("is a special file"), "{err}");
+            assert!(std::fs::symlink_metadata(format!("{root}/null"))
+                .unwrap()
+                .file_type()
+                .is_char_device());
+        }
         std::fs::create_dir(format!("{root}/folder")).unwrap();
         let (code, err) = write_here(&format!("{root}/folder"), b"x\n");
         assert_eq!(code, 1, "{err}");
