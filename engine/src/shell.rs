@@ -129,9 +129,13 @@ impl Sh {
     /// this line.
     #[must_use]
     pub fn heredoc(mut self, body: &str) -> Self {
+        // `PLUMB_EOF_0`, then other first letters and numbers: a body line
+        // rules a terminator out when it is the terminator, or when it starts
+        // with a part of it followed by a non-ASCII byte: dash (0.5.12, and
+        // Debian's /bin/sh) drops that byte while it checks for the end.
         let term = (0u32..)
-            .map(|n| format!("PLUMB_EOF_{n}"))
-            .find(|t| !body.lines().any(|l| l == t))
+            .map(|n| format!("{}LUMB_EOF_{}", char::from(b'A' + ((n + 15) % 26) as u8), n / 26))
+            .find(|t| !body.split('\n').any(|l| clashes(l.as_bytes(), t.as_bytes())))
             .expect("a free terminator");
         self.text.push_str(" <<'");
         self.text.push_str(&term);
@@ -178,6 +182,12 @@ impl Sh {
     }
 }
 
+/// Whether a here-document line ends the document early or loses a byte
+/// with terminator `term` (see [`Sh::heredoc`]).
+fn clashes(line: &[u8], term: &[u8]) -> bool {
+    line == term || (1..=term.len()).any(|k| line.len() > k && line[..k] == term[..k] && line[k] >= 0x80)
+}
+
 impl fmt::Display for Sh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -196,6 +206,25 @@ mod tests {
         let out = Command::new("sh").arg("-c").arg(s.as_str()).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{body}\n"));
         assert!(!std::path::Path::new("/tmp/plumb-heredoc-canary").exists());
+    }
+
+    /// Found by the property `every_value_reaches_dash_and_bash_byte_for_byte`
+    /// (tests/props.rs): dash dropped the `0xC2` of `P¡`, a line starting
+    /// like the terminator `PLUMB_EOF_0` and then a non-ASCII byte.
+    #[test]
+    fn a_heredoc_line_starting_like_the_terminator_then_non_ascii_arrives_whole_on_dash() {
+        for body in ["P¡", "PLUMB_EOF_0é", "Półka\nQé\nR€", "PLUMB_EOF_0\nP¡"] {
+            let s = Sh::raw_start("cat").heredoc(body);
+            for shell in ["dash", "bash"] {
+                let out = Command::new(shell).arg("-c").arg(s.as_str()).output().unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    format!("{body}\n"),
+                    "{shell}:\n{s}"
+                );
+            }
+        }
+        assert!(Sh::raw_start("cat").heredoc("x").as_str().ends_with("\nPLUMB_EOF_0"));
     }
 
     fn echo_back(v: &str) -> String {
