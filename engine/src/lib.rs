@@ -11,6 +11,7 @@ pub mod diag;
 pub mod facts;
 pub mod introspect;
 pub mod inventory;
+pub mod journal;
 pub mod module;
 pub mod paths;
 pub mod plan;

@@ -37,6 +37,14 @@ pub struct SavedPlan {
     pub resources: Vec<ResourceHash>,
     /// The run id of the review.
     pub reviewed_in: String,
+    /// For a rollback (`plumb rollback RUN --out FILE`): the run it undoes;
+    /// `plan` is then that run's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
+    /// The review's report as it was printed (secret values hidden), for
+    /// `plumb show FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReport>,
 }
 
 /// A source file and its hash.
@@ -92,6 +100,8 @@ impl SavedPlan {
             sources: source_hashes(review.sources),
             resources: resource_hashes(report),
             reviewed_in: report.run_id.clone(),
+            rollback: None,
+            report: Some(report.clone()),
         })
     }
 

@@ -7,12 +7,12 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::module::{Change, Changes, Risk};
 
 /// `diff` or `apply`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Probe and report; change nothing.
@@ -22,7 +22,7 @@ pub enum Mode {
 }
 
 /// A resource's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Converged; nothing to do.
@@ -39,7 +39,7 @@ pub enum Status {
 }
 
 /// A host's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
     /// Nothing to do.
@@ -55,7 +55,7 @@ pub enum HostStatus {
 }
 
 /// One change, as printed (values already redacted).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeReport {
     /// What differs.
     pub field: String,
@@ -68,7 +68,7 @@ pub struct ChangeReport {
 }
 
 /// One resource on one host.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResourceReport {
     /// Its id.
     pub id: String,
@@ -85,19 +85,19 @@ pub struct ResourceReport {
     /// Why it failed or was skipped.
     pub error: Option<String>,
     /// Pending requirements this prediction follows (diff).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
     /// Other facts worth printing (backup paths, refreshes).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Whether values were hidden.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
     /// A check (`assert`), not a change: `ok` passed, `failed` failed,
     /// `pending` is checked once its pending requirements (`after`) are
     /// applied. A check has no changes and no risk, and is counted in
     /// [`Summary::checks`], never among the changes.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check: bool,
     /// Hash of the observed state and the changes: what a saved plan
     /// compares at apply time (never printed).
@@ -106,7 +106,7 @@ pub struct ResourceReport {
 }
 
 /// One host.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostReport {
     /// Inventory name.
     pub name: String,
@@ -121,7 +121,7 @@ pub struct HostReport {
 }
 
 /// Counts over every host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Hosts in the run.
     pub hosts: usize,
@@ -144,7 +144,7 @@ pub struct Summary {
 }
 
 /// Counts of the checks over every host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckSummary {
     /// Checks that hold.
     pub passed: usize,
@@ -157,7 +157,7 @@ pub struct CheckSummary {
 }
 
 /// How the inventory of a run was chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InventoryFrom {
     /// None: the built-in local host.
@@ -174,7 +174,7 @@ pub enum InventoryFrom {
 }
 
 /// The inventory of a run, as the report tells it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryUsed {
     /// Its path as given or found (`None`: none, the local host).
     #[serde(rename = "inventory")]
@@ -209,7 +209,7 @@ impl InventoryUsed {
 }
 
 /// A whole run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     /// The plan's name.
     pub plan: String,
