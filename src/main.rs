@@ -270,8 +270,12 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
                     vars: &common.vars,
                     sources: &sources,
                 };
-                let written = SavedPlan::new(&review, &report)
-                    .and_then(|s| std::fs::write(&out, serde_json::to_string_pretty(&s).expect("serializes") + "\n"));
+                let written = SavedPlan::new(&review, &report).and_then(|s| {
+                    plumb_engine::journal::write_private(
+                        &out,
+                        (serde_json::to_string_pretty(&s).expect("serializes") + "\n").as_bytes(),
+                    )
+                });
                 if let Err(e) = written {
                     errln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
                     return 1;

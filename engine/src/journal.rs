@@ -749,10 +749,9 @@ async fn read_paths(t: &dyn Transport, mut rec: HostRecord, key: &Keyed) -> Host
         .iter()
         .map(|p| (p.path.clone(), p.backup.as_ref().map(|b| b.path.clone())))
         .collect();
-    let script = with_become(&stat_script(&items), &Become::Root, false);
-    match t.run(script.as_str(), None).await {
-        Ok(o) if o.status == 0 => {
-            for (p, st) in rec.paths.iter_mut().zip(parse_stats(&o.stdout, items.len())) {
+    match stat_paths(t, &items).await {
+        Ok(stats) => {
+            for (p, st) in rec.paths.iter_mut().zip(stats) {
                 let Some(st) = st else { continue };
                 p.after = st.state.map(|mut s| {
                     s.sha256 = s.sha256.map(|h| key.seal(&h, p.sensitive));
@@ -763,10 +762,26 @@ async fn read_paths(t: &dyn Transport, mut rec: HostRecord, key: &Keyed) -> Host
                 }
             }
         }
-        Ok(o) => rec.error = Some(format!("cannot read what the run left: {}", o.stderr_tail(3))),
         Err(e) => rec.error = Some(format!("cannot read what the run left: {e}")),
     }
     rec
+}
+
+/// What is at each `(path, backup)` on the host now, as root (one remote
+/// execution): [`stat_script`] run and read.
+///
+/// # Errors
+/// The host could not be asked.
+pub async fn stat_paths(t: &dyn Transport, items: &[(String, Option<String>)]) -> Result<Vec<Option<Stat>>, String> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = with_become(&stat_script(items), &Become::Root, false);
+    match t.run(script.as_str(), None).await {
+        Ok(o) if o.status == 0 => Ok(parse_stats(&o.stdout, items.len())),
+        Ok(o) => Err(o.stderr_tail(3)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Write a host's copy of a record under [`HOST_RUNS`] (as root), else

@@ -16,6 +16,7 @@ pub mod module;
 pub mod paths;
 pub mod plan;
 pub mod report;
+pub mod rollback;
 pub mod run;
 pub mod saved;
 pub mod shell;

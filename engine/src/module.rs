@@ -797,6 +797,16 @@ impl<M: Module> Resource for Typed<M> {
     }
 }
 
+/// A resource of module `M` from parameters made in code, not read from a
+/// plan (the engine's own plans: a rollback).
+#[must_use]
+pub fn resource_of<M: Module>(params: M::Params) -> Box<dyn Resource> {
+    Box::new(Typed::<M> {
+        params,
+        _m: PhantomData,
+    })
+}
+
 /// A module as the registry holds it.
 pub trait ModuleEntry: Send + Sync {
     /// See [`Module::NAME`].
