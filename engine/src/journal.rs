@@ -923,3 +923,44 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.path().join("runs")).unwrap().count(), 1);
     }
 }
+
+#[cfg(test)]
+mod stat_tests {
+    use super::*;
+
+    #[test]
+    fn the_stat_script_tells_files_folders_and_absent_paths_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "x\n").unwrap();
+        let s = |p: &std::path::Path| p.display().to_string();
+        let items = vec![
+            (s(&f), Some(s(&f))),
+            (s(d.path()), None),
+            (s(&d.path().join("none")), Some(s(&d.path().join("nob")))),
+        ];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stat_script(&items).as_str())
+            .output()
+            .unwrap();
+        let st = parse_stats(&out.stdout, 3);
+        let file = st[0].clone().unwrap();
+        assert_eq!(file.state.as_ref().unwrap().kind, "file");
+        assert_eq!(file.state.unwrap().sha256.unwrap(), crate::module::sha256_hex(b"x\n"));
+        assert_eq!(file.backup_sha256.unwrap(), crate::module::sha256_hex(b"x\n"));
+        assert_eq!(
+            st[1].clone().unwrap().state.unwrap().kind,
+            "directory",
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            st[2].clone().unwrap(),
+            Stat {
+                state: None,
+                backup_sha256: None
+            }
+        );
+    }
+}

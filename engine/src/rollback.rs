@@ -192,6 +192,19 @@ impl Module for Undo {
                     p.path
                 ));
             };
+            if b.kind == "directory" {
+                // A folder the rollback removed (empty): its metadata is
+                // all there is to restore.
+                return if s.now.as_ref().is_some_and(|n| n.kind != "directory") {
+                    Err(format!(
+                        "`{}` is a {} now: not replaced by a folder",
+                        p.path,
+                        s.now.as_ref().map_or("", |n| n.kind.as_str())
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
             let Some(want) = sha256 else {
                 return Err(format!(
                     "the record of run {} holds no hash of the backup `{backup}`: it cannot be verified, so it is not used",
@@ -217,14 +230,14 @@ impl Module for Undo {
             Action::Restore { backup, .. } => {
                 let Some(want) = &s.backup else { return c };
                 match &s.now {
-                    None => c.push(Change::new("state", Some("absent".into()), Some("file".into()))),
-                    Some(n) if n.kind != "file" => {
-                        c.push(Change::new("state", Some(n.kind.clone()), Some("file".into())))
+                    None => c.push(Change::new("state", Some("absent".into()), Some(want.kind.clone()))),
+                    Some(n) if n.kind != want.kind => {
+                        c.push(Change::new("state", Some(n.kind.clone()), Some(want.kind.clone())));
                     }
                     Some(_) => {}
                 }
                 let have = s.now.as_ref().and_then(|n| n.sha256.clone());
-                if have != want.sha256 {
+                if want.kind == "file" && have != want.sha256 {
                     c.push(Change::new(
                         "content",
                         have.as_deref().map(short),
@@ -260,6 +273,13 @@ impl Module for Undo {
     fn apply(p: &UndoParams, s: &UndoState, _changes: &Changes) -> Vec<Step> {
         let start = Sh::raw_start("set -e\numask 077\ntarget=").val(&p.path);
         let sh = match &p.action {
+            Action::Restore { backup, .. } if s.backup.as_ref().is_some_and(|b| b.kind == "directory") => {
+                let mut sh = start.raw("; b=").val(backup);
+                sh.line(&Sh::raw_start(
+                    "if [ ! -e \"$target\" ]; then mkdir -- \"$target\"; fi\nchmod \"$(stat -c %a -- \"$b\")\" -- \"$target\"\nchown \"$(stat -c %u:%g -- \"$b\")\" -- \"$target\"",
+                ));
+                sh
+            }
             Action::Restore { backup, .. } => {
                 let mut sh = start.raw("; b=").val(backup);
                 sh.line(&Sh::raw_start(
@@ -272,7 +292,13 @@ impl Module for Undo {
                 sh
             }
             Action::Remove { .. } if s.now.as_ref().is_some_and(|n| n.kind == "directory") => {
-                start.raw("\nrmdir -- \"$target\"")
+                // The folder is kept (empty, with its metadata) for a
+                // rollback of this rollback.
+                let mut sh = start;
+                sh.line(&Sh::raw_start("if [ -n \"$(ls -A -- \"$target\")\" ]; then echo \"plumb: $target is not empty: it holds files the run did not write\" >&2; exit 1; fi"));
+                sh.line(&backup_lines());
+                sh.line(&Sh::raw_start("rmdir -- \"$target\""));
+                sh
             }
             Action::Remove { .. } => {
                 let mut sh = start;
@@ -430,6 +456,17 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
     })
 }
 
+/// How deep the path a resource manages is (`/a/b` is 2).
+fn depth_of(c: &Claims) -> usize {
+    c.manages
+        .iter()
+        .find_map(|m| match m {
+            Claim::Path(p) => Some(p.trim_end_matches('/').matches('/').count()),
+            Claim::Key(..) => None,
+        })
+        .unwrap_or(0)
+}
+
 /// Build the rollback of `record` on `hosts` (the inventory's, by name):
 /// `seen` holds, per host, the state of [`items`] read on the host now.
 ///
@@ -456,7 +493,7 @@ pub fn build(
         };
         let states = seen.get(&hr.host).cloned().unwrap_or_default();
         let mut resources: Vec<HostResource> = Vec::new();
-        let mut removals: Vec<HostResource> = Vec::new();
+        let mut removals: Vec<(String, HostResource)> = Vec::new();
         let mut undone_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut paths_done: Vec<&str> = Vec::new();
         let mut cannot = |resource: &str, module: &str, what: String, why: String| {
@@ -538,14 +575,16 @@ pub fn build(
                 deferred: false,
             };
             if remove {
-                removals.push(r);
+                removals.push((p.path.clone(), r));
             } else {
                 resources.push(r);
             }
         }
-        // What a run created inside what it created goes first.
-        removals.sort_by_key(|r| std::cmp::Reverse(r.id.len()));
-        resources.extend(removals);
+        // Folders are put back before what goes in them; what a run created
+        // inside what it created is removed first.
+        resources.sort_by_key(|r| r.resource.as_ref().map_or(0, |x| depth_of(&x.claims())));
+        removals.sort_by_key(|(path, _)| std::cmp::Reverse(path.trim_end_matches('/').matches('/').count()));
+        resources.extend(removals.into_iter().map(|(_, r)| r));
         // Modules whose changes are not undone, and changed resources with
         // no path to restore.
         if let Some(rh) = report_hosts.iter().find(|h| h.name == hr.host) {
