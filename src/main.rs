@@ -261,7 +261,14 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
             let description = l.compiled.plan.description.clone();
             let (sources, inventory) = (l.sources.clone(), l.inventory.clone());
             let report = execute(l, &common, Mode::Diff, None).await;
-            print_report(&report, &common, color, description.as_deref());
+            let plan_sha256 = runs::plan_hash(&sources);
+            let saved_as = out.as_ref().map(|o| o.display().to_string());
+            let cx = report::markdown::Context {
+                review: None,
+                plan_sha256: Some(&plan_sha256),
+                saved_as: saved_as.as_deref(),
+            };
+            print_report_with(&report, &common, color, description.as_deref(), cx);
             if let Some(out) = out {
                 let review = saved::Review {
                     plan: &plan,
@@ -363,7 +370,12 @@ async fn apply_saved(
     };
     let description = l.compiled.plan.description.clone();
     let report = execute(l, &common, Mode::Apply, JournalArgs::apply(&plan, Some(file))).await;
-    print_report(&report, &common, color, description.as_deref());
+    let cx = report::markdown::Context {
+        review: saved.report.as_ref(),
+        plan_sha256: Some(&plan_sha256),
+        saved_as: None,
+    };
+    print_report_with(&report, &common, color, description.as_deref(), cx);
     report.exit_code()
 }
 
@@ -405,9 +417,19 @@ async fn apply(plan: &Path, yes: bool, common: &Common, registry: &Registry, col
 }
 
 fn print_report(r: &RunReport, common: &Common, color: bool, description: Option<&str>) {
+    print_report_with(r, common, color, description, report::markdown::Context::default());
+}
+
+fn print_report_with(
+    r: &RunReport,
+    common: &Common,
+    color: bool,
+    description: Option<&str>,
+    cx: report::markdown::Context<'_>,
+) {
     let text = match common.format {
         Format::Json => report::json::render(r),
-        Format::Markdown => report::markdown::render(r, description),
+        Format::Markdown => report::markdown::render_with(r, description, cx),
         Format::Text => report::text::render(
             r,
             report::text::TextOptions {

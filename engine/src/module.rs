@@ -664,6 +664,12 @@ pub trait Module: Send + Sync + 'static {
     fn reprobe_after_requirements() -> bool {
         false
     }
+
+    /// What a check verifies, in the user's words, for the review's GO
+    /// criteria (`None`: nothing to say).
+    fn criterion(_p: &Self::Params) -> Option<String> {
+        None
+    }
 }
 
 /// What a module predicts from when a requirement is pending.
@@ -738,6 +744,8 @@ pub trait Resource: Send + Sync {
     fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
+    /// See [`Module::criterion`].
+    fn criterion(&self) -> Option<String>;
 }
 
 struct Typed<M: Module> {
@@ -794,6 +802,9 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()
+    }
+    fn criterion(&self) -> Option<String> {
+        M::criterion(&self.params)
     }
 }
 

@@ -681,3 +681,48 @@ pub fn cannot_undo_text(cannot: &[CannotUndo], markdown: bool) -> String {
     }
     s
 }
+
+/// How a change is undone, in one sentence for the review (before the
+/// meeting says GO): from the backup, by removal, by setting metadata back,
+/// by switching back to the old data, or why it cannot be.
+#[must_use]
+pub fn undo_line(module: &str, changes: &[crate::report::ChangeReport], notes: &[String]) -> String {
+    let has = |f: &str| {
+        changes
+            .iter()
+            .any(|c| c.field == f || c.field.starts_with(&format!("{f} ")))
+    };
+    if changes.iter().all(|c| c.field == "refresh") {
+        return "nothing to undo (a refresh); `plumb rollback` restarts it again when it restores what notifies it"
+            .into();
+    }
+    if module == "mount" {
+        let mut parts = Vec::new();
+        if has("fstab") {
+            parts.push("the fstab line is restored from its backup by `plumb rollback RUN`".to_string());
+        }
+        if has("migrate") {
+            parts.push(
+                "switch back to the old data, kept aside as `PATH.plumb-old-RUN` (unless `keep_old: false`), by hand: the migration is not reversed by `plumb rollback`"
+                    .to_string(),
+            );
+        }
+        if has("mounted") || parts.is_empty() {
+            parts.push("the mount itself is not undone (unmount by hand)".into());
+        }
+        return parts.join("; ");
+    }
+    if let Some((_, why)) = why_not(module, notes) {
+        return format!("cannot be undone: {why}");
+    }
+    if changes
+        .iter()
+        .any(|c| c.field == "state" && c.from.as_deref() == Some("absent"))
+    {
+        return "`plumb rollback RUN` removes it, while it still holds what this run wrote".into();
+    }
+    if has("content") || has("state") {
+        return "`plumb rollback RUN` restores the old file from the backup this run keeps under /var/lib/plumb/backups/RUN/ (verified by sha256)".into();
+    }
+    "`plumb rollback RUN` sets the values shown back".into()
+}

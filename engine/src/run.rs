@@ -426,6 +426,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
             notes: std::mem::take(&mut s.notes),
             sensitive: r.sensitive,
             check: r.check,
+            criterion: r.resource.as_ref().filter(|_| !r.sensitive).and_then(|x| x.criterion()),
         });
     }
     let any = |st: Status| report.resources.iter().any(|r| r.status == st);

@@ -99,6 +99,10 @@ pub struct ResourceReport {
     /// [`Summary::checks`], never among the changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check: bool,
+    /// What a check verifies (its `message`, else its expressions or
+    /// command): a GO criterion of the review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criterion: Option<String>,
     /// Hash of the observed state and the changes: what a saved plan
     /// compares at apply time (never printed).
     #[serde(skip)]
