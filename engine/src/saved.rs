@@ -191,8 +191,12 @@ pub fn identity(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Hash of the `--var` arguments as written (`NAME=VALUE`; the last of one
-/// name counts, as it does for the run).
+/// Fingerprint of the `--var` arguments as written (`NAME=VALUE`; the last
+/// of one name counts, as it does for the run). The values may be secrets:
+/// the fingerprint is keyed with the workstation's key
+/// ([`crate::journal::Keyed`]), so that a saved plan left around says
+/// nothing about them to someone without the key. (Without a usable state
+/// folder: a plain sha256.)
 #[must_use]
 pub fn vars_hash(vars: &[String]) -> String {
     let map: BTreeMap<&str, &str> = vars
@@ -202,7 +206,11 @@ pub fn vars_hash(vars: &[String]) -> String {
             (k.trim(), val)
         })
         .collect();
-    sha256_hex(serde_json::to_string(&map).unwrap_or_default().as_bytes())
+    let json = serde_json::to_string(&map).unwrap_or_default();
+    match crate::journal::Keyed::load() {
+        Ok(k) => k.fingerprint(json.as_bytes()),
+        Err(_) => sha256_hex(json.as_bytes()),
+    }
 }
 
 /// Every loaded source, hashed, by canonical path.
@@ -221,16 +229,22 @@ pub fn source_hashes(sources: &Sources) -> Vec<SourceHash> {
     v
 }
 
-/// The per-resource fingerprints of a diff run.
+/// The per-resource fingerprints of a diff run; those of sensitive
+/// resources keyed with the workstation's key (they hash what the secret
+/// file holds).
 #[must_use]
 pub fn resource_hashes(r: &RunReport) -> Vec<ResourceHash> {
+    let key = crate::journal::Keyed::load().ok();
     r.hosts
         .iter()
         .flat_map(|h| {
             h.resources.iter().map(|x| ResourceHash {
                 host: h.name.clone(),
                 id: x.id.clone(),
-                fingerprint: x.fingerprint.clone(),
+                fingerprint: match (&key, &x.fingerprint) {
+                    (Some(k), Some(f)) if x.sensitive => Some(k.fingerprint(f.as_bytes())),
+                    _ => x.fingerprint.clone(),
+                },
                 pending: x.status == Status::Pending,
             })
         })
