@@ -90,6 +90,11 @@ struct Common {
     /// An OpenSSH client config to use instead of ~/.ssh/config (`ssh -F`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// `apply`: the runs whose backups and records each host keeps (older
+    /// ones are removed; the newest run, which a rollback needs next, always
+    /// stays).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_backups: u64,
     /// Seconds to wait for a host to answer.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     connect_timeout: u64,
@@ -499,6 +504,7 @@ async fn execute(l: Loaded, common: &Common, mode: Mode, journal: Option<Journal
                 limit: &common.limit,
                 saved_plan: j.saved_plan.as_deref(),
                 rollback_of: j.rollback_of.as_deref(),
+                keep_backups: usize::try_from(common.keep_backups).unwrap_or(usize::MAX),
             },
             &c.hosts,
         )

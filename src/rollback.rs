@@ -239,6 +239,7 @@ pub(crate) async fn apply_saved(file: &Path, saved: &SavedPlan, common: &Common,
             limit: &common.limit,
             saved_plan: Some(file),
             rollback_of: Some(&run),
+            keep_backups: usize::try_from(common.keep_backups).unwrap_or(usize::MAX),
         },
         &p.built.hosts,
     );

@@ -28,11 +28,14 @@ pub(crate) struct Begin<'a> {
     /// The saved plan applied, if one was.
     pub(crate) saved_plan: Option<&'a Path>,
     pub(crate) rollback_of: Option<&'a str>,
+    /// `--keep-backups`: the runs whose backups and records the hosts keep.
+    pub(crate) keep_backups: usize,
 }
 
 /// A run being journaled.
 pub(crate) struct Journal {
     record: RunRecord,
+    keep_backups: usize,
     footprint: Footprint,
     hosts: Vec<Host>,
 }
@@ -71,6 +74,7 @@ impl Journal {
         }
         Self {
             record,
+            keep_backups: b.keep_backups,
             footprint: Footprint::of(hosts),
             hosts: hosts.iter().map(|h| h.host.clone()).collect(),
         }
@@ -87,7 +91,14 @@ impl Journal {
             }
         };
         self.record
-            .finish(report, &self.footprint, &self.hosts, connector, &key)
+            .finish(
+                report,
+                &self.footprint,
+                &self.hosts,
+                connector,
+                &key,
+                Some(self.keep_backups),
+            )
             .await;
         for h in &self.record.hosts {
             if let Some(e) = &h.error {

@@ -382,3 +382,46 @@ fn show_renders_a_saved_plan_and_a_record_without_connecting() {
     common::expect(&bad, 1, "show of a plan file");
     assert!(bad.stderr.contains("neither a saved plan"), "{}", bad.stderr);
 }
+
+#[test]
+fn hosts_keep_the_backups_and_records_of_the_last_runs_only() {
+    need_lab!();
+    let s = Site::new(1);
+    s.sh(0, "echo 0 > /etc/plumb-kept");
+    let plan = s.plan("resources:\n  - id: f\n    file: {path: /etc/plumb-kept, content: \"{{ n }}\\n\"}\n");
+    let mut runs = Vec::new();
+    for n in 1..=4 {
+        let a = s.plumb(
+            "ws",
+            &[
+                "apply",
+                plan.to_str().unwrap(),
+                "--yes",
+                "--format",
+                "json",
+                "--keep-backups",
+                "2",
+                "--var",
+                &format!("n={n}"),
+            ],
+        );
+        common::expect(&a, 0, "apply");
+        runs.push(a.json()["run_id"].as_str().unwrap().to_string());
+    }
+    let backups = s.sh(0, "ls /var/lib/plumb/backups");
+    let records = s.sh(0, "ls /var/lib/plumb/runs");
+    for old in &runs[..2] {
+        assert!(!backups.contains(old.as_str()), "{old} pruned: {backups}");
+        assert!(!records.contains(old.as_str()), "{old} pruned: {records}");
+    }
+    for kept in &runs[2..] {
+        assert!(backups.contains(kept.as_str()), "{kept} kept: {backups}");
+        assert!(records.contains(kept.as_str()), "{kept} kept: {records}");
+    }
+    // The newest run can still be rolled back.
+    let d = s.plumb("ws", &["rollback", &runs[3]]);
+    common::expect(&d, 2, "rollback of the newest run");
+    let bad = s.plumb("ws", &["apply", plan.to_str().unwrap(), "--yes", "--keep-backups", "0"]);
+    common::expect(&bad, 1, "--keep-backups 0");
+    assert!(bad.stderr.contains("--keep-backups"), "{}", bad.stderr);
+}

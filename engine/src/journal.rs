@@ -554,6 +554,7 @@ impl RunRecord {
         hosts: &[Host],
         connector: std::sync::Arc<dyn Connector>,
         key: &Keyed,
+        keep_backups: Option<usize>,
     ) {
         self.finished = Some(now());
         self.outcome = Outcome::of(report);
@@ -657,6 +658,11 @@ impl RunRecord {
                 match write_host(t.as_ref(), &copy).await {
                     Ok(p) => rec.record = Some(p),
                     Err(e) => rec.error = Some(e),
+                }
+                if let Some(n) = keep_backups {
+                    if let Err(e) = prune_host(t.as_ref(), &copy.run_id, n).await {
+                        rec.error = Some(format!("cannot prune old backups: {e}"));
+                    }
                 }
                 t.close().await;
                 (i, rec)
@@ -803,6 +809,31 @@ async fn write_host(t: &dyn Transport, rec: &RunRecord) -> Result<String, String
         Ok(o) => Err(format!("cannot write the host's record: {}", o.stderr_tail(3))),
         Err(e) => Err(format!("cannot write the host's record: {e}")),
     }
+}
+
+/// Keep the backups and records of the newest `keep` runs on a host (at
+/// least the run `current`, which a rollback would need next); remove
+/// those of older runs.
+///
+/// # Errors
+/// The host could not be asked, or the removal failed.
+pub async fn prune_host(t: &dyn Transport, current: &str, keep: usize) -> Result<Vec<String>, String> {
+    let script = Sh::raw_start("keep=")
+        .val(keep.max(1).to_string())
+        .raw("; cur=")
+        .val(current)
+        .raw(
+            "\nfor base in /var/lib/plumb \"${HOME:-/tmp}/.local/state/plumb\"; do\n  [ -d \"$base\" ] || continue\n  ids=$( { ls -- \"$base/runs\" 2>/dev/null | sed -n 's/\\.json$//p'; ls -- \"$base/backups\" 2>/dev/null; } | grep -E '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}$' | sort -u -r )\n  n=0\n  for id in $ids; do\n    n=$((n + 1))\n    if [ \"$n\" -gt \"$keep\" ] && [ \"$id\" != \"$cur\" ]; then\n      rm -rf -- \"$base/backups/$id\" && rm -f -- \"$base/runs/$id.json\" && echo \"plumb-pruned=$id\"\n    fi\n  done\ndone",
+        );
+    let script = with_become(&script, &Become::Root, false);
+    let o = t.run(script.as_str(), None).await.map_err(|e| e.to_string())?;
+    if o.status != 0 {
+        return Err(o.stderr_tail(3));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("plumb-pruned=").map(str::to_string))
+        .collect())
 }
 
 /// The records a host keeps (its copies), newest first. Records that
