@@ -121,11 +121,18 @@ fn print(report: &RunReport, run: &str, cannot: &[CannotUndo], common: &Common, 
         out!("{}", rollback::json(report, run, cannot));
         return;
     }
+    if common.format == Format::Markdown {
+        // What is not undone goes before the decision, which ends the document.
+        let doc = plumb_engine::report::markdown::render(report, None);
+        let extra = rollback::cannot_undo_text(cannot, true);
+        match doc.find("\n## Decision") {
+            Some(at) => out!("{}{}{}", &doc[..at], extra, &doc[at..]),
+            None => out!("{doc}{extra}"),
+        }
+        return;
+    }
     crate::print_report(report, common, color, None);
-    out!(
-        "{}",
-        rollback::cannot_undo_text(cannot, common.format == Format::Markdown)
-    );
+    out!("{}", rollback::cannot_undo_text(cannot, false));
 }
 
 /// `plumb rollback RUN [--out FILE]`: the review.

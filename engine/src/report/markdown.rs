@@ -156,7 +156,10 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
             }
             if matches!(x.status, Status::Pending | Status::Changed) {
                 let how = crate::rollback::undo_line(&x.module, &x.changes, &x.notes);
-                let _ = writeln!(out, "\n_How it is undone:_ {how}\n");
+                if !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "_How it is undone:_ {how}\n");
             }
             if let Some(e) = &x.error {
                 let _ = writeln!(
