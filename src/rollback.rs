@@ -171,7 +171,7 @@ pub(crate) async fn review(run: &str, out: Option<&Path>, common: &Common, color
             resources: saved::resource_hashes(&report),
             reviewed_in: report.run_id.clone(),
             rollback: Some(run.to_string()),
-            report: Some(report.clone()),
+            report: Some(saved::without_content(&report)),
         };
         let text = serde_json::to_string_pretty(&saved).expect("serializes") + "\n";
         if let Err(e) = journal::write_private(out, text.as_bytes()) {

@@ -41,8 +41,9 @@ pub struct SavedPlan {
     /// `plan` is then that run's record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
-    /// The review's report as it was printed (secret values hidden), for
-    /// `plumb show FILE`.
+    /// The review's report as it was printed (secret values hidden), less
+    /// the content diffs (a saved plan holds hashes, not file contents),
+    /// for `plumb show FILE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<RunReport>,
 }
@@ -101,7 +102,7 @@ impl SavedPlan {
             resources: resource_hashes(report),
             reviewed_in: report.run_id.clone(),
             rollback: None,
-            report: Some(report.clone()),
+            report: Some(without_content(report)),
         })
     }
 
@@ -180,6 +181,18 @@ impl SavedPlan {
     pub fn check_hosts(&self, now: &RunReport) -> Vec<String> {
         compare(&self.resources, &resource_hashes(now))
     }
+}
+
+/// `report` without the content diffs.
+#[must_use]
+pub fn without_content(report: &RunReport) -> RunReport {
+    let mut r = report.clone();
+    for h in &mut r.hosts {
+        for x in &mut h.resources {
+            x.diff = None;
+        }
+    }
+    r
 }
 
 /// A file as what it is: its canonical path, or, when it cannot be resolved
