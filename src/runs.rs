@@ -83,23 +83,31 @@ impl Journal {
     /// Finish the record with the report, on the workstation and on every
     /// host the run reached.
     pub(crate) async fn end(mut self, report: &RunReport, connector: Arc<dyn Connector>) {
-        let key = match Keyed::load() {
-            Ok(k) => k,
-            Err(e) => {
-                warn("cannot read the workstation's key (state folder)", &e);
-                return;
+        match Keyed::load() {
+            Ok(key) => {
+                self.record
+                    .finish(
+                        report,
+                        &self.footprint,
+                        &self.hosts,
+                        connector,
+                        &key,
+                        Some(self.keep_backups),
+                    )
+                    .await;
             }
-        };
-        self.record
-            .finish(
-                report,
-                &self.footprint,
-                &self.hosts,
-                connector,
-                &key,
-                Some(self.keep_backups),
-            )
-            .await;
+            Err(e) => {
+                // Without the key, hashes of secrets cannot be kept safely:
+                // the record keeps the report, and no host is written to.
+                warn(
+                    "cannot read the workstation's key (state folder); the hosts keep no record of this run",
+                    &e,
+                );
+                self.record.finished = Some(journal::now());
+                self.record.outcome = Outcome::of(report);
+                self.record.report = Some(report.clone());
+            }
+        }
         for h in &self.record.hosts {
             if let Some(e) = &h.error {
                 warn(
