@@ -33,6 +33,9 @@ macro_rules! errln {
     }};
 }
 
+mod rollback;
+mod runs;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use plumb_engine::compile::{compile, to_dot, CompileOptions, Compiled};
 use plumb_engine::diag::{Diag, Report};
@@ -87,6 +90,11 @@ struct Common {
     /// An OpenSSH client config to use instead of ~/.ssh/config (`ssh -F`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// `apply`: the runs whose backups and records each host keeps (older
+    /// ones are removed; the newest run, which a rollback needs next, always
+    /// stays).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_backups: u64,
     /// Seconds to wait for a host to answer.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     connect_timeout: u64,
@@ -135,6 +143,36 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The runs applied, newest first: from the workstation's records, and
+    /// from the hosts' (of PLAN's inventory, or `-i`). `plumb history RUN`
+    /// shows one run's report again.
+    History {
+        /// A plan (its inventory's hosts are asked), or a run id.
+        target: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Render a saved plan (`plumb diff --out`) or a run record again,
+    /// without connecting.
+    Show {
+        /// The saved plan or run record.
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Review the undoing of run RUN, as a plan: restore what it replaced or
+    /// removed from the hosts' backups, remove what it created. Exit 0:
+    /// nothing to undo, 2: changes pending, 1: error. Save with `--out FILE`
+    /// and apply exactly that with `plumb apply FILE`.
+    Rollback {
+        /// The run id (`plumb history`).
+        run: String,
+        /// Save the reviewed rollback here, for `plumb apply FILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Module reference.
     Doc {
         /// A module name (all modules when omitted).
@@ -156,7 +194,10 @@ fn main() -> ExitCode {
         Command::Validate { common, .. }
         | Command::Diff { common, .. }
         | Command::Apply { common, .. }
-        | Command::Graph { common, .. } => common.no_color,
+        | Command::Graph { common, .. }
+        | Command::History { common, .. }
+        | Command::Show { common, .. }
+        | Command::Rollback { common, .. } => common.no_color,
         Command::Doc { .. } => false,
     });
     let width = if std::io::stderr().is_terminal() {
@@ -191,6 +232,9 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
     let registry = plumb_modules::registry();
     match cli.command {
         Command::Doc { module } => doc(&registry, module.as_deref()),
+        Command::History { target, common } => runs::history(target.as_deref(), &common, color).await,
+        Command::Show { file, common } => runs::show(&file, &common, color),
+        Command::Rollback { run, out, common } => rollback::review(&run, out.as_deref(), &common, color).await,
         Command::Validate { plan, common } => match load(&plan, &common, &registry) {
             Ok(l) => {
                 let hosts = l.compiled.hosts.len();
@@ -221,8 +265,15 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
             };
             let description = l.compiled.plan.description.clone();
             let (sources, inventory) = (l.sources.clone(), l.inventory.clone());
-            let report = execute(l, &common, Mode::Diff).await;
-            print_report(&report, &common, color, description.as_deref());
+            let report = execute(l, &common, Mode::Diff, None).await;
+            let plan_sha256 = runs::plan_hash(&sources);
+            let saved_as = out.as_ref().map(|o| o.display().to_string());
+            let cx = report::markdown::Context {
+                review: None,
+                plan_sha256: Some(&plan_sha256),
+                saved_as: saved_as.as_deref(),
+            };
+            print_report_with(&report, &common, color, description.as_deref(), cx);
             if let Some(out) = out {
                 let review = saved::Review {
                     plan: &plan,
@@ -231,8 +282,12 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
                     vars: &common.vars,
                     sources: &sources,
                 };
-                let written = SavedPlan::new(&review, &report)
-                    .and_then(|s| std::fs::write(&out, serde_json::to_string_pretty(&s).expect("serializes") + "\n"));
+                let written = SavedPlan::new(&review, &report).and_then(|s| {
+                    plumb_engine::journal::write_private(
+                        &out,
+                        (serde_json::to_string_pretty(&s).expect("serializes") + "\n").as_bytes(),
+                    )
+                });
                 if let Err(e) = written {
                     errln!("error: cannot save the reviewed plan to `{}`: {e}", out.display());
                     return 1;
@@ -274,7 +329,8 @@ async fn apply_saved(
             return 1;
         }
     };
-    let refuse = |problems: &[String]| {
+    let refuse = |problems: &[String], plan_sha256: Option<String>| {
+        runs::refused(file, &saved, plan_sha256, problems);
         errln!(
             "error: refusing to apply `{}`: the world moved since the review",
             file.display()
@@ -287,7 +343,10 @@ async fn apply_saved(
     };
     let problems = saved.check_arguments(common.inventory.as_deref(), &common.limit, &common.vars);
     if !problems.is_empty() {
-        return refuse(&problems);
+        return refuse(&problems, None);
+    }
+    if saved.rollback.is_some() {
+        return rollback::apply_saved(file, &saved, &common, color).await;
     }
     common.limit.clone_from(&saved.limit);
     let plan = PathBuf::from(&saved.plan);
@@ -303,19 +362,25 @@ async fn apply_saved(
         return 1;
     };
     let mut problems = saved.check_sources(&l.sources);
+    let plan_sha256 = runs::plan_hash(&l.sources);
     if problems.is_empty() {
-        let check = execute(l, &common, Mode::Diff).await;
+        let check = execute(l, &common, Mode::Diff, None).await;
         problems.extend(saved.check_hosts(&check));
     }
     if !problems.is_empty() {
-        return refuse(&problems);
+        return refuse(&problems, Some(plan_sha256));
     }
     let Ok(l) = load_with(&plan, inventory, &common, registry) else {
         return 1;
     };
     let description = l.compiled.plan.description.clone();
-    let report = execute(l, &common, Mode::Apply).await;
-    print_report(&report, &common, color, description.as_deref());
+    let report = execute(l, &common, Mode::Apply, JournalArgs::apply(&plan, Some(file))).await;
+    let cx = report::markdown::Context {
+        review: saved.report.as_ref(),
+        plan_sha256: Some(&plan_sha256),
+        saved_as: None,
+    };
+    print_report_with(&report, &common, color, description.as_deref(), cx);
     report.exit_code()
 }
 
@@ -331,7 +396,7 @@ async fn apply(plan: &Path, yes: bool, common: &Common, registry: &Registry, col
             );
             return 1;
         }
-        let preview = execute(l, common, Mode::Diff).await;
+        let preview = execute(l, common, Mode::Diff, None).await;
         print_report(&preview, common, color, description.as_deref());
         if preview.exit_code() != 2 {
             return preview.exit_code();
@@ -347,19 +412,29 @@ async fn apply(plan: &Path, yes: bool, common: &Common, registry: &Registry, col
         let Ok(l) = load(plan, common, registry) else {
             return 1;
         };
-        let report = execute(l, common, Mode::Apply).await;
+        let report = execute(l, common, Mode::Apply, JournalArgs::apply(plan, None)).await;
         print_report(&report, common, color, description.as_deref());
         return report.exit_code();
     }
-    let report = execute(l, common, Mode::Apply).await;
+    let report = execute(l, common, Mode::Apply, JournalArgs::apply(plan, None)).await;
     print_report(&report, common, color, description.as_deref());
     report.exit_code()
 }
 
 fn print_report(r: &RunReport, common: &Common, color: bool, description: Option<&str>) {
+    print_report_with(r, common, color, description, report::markdown::Context::default());
+}
+
+fn print_report_with(
+    r: &RunReport,
+    common: &Common,
+    color: bool,
+    description: Option<&str>,
+    cx: report::markdown::Context<'_>,
+) {
     let text = match common.format {
         Format::Json => report::json::render(r),
-        Format::Markdown => report::markdown::render(r, description),
+        Format::Markdown => report::markdown::render_with(r, description, cx),
         Format::Text => report::text::render(
             r,
             report::text::TextOptions {
@@ -380,10 +455,28 @@ fn connector(common: &Common) -> Arc<dyn Connector> {
     }))
 }
 
-async fn execute(l: Loaded, common: &Common, mode: Mode) -> RunReport {
+/// What the journal of an `apply` records of where it came from.
+struct JournalArgs {
+    kind: plumb_engine::journal::RunKind,
+    plan: PathBuf,
+    saved_plan: Option<PathBuf>,
+    rollback_of: Option<String>,
+}
+
+impl JournalArgs {
+    fn apply(plan: &Path, saved_plan: Option<&Path>) -> Option<Self> {
+        Some(Self {
+            kind: plumb_engine::journal::RunKind::Apply,
+            plan: plan.to_path_buf(),
+            saved_plan: saved_plan.map(Path::to_path_buf),
+            rollback_of: None,
+        })
+    }
+}
+
+async fn execute(l: Loaded, common: &Common, mode: Mode, journal: Option<JournalArgs>) -> RunReport {
     let c = l.compiled;
     let mut opts = RunOptions::new(mode);
-    opts.forks = common.forks;
     if c.hosts.iter().any(|h| h.needs_facts) {
         let plan = Arc::new(c.plan.clone());
         let inventory = c.inventory.clone();
@@ -400,25 +493,68 @@ async fn execute(l: Loaded, common: &Common, mode: Mode) -> RunReport {
                 })
         }));
     }
+    let journal = journal.map(|j| {
+        runs::Journal::begin(
+            &opts.run_id,
+            &runs::Begin {
+                kind: j.kind,
+                plan: &j.plan,
+                sources: &l.sources,
+                inventory: l.inventory.path.as_deref(),
+                limit: &common.limit,
+                saved_plan: j.saved_plan.as_deref(),
+                rollback_of: j.rollback_of.as_deref(),
+                keep_backups: usize::try_from(common.keep_backups).unwrap_or(usize::MAX),
+            },
+            &c.hosts,
+        )
+    });
+    run_hosts(&c.plan.name, c.hosts, common, opts, l.inventory, journal).await
+}
+
+/// Run host plans with the progress display, Ctrl-C and SIGTERM (finish
+/// the steps under way, start no new one), then finish the journal.
+async fn run_hosts(
+    plan_name: &str,
+    hosts: Vec<plumb_engine::compile::HostPlan>,
+    common: &Common,
+    mut opts: RunOptions,
+    inventory: InventoryUsed,
+    journal: Option<runs::Journal>,
+) -> RunReport {
+    opts.forks = common.forks;
     let display = (std::io::stderr().is_terminal() && common.format == Format::Text)
-        .then(|| progress::Progress::new(c.hosts.len()));
+        .then(|| progress::Progress::new(hosts.len()));
     if let Some(d) = &display {
         let d = d.clone();
         opts.events = Some(Arc::new(move |e| d.on(e)));
     }
     let cancel = opts.cancel.clone();
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.store(true, Ordering::SeqCst);
-            errln!("\ninterrupted: finishing the steps under way, starting no new one");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return; },
+            _ = terminated => {},
         }
+        cancel.store(true, Ordering::SeqCst);
+        errln!("\ninterrupted: finishing the steps under way, starting no new one");
     });
-    let hosts = c.hosts.into_iter().map(Arc::new).collect();
-    let mut report = run(&c.plan.name, hosts, connector(common), opts).await;
-    report.inventory = l.inventory;
+    let hosts = hosts.into_iter().map(Arc::new).collect();
+    let connector = connector(common);
+    let mut report = run(plan_name, hosts, connector.clone(), opts).await;
+    report.inventory = inventory;
     watcher.abort();
     if let Some(d) = display {
         d.clear();
+    }
+    if let Some(j) = journal {
+        j.end(&report, connector).await;
     }
     report
 }

@@ -78,7 +78,7 @@ fn checks_are_not_counted_as_changes() {
         md.stdout
     );
     assert!(!md.stdout.contains("### `go-after`"), "{}", md.stdout);
-    assert!(md.stdout.contains("### Checks\n\n| check | result |\n|---|---|\n| `go-after` | checked once `conf` is applied |\n| `go-now` | passed |"), "{}", md.stdout);
+    assert!(md.stdout.contains("### GO criteria\n\n| check | criterion | at review |\n|---|---|---|\n| `go-after` | checked once the file is there | checked once `conf` is applied |\n| `go-now` | 2 > 1 | passed |"), "{}", md.stdout);
 
     let a = s.run("apply", &[]);
     expect(&a, 0, "apply converges and the checks hold");
@@ -114,8 +114,9 @@ resources:
     assert!(text.stdout.contains("one is not more than two"), "{}", text.stdout);
     let md = run_as(&s, "diff", "markdown");
     assert!(
-        md.stdout
-            .contains("| `go-false` | **failed**: assertion failed: one is not more than two"),
+        md.stdout.contains(
+            "| `go-false` | one is not more than two | **failed**: assertion failed: one is not more than two"
+        ),
         "{}",
         md.stdout
     );
@@ -257,5 +258,87 @@ resources:
     assert_eq!(
         fs::read_to_string(s.root().join("upstreams")).unwrap(),
         "upstreams:\n  - a\n  - b\nend\n"
+    );
+}
+
+#[test]
+fn the_review_shows_the_go_criteria_before_and_after_the_change_and_how_each_change_is_undone() {
+    let s = Scratch::new();
+    fs::create_dir_all(s.root()).unwrap();
+    fs::write(s.root().join("old"), "old\n").unwrap();
+    s.plan(
+        r#"
+resources:
+  - id: conf
+    file: {path: "{{ root }}/conf", content: "x\n"}
+  - id: old
+    file: {path: "{{ root }}/old", content: "new\n"}
+  - id: go-conf
+    assert: {command: "test -e '{{ root }}/conf'", message: the configuration is in place}
+    requires: [conf]
+  - id: go-now
+    assert: {command: "test -e '{{ root }}/old'"}
+"#,
+    );
+    let saved = s.path().join("review.plan");
+    let md = Plumb::new()
+        .arg("diff")
+        .arg(s.path().join("plan.yaml"))
+        .arg("--var")
+        .arg(format!("root={}", s.root().display()))
+        .args(["--format", "markdown", "--out"])
+        .arg(&saved)
+        .run();
+    expect(&md, 2, "review");
+    let doc = &md.stdout;
+    assert!(
+        doc.contains("| `go-conf` | the configuration is in place | checked once `conf` is applied |"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains(&format!(
+            "| `go-now` | `test -e '{}/old'` exits with 0 | passed |",
+            s.root().display()
+        )),
+        "{doc}"
+    );
+    assert!(
+        doc.contains(&format!(
+            "Saved as `{0}`: `plumb apply {0}` applies exactly this review",
+            saved.display()
+        )),
+        "{doc}"
+    );
+    assert!(doc.contains("Plan sha256: `"), "{doc}");
+    let conf = &doc[doc.find("### `conf`").unwrap()..];
+    assert!(
+        conf.contains("_How it is undone:_ `plumb rollback RUN` removes it, while it still holds what this run wrote"),
+        "{conf}"
+    );
+    let old = &doc[doc.find("### `old`").unwrap()..];
+    assert!(
+        old.contains("_How it is undone:_ `plumb rollback RUN` restores the old file from the backup"),
+        "{old}"
+    );
+
+    let a = Plumb::new()
+        .arg("apply")
+        .arg(&saved)
+        .arg("--var")
+        .arg(format!("root={}", s.root().display()))
+        .args(["--format", "markdown"])
+        .run();
+    expect(&a, 0, "apply of the reviewed plan");
+    assert!(
+        a.stdout
+            .contains("| check | criterion | at review | after the change |"),
+        "{}",
+        a.stdout
+    );
+    assert!(
+        a.stdout
+            .contains("| `go-conf` | the configuration is in place | checked once `conf` is applied | passed |"),
+        "checked after the change at review, passed after it:\n{}",
+        a.stdout
     );
 }

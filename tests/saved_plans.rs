@@ -192,3 +192,52 @@ fn a_saved_plan_is_refused_when_the_host_changed() {
     assert_refused(&a, "resource `root` on `box` changed since the review", &s);
     assert!(!a.stderr.contains("` changed since the review\n"), "{}", a.stderr);
 }
+
+/// A saved plan says nothing of a secret to someone without the
+/// workstation's key: `--var` values and the state of sensitive resources
+/// are fingerprinted with an HMAC keyed by the key in the plumb state
+/// folder (0600); a plain sha256 of a weak secret could be guessed offline.
+#[test]
+fn a_saved_plan_holds_keyed_fingerprints_of_secret_values_and_is_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    s.write("inventory.yaml", "hosts:\n  box:\n    connection: local\n");
+    s.write(
+        "plan.yaml",
+        "resources:\n  - id: token\n    sensitive: true\n    file: {path: \"{{ root }}/token\", content: \"{{ token }}\\n\"}\n",
+    );
+    std::fs::create_dir_all(s.root()).unwrap();
+    std::fs::write(s.root().join("token"), "weak\n").unwrap();
+    let state = s.path().join("state");
+    let run = |args: &[&str]| {
+        Plumb::new()
+            .current_dir(s.path())
+            .env("XDG_STATE_HOME", state.to_str().unwrap())
+            .args(args)
+            .arg("--var")
+            .arg(format!("root={}", s.root().display()))
+            .args(["--var", "token=hunter2"])
+            .run()
+    };
+    common::expect(&run(&["diff", "plan.yaml", "--out", "r.plan"]), 2, "diff --out");
+    let saved = s.path().join("r.plan");
+    assert_eq!(fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&saved).unwrap()).unwrap();
+    assert!(v["vars_sha256"].as_str().unwrap().starts_with("hmac:"), "{v}");
+    let fp = v["resources"][0]["fingerprint"].as_str().unwrap();
+    assert!(
+        fp.starts_with("hmac:"),
+        "the sensitive resource's fingerprint is keyed: {v}"
+    );
+    let text = fs::read_to_string(&saved).unwrap();
+    for plain in [
+        "hunter2",
+        &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"weak\n")),
+    ] {
+        assert!(!text.contains(plain), "`{plain}` in the saved plan:\n{text}");
+    }
+    let key = state.join("plumb/key");
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    common::expect(&run(&["apply", "r.plan"]), 0, "the same workstation applies it");
+    assert_eq!(fs::read_to_string(s.root().join("token")).unwrap(), "hunter2\n");
+}

@@ -37,6 +37,15 @@ pub struct SavedPlan {
     pub resources: Vec<ResourceHash>,
     /// The run id of the review.
     pub reviewed_in: String,
+    /// For a rollback (`plumb rollback RUN --out FILE`): the run it undoes;
+    /// `plan` is then that run's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
+    /// The review's report as it was printed (secret values hidden), less
+    /// the content diffs (a saved plan holds hashes, not file contents),
+    /// for `plumb show FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReport>,
 }
 
 /// A source file and its hash.
@@ -92,6 +101,8 @@ impl SavedPlan {
             sources: source_hashes(review.sources),
             resources: resource_hashes(report),
             reviewed_in: report.run_id.clone(),
+            rollback: None,
+            report: Some(without_content(report)),
         })
     }
 
@@ -172,6 +183,18 @@ impl SavedPlan {
     }
 }
 
+/// `report` without the content diffs.
+#[must_use]
+pub fn without_content(report: &RunReport) -> RunReport {
+    let mut r = report.clone();
+    for h in &mut r.hosts {
+        for x in &mut h.resources {
+            x.diff = None;
+        }
+    }
+    r
+}
+
 /// A file as what it is: its canonical path, or, when it cannot be resolved
 /// (it went away), its absolute path.
 #[must_use]
@@ -181,8 +204,12 @@ pub fn identity(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Hash of the `--var` arguments as written (`NAME=VALUE`; the last of one
-/// name counts, as it does for the run).
+/// Fingerprint of the `--var` arguments as written (`NAME=VALUE`; the last
+/// of one name counts, as it does for the run). The values may be secrets:
+/// the fingerprint is keyed with the workstation's key
+/// ([`crate::journal::Keyed`]), so that a saved plan left around says
+/// nothing about them to someone without the key. (Without a usable state
+/// folder: a plain sha256.)
 #[must_use]
 pub fn vars_hash(vars: &[String]) -> String {
     let map: BTreeMap<&str, &str> = vars
@@ -192,7 +219,11 @@ pub fn vars_hash(vars: &[String]) -> String {
             (k.trim(), val)
         })
         .collect();
-    sha256_hex(serde_json::to_string(&map).unwrap_or_default().as_bytes())
+    let json = serde_json::to_string(&map).unwrap_or_default();
+    match crate::journal::Keyed::load() {
+        Ok(k) => k.fingerprint(json.as_bytes()),
+        Err(_) => sha256_hex(json.as_bytes()),
+    }
 }
 
 /// Every loaded source, hashed, by canonical path.
@@ -211,16 +242,22 @@ pub fn source_hashes(sources: &Sources) -> Vec<SourceHash> {
     v
 }
 
-/// The per-resource fingerprints of a diff run.
+/// The per-resource fingerprints of a diff run; those of sensitive
+/// resources keyed with the workstation's key (they hash what the secret
+/// file holds).
 #[must_use]
 pub fn resource_hashes(r: &RunReport) -> Vec<ResourceHash> {
+    let key = crate::journal::Keyed::load().ok();
     r.hosts
         .iter()
         .flat_map(|h| {
             h.resources.iter().map(|x| ResourceHash {
                 host: h.name.clone(),
                 id: x.id.clone(),
-                fingerprint: x.fingerprint.clone(),
+                fingerprint: match (&key, &x.fingerprint) {
+                    (Some(k), Some(f)) if x.sensitive => Some(k.fingerprint(f.as_bytes())),
+                    _ => x.fingerprint.clone(),
+                },
                 pending: x.status == Status::Pending,
             })
         })

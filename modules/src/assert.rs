@@ -170,6 +170,17 @@ impl Module for Assert {
         Changes::none()
     }
 
+    fn criterion(p: &Params) -> Option<String> {
+        if let Some(m) = &p.message {
+            return Some(m.clone());
+        }
+        match (&p.that, &p.command) {
+            (Some(that), _) => Some(that.join(" and ")),
+            (None, Some(cmd)) => Some(format!("`{cmd}` exits with {}", p.expect_rc)),
+            (None, None) => None,
+        }
+    }
+
     fn check(p: &Params, s: &State) -> Result<(), String> {
         if s.failures.is_empty() {
             return Ok(());

@@ -72,6 +72,12 @@ impl Plumb {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumb"));
         cmd.current_dir(repo())
             .env("NO_COLOR", "1")
+            // Run records go to a state folder of the test process, not the
+            // user's (a test that cares sets its own).
+            .env(
+                "XDG_STATE_HOME",
+                std::env::temp_dir().join(format!("plumb-test-state-{}", std::process::id())),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         Self { cmd }

@@ -172,6 +172,12 @@ pub trait Module: Send + Sync + 'static {
     fn reprobe_after_requirements() -> bool {
         false
     }
+
+    /// What a check verifies, in the user's words, for the review's GO
+    /// criteria (`None`: nothing to say).
+    fn criterion(_p: &Self::Params) -> Option<String> {
+        None
+    }
 }
 
 /// What a module predicts from when a requirement is pending.

@@ -79,6 +79,8 @@ pub trait Resource: Send + Sync {
     fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
+    /// See [`Module::criterion`].
+    fn criterion(&self) -> Option<String>;
 }
 
 struct Typed<M: Module> {
@@ -145,6 +147,19 @@ impl<M: Module> Resource for Typed<M> {
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()
     }
+    fn criterion(&self) -> Option<String> {
+        M::criterion(&self.params)
+    }
+}
+
+/// A resource of module `M` from parameters made in code, not read from a
+/// plan (the engine's own plans: a rollback).
+#[must_use]
+pub fn resource_of<M: Module>(params: M::Params) -> Box<dyn Resource> {
+    Box::new(Typed::<M> {
+        params,
+        _m: PhantomData,
+    })
 }
 
 /// A module as the registry holds it.

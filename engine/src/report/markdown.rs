@@ -8,9 +8,27 @@ use super::text::change_line;
 use super::{check_later, checks_line, CheckSummary, HostReport, HostStatus, Mode, RunReport, Status};
 use crate::module::Risk;
 
+/// What the document says beyond the report itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    /// The review's report, when this is the apply of a saved plan: the GO
+    /// criteria then show each check at review time and after the change.
+    pub review: Option<&'a RunReport>,
+    /// Hash of the plan's sources.
+    pub plan_sha256: Option<&'a str>,
+    /// The saved plan that applies exactly this review (`diff --out`).
+    pub saved_as: Option<&'a str>,
+}
+
 /// Render the review document. `description` is the plan's description.
 #[must_use]
 pub fn render(r: &RunReport, description: Option<&str>) -> String {
+    render_with(r, description, Context::default())
+}
+
+/// Render the review document with what `cx` adds.
+#[must_use]
+pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) -> String {
     let mut out = String::new();
     let title = match r.mode {
         Mode::Diff => "Change review",
@@ -27,6 +45,15 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         r.run_id
     );
     let _ = writeln!(out, "Inventory: {}.\n", r.inventory.describe(|p| format!("`{p}`")));
+    if let Some(h) = cx.plan_sha256 {
+        let _ = writeln!(out, "Plan sha256: `{h}`.\n");
+    }
+    if let Some(f) = cx.saved_as {
+        let _ = writeln!(
+            out,
+            "Saved as `{f}`: `plumb apply {f}` applies exactly this review, and refuses if anything moved since.\n"
+        );
+    }
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(
         out,
@@ -137,6 +164,13 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
                 }
                 out.push('\n');
             }
+            if matches!(x.status, Status::Pending | Status::Changed) {
+                let how = crate::rollback::undo_line(&x.module, &x.changes, &x.notes);
+                if !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "_How it is undone:_ {how}\n");
+            }
             if let Some(e) = &x.error {
                 let _ = writeln!(
                     out,
@@ -149,7 +183,7 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
         if !any {
             let _ = writeln!(out, "No changes.");
         }
-        checks(&mut out, h);
+        checks(&mut out, h, r.mode, cx.review);
     }
     if r.mode == Mode::Diff {
         let _ = writeln!(
@@ -160,31 +194,68 @@ pub fn render(r: &RunReport, description: Option<&str>) -> String {
     out
 }
 
-/// The host's checks as a table: each one, passed or not, is a criterion
-/// the meeting reads.
-fn checks(out: &mut String, h: &HostReport) {
-    let mut any = false;
-    for x in h.resources.iter().filter(|x| x.check) {
-        if !any {
-            if !out.ends_with("\n\n") {
-                out.push('\n');
-            }
-            let _ = writeln!(out, "### Checks\n\n| check | result |\n|---|---|");
-            any = true;
-        }
+/// The host's checks as the GO criteria table: each check, what it
+/// verifies, its state at review time and (in an apply) after the change.
+fn checks(out: &mut String, h: &HostReport, mode: Mode, review: Option<&RunReport>) {
+    let state = |x: &super::ResourceReport| {
         let result = match x.status {
             Status::Ok | Status::Changed => "passed".to_string(),
             Status::Pending => check_later(x),
             Status::Failed => "**failed**".to_string(),
             Status::Skipped => "skipped".to_string(),
         };
-        let why = x
-            .error
-            .as_ref()
-            .map(|e| format!(": {}", e.replace('\n', " ").replace('|', "\\|")))
-            .unwrap_or_default();
-        let _ = writeln!(out, "| `{}` | {result}{why} |", x.id);
+        let why = x.error.as_ref().map(|e| format!(": {}", cell(e))).unwrap_or_default();
+        format!("{result}{why}")
+    };
+    let at_review = |id: &str| {
+        review
+            .and_then(|r| r.hosts.iter().find(|x| x.name == h.name))
+            .and_then(|rh| rh.resources.iter().find(|x| x.id == id))
+            .map_or_else(|| "not reviewed".to_string(), &state)
+    };
+    let mut any = false;
+    for x in h.resources.iter().filter(|x| x.check) {
+        if !any {
+            if !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            match mode {
+                Mode::Diff => {
+                    let _ = writeln!(
+                        out,
+                        "### GO criteria\n\n| check | criterion | at review |\n|---|---|---|"
+                    );
+                }
+                Mode::Apply => {
+                    let _ = writeln!(
+                        out,
+                        "### GO criteria\n\n| check | criterion | at review | after the change |\n|---|---|---|---|"
+                    );
+                }
+            }
+            any = true;
+        }
+        let criterion = x.criterion.as_deref().map_or_else(|| "—".to_string(), cell);
+        match mode {
+            Mode::Diff => {
+                let _ = writeln!(out, "| `{}` | {criterion} | {} |", x.id, state(x));
+            }
+            Mode::Apply => {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {criterion} | {} | {} |",
+                    x.id,
+                    at_review(&x.id),
+                    state(x)
+                );
+            }
+        }
     }
+}
+
+/// Text for a table cell: one line, no column separator.
+fn cell(s: &str) -> String {
+    s.replace('\n', " ").replace('|', "\\|")
 }
 
 fn code_span(s: &str) -> String {

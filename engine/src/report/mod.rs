@@ -7,12 +7,12 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::module::{Change, Changes, Risk};
 
 /// `diff` or `apply`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Probe and report; change nothing.
@@ -22,7 +22,7 @@ pub enum Mode {
 }
 
 /// A resource's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Converged; nothing to do.
@@ -39,7 +39,7 @@ pub enum Status {
 }
 
 /// A host's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
     /// Nothing to do.
@@ -55,7 +55,7 @@ pub enum HostStatus {
 }
 
 /// One change, as printed (values already redacted).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeReport {
     /// What differs.
     pub field: String,
@@ -68,7 +68,7 @@ pub struct ChangeReport {
 }
 
 /// One resource on one host.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResourceReport {
     /// Its id.
     pub id: String,
@@ -89,24 +89,28 @@ pub struct ResourceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReport>,
     /// Pending requirements this prediction follows (diff).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
     /// Other facts worth printing (backup paths, refreshes).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// What a failed resource's steps did before it failed (so a failure
     /// never hides a change made on the host).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub completed: Vec<String>,
     /// Whether values were hidden.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
     /// A check (`assert`), not a change: `ok` passed, `failed` failed,
     /// `pending` is checked once its pending requirements (`after`) are
     /// applied. A check has no changes and no risk, and is counted in
     /// [`Summary::checks`], never among the changes.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check: bool,
+    /// What a check verifies (its `message`, else its expressions or
+    /// command): a GO criterion of the review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criterion: Option<String>,
     /// Hash of the observed state and the changes: what a saved plan
     /// compares at apply time (never printed).
     #[serde(skip)]
@@ -114,7 +118,7 @@ pub struct ResourceReport {
 }
 
 /// A resource's failure, as data, with where it happened.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FailureReport {
     /// The host.
     pub host: String,
@@ -126,7 +130,7 @@ pub struct FailureReport {
 }
 
 /// One host.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostReport {
     /// Inventory name.
     pub name: String,
@@ -141,7 +145,7 @@ pub struct HostReport {
 }
 
 /// Counts over every host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Hosts in the run.
     pub hosts: usize,
@@ -164,7 +168,7 @@ pub struct Summary {
 }
 
 /// Counts of the checks over every host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckSummary {
     /// Checks that hold.
     pub passed: usize,
@@ -177,7 +181,7 @@ pub struct CheckSummary {
 }
 
 /// How the inventory of a run was chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InventoryFrom {
     /// None: the built-in local host.
@@ -194,7 +198,7 @@ pub enum InventoryFrom {
 }
 
 /// The inventory of a run, as the report tells it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryUsed {
     /// Its path as given or found (`None`: none, the local host).
     #[serde(rename = "inventory")]
@@ -229,7 +233,7 @@ impl InventoryUsed {
 }
 
 /// A whole run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     /// The plan's name.
     pub plan: String,

@@ -341,6 +341,7 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
         },
         sensitive: r.sensitive,
         check: r.check,
+        criterion: r.resource.as_ref().filter(|_| !r.sensitive).and_then(|x| x.criterion()),
     }
 }
 

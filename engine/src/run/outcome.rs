@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::Become;
 use crate::report::Status;
@@ -94,7 +94,7 @@ impl fmt::Display for Reason {
 /// about it. The reports render it ([`fmt::Display`] gives the sentence);
 /// the JSON report also carries the fields, with the host and the resource
 /// ([`crate::report::FailureReport`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// What went wrong, in a sentence (without the command's own words).
     pub what: String,
