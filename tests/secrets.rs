@@ -194,8 +194,9 @@ resources:
     );
     let leaked: Vec<&String> = here.iter().filter(|l| l.contains(SECRET)).collect();
     assert!(leaked.is_empty(), "the secret is on a command line here: {leaked:?}");
-    // The backup of the old secret: a 0700 run folder, a 0600 copy, which
-    // another user cannot read.
+    // The backup of the old secret: a copy that keeps the file's own mode
+    // (what a rollback puts back) in a 0700 run folder, so that another
+    // user cannot read it.
     let out = lab.ssh(
         n,
         "f=$(find /var/lib/plumb/backups -name app.pw); echo \"$f\"; stat -c %a \"$f\"; \
@@ -204,7 +205,7 @@ resources:
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert_eq!(lines[1], "600", "backup of a secret: {text}");
+    assert_eq!(lines[1], "644", "the backup keeps the old file's mode: {text}");
     assert_eq!(lines[2], "700", "the run's backup folder: {text}");
     assert_eq!(lines[3], "pw=old-Xq77");
     let other = lab.ssh_as("nosudo", n, &format!("cat '{}'", lines[0]));

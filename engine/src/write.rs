@@ -165,12 +165,13 @@ got=$(sha256sum < "$tmp"); got=${got%% *}
 if [ "$got" != "$want" ]; then echo "plumb: checksum mismatch for $target: sent $want, host has $got" >&2; exit 97; fi"#;
 
 /// Shell lines that copy `$target` (if it exists) into this run's backup
-/// folder (created 0700, the copy readable by its owner only: a backup of
-/// a secret stays one) and print `plumb-backup=PATH`. The engine sets `$plumb_run` (the
+/// folder and print `plumb-backup=PATH`. The copy keeps the file's own mode
+/// and owner (a rollback puts exactly those back); the run's folder is 0700,
+/// so no other user can reach the copy of a secret. The engine sets `$plumb_run` (the
 /// run id) at the top of every step script.
 #[must_use]
 pub fn backup_lines() -> Sh {
-    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/${plumb_run:-unknown-run}$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  chmod 700 -- \"$broot/${plumb_run:-unknown-run}\"\n  cp -a -- \"$target\" \"$bdir/\"\n  bfile=\"$bdir/$(basename -- \"$target\")\"\n  [ -L \"$bfile\" ] || chmod go= -- \"$bfile\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
+    Sh::raw_start("if [ -e \"$target\" ] || [ -L \"$target\" ]; then\n  broot=/var/lib/plumb/backups\n  if ! mkdir -p \"$broot\" 2>/dev/null || [ ! -w \"$broot\" ]; then broot=\"${HOME:-/tmp}/.local/state/plumb/backups\"; fi\n  bdir=\"$broot/${plumb_run:-unknown-run}$(dirname -- \"$target\")\"\n  mkdir -p -- \"$bdir\"\n  chmod 700 -- \"$broot/${plumb_run:-unknown-run}\"\n  cp -a -- \"$target\" \"$bdir/\"\n  echo \"plumb-backup=$bdir/$(basename -- \"$target\")\"\nfi")
 }
 
 #[cfg(test)]

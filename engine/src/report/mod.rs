@@ -86,7 +86,7 @@ pub struct ResourceReport {
     /// [`crate::run::Failure`] rendered).
     pub error: Option<String>,
     /// A failure as data: step, exit status, stderr, hint.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReport>,
     /// Pending requirements this prediction follows (diff).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -96,7 +96,7 @@ pub struct ResourceReport {
     pub notes: Vec<String>,
     /// What a failed resource's steps did before it failed (so a failure
     /// never hides a change made on the host).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub completed: Vec<String>,
     /// Whether values were hidden.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

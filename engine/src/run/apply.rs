@@ -222,8 +222,13 @@ async fn run_step(
     .map_err(|e| in_step(e, &label))?;
     if o.status == 0 {
         return Ok(if sensitive && matches!(step, Step::Run(_)) {
+            // Only where plumb kept a backup (a path, no secret): a rollback
+            // of this run needs it.
             StepDone {
-                notes: Vec::new(),
+                notes: backup_notes(&o)
+                    .into_iter()
+                    .filter(|n| n.starts_with("backup of the old file: "))
+                    .collect(),
                 done: vec![label],
             }
         } else {
