@@ -193,7 +193,13 @@ impl Module for Filesystem {
         Ok(())
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let d = &s.dev;
         let mut c = Changes::none();
         let want = match &p.label {

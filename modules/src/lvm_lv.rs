@@ -367,7 +367,13 @@ impl Module for LogicalVolume {
         }
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         let extent = s.group.as_ref().map_or(1, |g| g.extent);
         let cur = s.volume.as_ref().map_or(0, |v| v.extents);

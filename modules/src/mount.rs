@@ -764,7 +764,13 @@ impl Module for Mount {
         Ok(())
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         let want = p.entry();
         let fstab_old = s.entries.first();
@@ -1157,7 +1163,7 @@ mod tests {
 
     #[test]
     fn live_and_fstab_changes_are_reported_apart() {
-        let c = Mount::diff(&params(false), &state(None, 0));
+        let c = Mount::plan(&params(false), &state(None, 0));
         let fields: Vec<&str> = c.items.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["mounted", "fstab"]);
         assert_eq!(c.risk(), Some(Risk::Safe));
@@ -1167,7 +1173,7 @@ mod tests {
     fn data_at_the_mount_point_needs_migrate_and_a_migration_is_disruptive() {
         let e = Mount::check(&params(false), &state(None, 3)).unwrap_err();
         assert!(e.contains("holds 3 entries"), "{e}");
-        let c = Mount::diff(&params(true), &state(None, 3));
+        let c = Mount::plan(&params(true), &state(None, 3));
         assert_eq!(c.items[0].field, "migrate");
         assert_eq!(c.risk(), Some(Risk::Disruptive));
         let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();
