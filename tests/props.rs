@@ -705,12 +705,12 @@ mod props {
                     missing: Vec::new(),
                 };
                 if let Ok(state) = r.observe(&out) {
-                    let changes = r.diff(&state);
+                    let planned = r.plan(&state);
                     let _ = r.check(&state);
                     let _ = r.predict(&state);
-                    let _ = r.apply(&state, &changes);
+                    let _ = r.apply(&state, &planned);
                     let _ = r.verify(&state);
-                    let _ = r.refresh(&state, &changes);
+                    let _ = r.refresh(&state, &planned);
                 }
                 Ok(())
             });

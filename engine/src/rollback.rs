@@ -224,7 +224,13 @@ impl Module for Undo {
         Ok(())
     }
 
-    fn diff(p: &UndoParams, s: &UndoState) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &UndoParams, _s: &UndoState, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &UndoParams, s: &UndoState) -> Changes {
         let mut c = Changes::none();
         match &p.action {
             Action::Restore { backup, .. } => {
@@ -379,7 +385,13 @@ impl Module for Restart {
         })
     }
 
-    fn diff(_p: &RestartParams, _s: &RestartState) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &RestartParams, _s: &RestartState, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(_p: &RestartParams, _s: &RestartState) -> Changes {
         Changes::none()
     }
 

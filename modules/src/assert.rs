@@ -166,7 +166,13 @@ impl Module for Assert {
         Ok(State { failures })
     }
 
-    fn diff(_p: &Params, _s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(_p: &Params, _s: &State) -> Changes {
         Changes::none()
     }
 

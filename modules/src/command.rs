@@ -132,7 +132,13 @@ impl Module for Command {
         })
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         if s.needed() && !p.refresh_only {
             c.push(Change::new("run", None, Some(p.run.clone())).risk(p.risk));
@@ -150,7 +156,7 @@ impl Module for Command {
         if p.creates.is_none() && p.unless.is_none() {
             return Changes::none();
         }
-        Self::diff(p, after)
+        Self::plan(p, after)
     }
 
     /// Which guard still says "not done", in words.

@@ -246,7 +246,13 @@ impl Module for ContainerdHosts {
         Ok(State { file, doc })
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         let exists = s.file.info.kind == Kind::File;
         if !exists {

@@ -168,7 +168,13 @@ impl Module for Directory {
         Ok(State { info, entries })
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {

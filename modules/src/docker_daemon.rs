@@ -214,7 +214,13 @@ impl Module for DockerDaemon {
         }
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         let want = p.desired(s.current());
         let exists = s.file.info.kind == Kind::File;

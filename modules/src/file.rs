@@ -63,6 +63,28 @@ fn short(sha: &str) -> String {
     format!("sha256:{}", &sha[..12.min(sha.len())])
 }
 
+/// What to do to the file, as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilePlan {
+    /// Nothing.
+    Keep,
+    /// Write its content (and metadata) atomically.
+    Write,
+    /// Set its metadata only.
+    Metadata,
+    /// Remove it.
+    Remove,
+}
+
+/// What nothing at a path looks like.
+const BLANK: PathInfo = PathInfo {
+    kind: Kind::None,
+    mode: None,
+    owner: None,
+    group: None,
+    size: None,
+};
+
 impl Module for File {
     const NAME: &'static str = "file";
     type Params = Params;
@@ -187,7 +209,37 @@ impl Module for File {
         })
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = FilePlan;
+
+    fn plan(p: &Params, s: &State) -> FilePlan {
+        let exists = s.info.kind != Kind::None;
+        if p.state == Presence::Absent {
+            return if exists { FilePlan::Remove } else { FilePlan::Keep };
+        }
+        let content = p
+            .payload
+            .as_ref()
+            .is_some_and(|want| s.sha256.as_deref() != Some(want.sha256.as_str()));
+        if !exists || s.info.kind == Kind::Link || content {
+            return FilePlan::Write;
+        }
+        let mut c = Changes::none();
+        let info = if s.info.kind == Kind::File { &s.info } else { &BLANK };
+        metadata_changes(
+            info,
+            p.mode.map(|m| m.0),
+            p.owner.as_deref(),
+            p.group.as_deref(),
+            &mut c,
+        );
+        if c.is_empty() {
+            FilePlan::Keep
+        } else {
+            FilePlan::Metadata
+        }
+    }
+
+    fn changes(p: &Params, s: &State, _plan: &FilePlan) -> Changes {
         let mut c = Changes::none();
         if p.state == Presence::Absent {
             if s.info.kind != Kind::None {
@@ -225,24 +277,20 @@ impl Module for File {
             _ => {}
         }
         let mode = p.mode.map(|m| m.0).or(if exists { None } else { Some(0o644) });
-        let blank = PathInfo {
-            kind: Kind::None,
-            mode: None,
-            owner: None,
-            group: None,
-            size: None,
-        };
         let info = if exists && s.info.kind == Kind::File {
             &s.info
         } else {
-            &blank
+            &BLANK
         };
         metadata_changes(info, mode, p.owner.as_deref(), p.group.as_deref(), &mut c);
         c
     }
 
-    fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
-        if p.state == Presence::Absent {
+    fn apply(p: &Params, s: &State, plan: &FilePlan) -> Vec<Step> {
+        if *plan == FilePlan::Keep {
+            return Vec::new();
+        }
+        if *plan == FilePlan::Remove {
             let mut sh = Sh::raw_start("set -e\ntarget=").val(&p.path).raw("\n");
             if p.backup {
                 sh.line(&backup_lines());
@@ -250,7 +298,7 @@ impl Module for File {
             sh.line(&Sh::raw_start("rm -f -- \"$target\""));
             return vec![Step::run(format!("remove {}", p.path), sh)];
         }
-        if changes.has("content") || changes.has("state") {
+        if *plan == FilePlan::Write {
             let payload = p.payload.clone().unwrap_or_else(|| Payload::bytes(Vec::new()));
             return vec![Step::Write(FileWrite {
                 path: p.path.clone(),

@@ -84,6 +84,22 @@ impl Params {
     }
 }
 
+/// What to do to the device's filesystem, as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsPlan {
+    /// Make the filesystem (the device is new, blank, or holds another
+    /// one that `force` may erase).
+    Make,
+    /// Keep it: relabel it, grow it to fill the device (both false:
+    /// converged).
+    Adjust {
+        /// Set the wanted label.
+        label: bool,
+        /// Grow it.
+        grow: bool,
+    },
+}
+
 impl Module for Filesystem {
     const NAME: &'static str = "filesystem";
     type Params = Params;
@@ -193,51 +209,63 @@ impl Module for Filesystem {
         Ok(())
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = FsPlan;
+
+    fn plan(p: &Params, s: &State) -> FsPlan {
+        let d = &s.dev;
+        if !d.exists() || !p.matches(d) {
+            return FsPlan::Make;
+        }
+        FsPlan::Adjust {
+            label: p.label.as_ref().is_some_and(|l| d.label.as_deref() != Some(l.as_str())),
+            grow: p.grow && d.growth_line().is_some(),
+        }
+    }
+
+    fn changes(p: &Params, s: &State, plan: &FsPlan) -> Changes {
         let d = &s.dev;
         let mut c = Changes::none();
         let want = match &p.label {
             Some(l) => format!("{} labelled `{l}`", p.fstype.as_str()),
             None => p.fstype.as_str().to_string(),
         };
-        if !d.exists() {
-            c.push(Change::new(
-                "filesystem",
-                None,
-                Some(format!("{want} on the new device")),
-            ));
-            return c;
-        }
-        if !p.matches(d) {
-            match d.holds() {
-                None => c.push(Change::new(
+        let (label, grow) = match *plan {
+            FsPlan::Make if !d.exists() => {
+                c.push(Change::new(
                     "filesystem",
-                    Some(format!("blank device ({})", human(d.size))),
-                    Some(want),
-                )),
-                Some(what) => {
-                    let to = if p.force {
-                        format!("{want} (erases what is there)")
-                    } else {
-                        format!("{want} (refused without `force: true`)")
-                    };
-                    c.push(Change::new("filesystem", Some(what), Some(to)).risk(Risk::Destructive));
-                }
+                    None,
+                    Some(format!("{want} on the new device")),
+                ));
+                return c;
             }
-            return c;
+            FsPlan::Make => {
+                c.push(match d.holds() {
+                    None => Change::new(
+                        "filesystem",
+                        Some(format!("blank device ({})", human(d.size))),
+                        Some(want),
+                    ),
+                    Some(what) => {
+                        let to = if p.force {
+                            format!("{want} (erases what is there)")
+                        } else {
+                            format!("{want} (refused without `force: true`)")
+                        };
+                        Change::new("filesystem", Some(what), Some(to)).risk(Risk::Destructive)
+                    }
+                });
+                return c;
+            }
+            FsPlan::Adjust { label, grow } => (label, grow),
+        };
+        if let (true, Some(l)) = (label, &p.label) {
+            c.push(Change::new("label", d.label.clone(), Some(l.clone())));
         }
-        if let Some(l) = &p.label {
-            if d.label.as_deref() != Some(l.as_str()) {
-                c.push(Change::new("label", d.label.clone(), Some(l.clone())));
-            }
-        }
-        if p.grow {
-            if let Some((from, to)) = d.growth_line() {
-                c.push(
-                    Change::new("size", Some(from), Some(format!("{to} (grown to fill the device)")))
-                        .risk(Risk::Disruptive),
-                );
-            }
+        if let (true, Some((from, to))) = (grow, d.growth_line()) {
+            c.push(
+                Change::new("size", Some(from), Some(format!("{to} (grown to fill the device)")))
+                    .risk(Risk::Disruptive),
+            );
         }
         c
     }
@@ -259,22 +287,22 @@ impl Module for Filesystem {
         Prediction::Probed
     }
 
-    fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &FsPlan) -> Vec<Step> {
         let mut steps = Vec::new();
-        if changes.has("filesystem") {
+        let FsPlan::Adjust { label, grow } = *plan else {
             steps.push(Step::run(
                 format!("mkfs.{} {}", p.fstype.as_str(), p.dev),
                 mkfs_script(p),
             ));
             return steps;
-        }
-        if let (true, Some(l)) = (changes.has("label"), &p.label) {
+        };
+        if let (true, Some(l)) = (label, &p.label) {
             steps.push(Step::run(
                 format!("label {} `{l}`", p.dev),
                 label_script(&p.dev, p.fstype, l, s.dev.mount.as_deref()),
             ));
         }
-        if changes.has("size") {
+        if grow {
             steps.push(Step::run(
                 format!("grow the {} filesystem on {}", p.fstype.as_str(), p.dev),
                 Sh::raw_start("set -e\n").then(&blockdev::grow_script(&p.dev, p.fstype)),

@@ -176,6 +176,15 @@ fn secret_change(l: &Leaf) -> Change {
     Change::new(field, mask(&l.from), mask(&l.to)).secret()
 }
 
+/// What to do to the registries file, as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistriesPlan {
+    /// Write it (missing, unreadable, or its registries differ).
+    pub write: bool,
+    /// Only set its mode to 0600.
+    pub chmod: bool,
+}
+
 impl Module for K3sRegistries {
     const NAME: &'static str = "k3s.registries";
     type Params = Params;
@@ -254,7 +263,26 @@ impl Module for K3sRegistries {
         Ok(State { file, doc })
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = RegistriesPlan;
+
+    fn plan(p: &Params, s: &State) -> RegistriesPlan {
+        let exists = s.file.info.kind == Kind::File;
+        let write = !exists
+            || match &s.doc {
+                Err(_) => true,
+                Ok(old) => compare(old.as_ref(), Some(&p.doc)).into_iter().next().is_some(),
+            };
+        let mut meta = Changes::none();
+        if exists {
+            metadata_changes(&s.file.info, Some(MODE), None, None, &mut meta);
+        }
+        RegistriesPlan {
+            write,
+            chmod: !meta.is_empty(),
+        }
+    }
+
+    fn changes(p: &Params, s: &State, _plan: &RegistriesPlan) -> Changes {
         let mut c = Changes::none();
         let exists = s.file.info.kind == Kind::File;
         if !exists {
@@ -292,10 +320,12 @@ impl Module for K3sRegistries {
         c
     }
 
-    fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
-        let content_changed = changes.items.iter().any(|c| c.field != "mode");
-        if content_changed {
+    fn apply(p: &Params, s: &State, plan: &RegistriesPlan) -> Vec<Step> {
+        if plan.write {
             return write_steps(&s.file, &p.path, p.text.clone(), Some(MODE), None);
+        }
+        if !plan.chmod {
+            return Vec::new();
         }
         metadata_script(&p.path, &s.file.info, Some(MODE), None, None)
             .map(|sh| {

@@ -28,6 +28,12 @@ mod stat;
 
 use plumb_engine::module::Registry;
 
+/// `docs/ARCHITECTURE.md`: its example module is compiled and run as a doc
+/// test, so the documented contract cannot drift from the real one.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/ARCHITECTURE.md")]
+pub struct ArchitectureDoc;
+
 /// Every module plumb ships.
 #[must_use]
 pub fn registry() -> Registry {

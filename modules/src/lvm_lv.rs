@@ -76,13 +76,19 @@ pub struct State {
     dev: BlockDevice,
 }
 
-/// Where the volume's size goes.
-#[derive(Debug, PartialEq, Eq)]
-enum Plan {
+/// What to do to the volume (sizes in extents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing.
     Converged,
+    /// Create it with this many extents (0: the group is still to be
+    /// created, so the size is not known yet).
     Create(u64),
+    /// Grow it to this many extents (and its filesystem with `grow_fs`).
     Grow(u64),
+    /// Shrink it to this many extents (refused without `allow_shrink`).
     Shrink(u64),
+    /// Remove it.
     Remove,
 }
 
@@ -367,7 +373,13 @@ impl Module for LogicalVolume {
         }
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Plan;
+
+    fn plan(p: &Params, s: &State) -> Plan {
+        plan(p, s)
+    }
+
+    fn changes(p: &Params, s: &State, plan: &Plan) -> Changes {
         let mut c = Changes::none();
         let extent = s.group.as_ref().map_or(1, |g| g.extent);
         let cur = s.volume.as_ref().map_or(0, |v| v.extents);
@@ -376,7 +388,7 @@ impl Module for LogicalVolume {
             Some(other) => format!("{} ({other})", human(ext * extent)),
         };
         let fs = s.dev.sig_type.as_deref().and_then(FsType::growable);
-        match plan(p, s) {
+        match *plan {
             Plan::Converged => {}
             Plan::Remove => c.push(
                 Change::new(
@@ -431,11 +443,11 @@ impl Module for LogicalVolume {
         Prediction::Probed
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &Plan) -> Vec<Step> {
         let lv = format!("{}/{}", p.vg, p.name);
         let mut sh = lvm::env().raw("set -e\n");
         let fs = s.dev.sig_type.as_deref().and_then(FsType::growable);
-        let label = match plan(p, s) {
+        let label = match *plan {
             Plan::Converged => return Vec::new(),
             Plan::Remove => {
                 sh.line(&Sh::raw_start("lvremove -q -y").arg(&lv));

@@ -268,7 +268,13 @@ impl Module for VolumeGroup {
         Ok(())
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = to_converge(p, s);
         c.items.extend(drift(p, s));
         c

@@ -494,6 +494,126 @@ fn bind_is_ours(live: &serde_json::Value, bindsrc: &str, src_real: &str) -> bool
     !src_real.is_empty() && get(live, "maj:min") == get(holder, "maj:min") && get(live, "fsroot") == want
 }
 
+/// What to do to a mount point, as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountPlan {
+    /// The live mount.
+    pub live: LiveAction,
+    /// The fstab entry.
+    pub fstab: FstabEdit,
+}
+
+/// What to do to the live mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveAction {
+    /// Nothing.
+    Keep,
+    /// Mount it.
+    Mount,
+    /// Copy what is at the mount point onto the source, then mount it.
+    Migrate,
+    /// Mount it again with the wanted options.
+    Remount,
+    /// Unmount it.
+    Unmount,
+}
+
+/// What to do to the fstab entry of the mount point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FstabEdit {
+    /// Nothing.
+    Keep,
+    /// Add the entry.
+    Add,
+    /// Replace the existing entry with the wanted one.
+    Replace,
+    /// Remove every entry of the mount point.
+    Remove,
+}
+
+/// The migration, as reported.
+fn migrate_change(p: &Params, s: &State) -> Change {
+    let size = s
+        .data_bytes
+        .map(|b| format!("{} ({b} bytes)", human(b)))
+        .unwrap_or_else(|| "the data".into());
+    let from = match s.foreign() {
+        Some(f) => format!("{size} in `{}` (mounted from {})", p.path, f.source),
+        None => format!("{size} in `{}` ({} entries)", p.path, s.path_entries),
+    };
+    let kept = match (s.foreign(), p.migrate.as_ref().is_some_and(|m| m.keep_old)) {
+        (Some(f), _) => format!("old data stays on {}, unmounted", f.source),
+        (None, true) => format!("old data kept as {}", migrate::old_name_hint(&p.path)),
+        (None, false) => "old data deleted after the verified switch".into(),
+    };
+    let stop = p
+        .migrate
+        .as_ref()
+        .map(|m| {
+            let then = m
+                .stop_command
+                .as_deref()
+                .map(|c| format!("; then `{c}` runs"))
+                .unwrap_or_default();
+            format!("{}{then}", downtime(&m.stop, &s.units))
+        })
+        .unwrap_or_default();
+    Change::new(
+        "migrate",
+        Some(from),
+        Some(format!("copied onto {}, verified by checksums; {kept}{stop}", p.src())),
+    )
+    .risk(Risk::Disruptive)
+}
+
+/// The mount, as reported (with what `check` refuses once the
+/// requirements are applied, said in the preview too).
+fn mounted_change(p: &Params, s: &State) -> Change {
+    let from = s.foreign().map(|f| format!("{} ({})", f.source, f.fstype));
+    let risk = if s.foreign().is_some() {
+        Risk::Disruptive
+    } else {
+        Risk::Safe
+    };
+    let refused = match (s.foreign(), s.holds_data(), &p.migrate) {
+        (_, _, Some(_)) | (None, false, None) => "",
+        (Some(_), _, None) => " (refused: another filesystem is mounted there)",
+        (None, true, None) => " (refused: the directory holds data; add `migrate:`)",
+    };
+    Change::new(
+        "mounted",
+        from,
+        Some(format!("{} on {} ({}){refused}", p.src(), p.path, p.opts_text())),
+    )
+    .risk(risk)
+}
+
+/// fstab rewritten with the wanted entry (or without any, for `absent`).
+fn fstab_write(p: &Params, s: &State) -> Step {
+    let new = if p.state == MountState::Absent {
+        rewrite(&s.fstab, &p.path, None)
+    } else {
+        rewrite(&s.fstab, &p.path, Some(&p.entry().line()))
+    };
+    // The staged file must hold the new line as util-linux reads it.
+    let validate = (p.state != MountState::Absent && !p.path.contains('%')).then(|| {
+        Sh::raw_start("findmnt -n -o TARGET --tab-file %s -M")
+            .arg(&p.path)
+            .raw(" >/dev/null")
+            .as_str()
+            .to_string()
+    });
+    Step::Write(FileWrite {
+        path: p.fstab.clone(),
+        payload: Payload::bytes(new),
+        mode: None,
+        owner: None,
+        group: None,
+        validate,
+        backup: s.fstab_exists,
+    })
+}
+
 impl Module for Mount {
     const NAME: &'static str = "mount";
     type Params = Params;
@@ -764,186 +884,146 @@ impl Module for Mount {
         Ok(())
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
-        let mut c = Changes::none();
+    type Plan = MountPlan;
+
+    fn plan(p: &Params, s: &State) -> MountPlan {
         let want = p.entry();
         let fstab_old = s.entries.first();
-        // The live side.
-        match p.state {
-            MountState::Mounted => {
-                if let Some(l) = s.live.as_ref().filter(|l| l.ours) {
+        let live = match p.state {
+            MountState::Mounted => match s.live.as_ref().filter(|l| l.ours) {
+                Some(l) => {
                     let options_changed = fstab_old.is_some_and(|(_, e, _)| !e.same_as(&want) && e.opts != want.opts);
                     if !Flags::live(&l.options).same_as(&Flags::wanted(&p.opts), &Families::of(&p.opts))
                         || options_changed
                     {
-                        c.push(
-                            Change::new(
-                                "options",
-                                Some(l.options.clone()),
-                                Some(format!("{} (remount)", p.opts_text())),
-                            )
-                            .risk(Risk::Disruptive),
-                        );
-                    }
-                } else {
-                    let migrating = p.migrate.is_some() && (s.foreign().is_some() || s.holds_data());
-                    if migrating {
-                        let size = s
-                            .data_bytes
-                            .map(|b| format!("{} ({b} bytes)", human(b)))
-                            .unwrap_or_else(|| "the data".into());
-                        let from = match s.foreign() {
-                            Some(f) => format!("{size} in `{}` (mounted from {})", p.path, f.source),
-                            None => format!("{size} in `{}` ({} entries)", p.path, s.path_entries),
-                        };
-                        let kept = match (s.foreign(), p.migrate.as_ref().is_some_and(|m| m.keep_old)) {
-                            (Some(f), _) => format!("old data stays on {}, unmounted", f.source),
-                            (None, true) => format!("old data kept as {}", migrate::old_name_hint(&p.path)),
-                            (None, false) => "old data deleted after the verified switch".into(),
-                        };
-                        let stop = p
-                            .migrate
-                            .as_ref()
-                            .map(|m| {
-                                let then = m
-                                    .stop_command
-                                    .as_deref()
-                                    .map(|c| format!("; then `{c}` runs"))
-                                    .unwrap_or_default();
-                                format!("{}{then}", downtime(&m.stop, &s.units))
-                            })
-                            .unwrap_or_default();
-                        c.push(
-                            Change::new(
-                                "migrate",
-                                Some(from),
-                                Some(format!("copied onto {}, verified by checksums; {kept}{stop}", p.src())),
-                            )
-                            .risk(Risk::Disruptive),
-                        );
-                    }
-                    let from = s.foreign().map(|f| format!("{} ({})", f.source, f.fstype));
-                    let risk = if s.foreign().is_some() {
-                        Risk::Disruptive
+                        LiveAction::Remount
                     } else {
-                        Risk::Safe
-                    };
-                    // What `check` refuses once the requirements are applied,
-                    // said in the preview too.
-                    let refused = match (s.foreign(), s.holds_data(), &p.migrate) {
-                        (_, _, Some(_)) | (None, false, None) => "",
-                        (Some(_), _, None) => " (refused: another filesystem is mounted there)",
-                        (None, true, None) => " (refused: the directory holds data; add `migrate:`)",
-                    };
-                    c.push(
-                        Change::new(
-                            "mounted",
-                            from,
-                            Some(format!("{} on {} ({}){refused}", p.src(), p.path, p.opts_text())),
-                        )
-                        .risk(risk),
-                    );
+                        LiveAction::Keep
+                    }
                 }
-            }
+                None if p.migrate.is_some() && (s.foreign().is_some() || s.holds_data()) => LiveAction::Migrate,
+                None => LiveAction::Mount,
+            },
             MountState::Unmounted | MountState::Absent => {
-                if let Some(l) = s.live.as_ref().filter(|l| l.ours || p.src.is_none()) {
-                    c.push(
-                        Change::new("mounted", Some(format!("{} on {}", l.source, p.path)), None)
-                            .risk(Risk::Disruptive),
-                    );
+                if s.live.as_ref().is_some_and(|l| l.ours || p.src.is_none()) {
+                    LiveAction::Unmount
+                } else {
+                    LiveAction::Keep
                 }
             }
-            MountState::Present => {}
-        }
-        // The fstab side.
-        if p.state == MountState::Absent {
-            for (n, _, line) in &s.entries {
-                c.push(Change::new(format!("fstab line {n}"), Some(line.clone()), None));
+            MountState::Present => LiveAction::Keep,
+        };
+        let fstab = if p.state == MountState::Absent {
+            if s.entries.is_empty() {
+                FstabEdit::Keep
+            } else {
+                FstabEdit::Remove
             }
         } else {
             match fstab_old {
-                Some((_, e, _)) if e.same_as(&want) => {}
-                Some((n, _, line)) => c.push(Change::new(
-                    format!("fstab line {n}"),
-                    Some(line.clone()),
-                    Some(want.line()),
-                )),
-                None => c.push(Change::new("fstab", None, Some(want.line()))),
+                Some((_, e, _)) if e.same_as(&want) => FstabEdit::Keep,
+                Some(_) => FstabEdit::Replace,
+                None => FstabEdit::Add,
             }
+        };
+        MountPlan { live, fstab }
+    }
+
+    fn changes(p: &Params, s: &State, plan: &MountPlan) -> Changes {
+        let mut c = Changes::none();
+        match plan.live {
+            LiveAction::Keep => {}
+            LiveAction::Remount => {
+                let live = s.live.as_ref().map(|l| l.options.clone());
+                c.push(
+                    Change::new("options", live, Some(format!("{} (remount)", p.opts_text()))).risk(Risk::Disruptive),
+                );
+            }
+            LiveAction::Migrate => {
+                c.push(migrate_change(p, s));
+                c.push(mounted_change(p, s));
+            }
+            LiveAction::Mount => c.push(mounted_change(p, s)),
+            LiveAction::Unmount => {
+                let from = s.live.as_ref().map(|l| format!("{} on {}", l.source, p.path));
+                c.push(Change::new("mounted", from, None).risk(Risk::Disruptive));
+            }
+        }
+        let want = p.entry();
+        match plan.fstab {
+            FstabEdit::Keep => {}
+            FstabEdit::Remove => {
+                for (n, _, line) in &s.entries {
+                    c.push(Change::new(format!("fstab line {n}"), Some(line.clone()), None));
+                }
+            }
+            FstabEdit::Replace => {
+                if let Some((n, _, line)) = s.entries.first() {
+                    c.push(Change::new(
+                        format!("fstab line {n}"),
+                        Some(line.clone()),
+                        Some(want.line()),
+                    ));
+                }
+            }
+            FstabEdit::Add => c.push(Change::new("fstab", None, Some(want.line()))),
         }
         c
     }
 
-    fn apply(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &MountPlan) -> Vec<Step> {
         let mut steps = Vec::new();
         let src = p.src();
         let fstype = p.fstype.as_deref().unwrap_or("auto");
-        if changes.has("migrate") {
-            let m = p.migrate.as_ref().expect("a migrate change comes from `migrate:`");
-            steps.push(Step::run(
-                format!("migrate {} onto {src}", p.path),
-                migrate::script(&Migration {
-                    path: &p.path,
-                    src,
-                    fstype,
-                    opts: &p.opts_text(),
-                    stop: &m.stop,
-                    stop_command: m.stop_command.as_deref(),
-                    keep_old: m.keep_old,
-                }),
-            ));
-        } else if changes.has("mounted") && p.state == MountState::Mounted {
-            let mut sh = Sh::raw_start("set -e\n");
-            if s.path_kind == "none" {
-                sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+        match plan.live {
+            LiveAction::Keep => {}
+            LiveAction::Migrate => {
+                if let Some(m) = &p.migrate {
+                    steps.push(Step::run(
+                        format!("migrate {} onto {src}", p.path),
+                        migrate::script(&Migration {
+                            path: &p.path,
+                            src,
+                            fstype,
+                            opts: &p.opts_text(),
+                            stop: &m.stop,
+                            stop_command: m.stop_command.as_deref(),
+                            keep_old: m.keep_old,
+                        }),
+                    ));
+                }
             }
-            sh.line(
-                &Sh::raw_start("mount -t")
-                    .arg(fstype)
-                    .raw(" -o")
-                    .arg(p.opts_text())
-                    .arg(src)
-                    .arg(&p.path),
-            );
-            steps.push(Step::run(format!("mount {src} on {}", p.path), sh));
-        } else if changes.has("mounted") {
-            // An `rbind` carries the mounts under its source: all go.
-            let umount = if p.opts.iter().any(|o| o == "rbind") {
-                Sh::raw_start("umount -R --")
-            } else {
-                Sh::raw_start("umount --")
-            };
-            steps.push(Step::run(format!("umount {}", p.path), umount.arg(&p.path)));
-        }
-        if changes.has("options") {
-            steps.push(Step::run(
+            LiveAction::Mount => {
+                let mut sh = Sh::raw_start("set -e\n");
+                if s.path_kind == "none" {
+                    sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+                }
+                sh.line(
+                    &Sh::raw_start("mount -t")
+                        .arg(fstype)
+                        .raw(" -o")
+                        .arg(p.opts_text())
+                        .arg(src)
+                        .arg(&p.path),
+                );
+                steps.push(Step::run(format!("mount {src} on {}", p.path), sh));
+            }
+            LiveAction::Unmount => {
+                // An `rbind` carries the mounts under its source: all go.
+                let umount = if p.opts.iter().any(|o| o == "rbind") {
+                    Sh::raw_start("umount -R --")
+                } else {
+                    Sh::raw_start("umount --")
+                };
+                steps.push(Step::run(format!("umount {}", p.path), umount.arg(&p.path)));
+            }
+            LiveAction::Remount => steps.push(Step::run(
                 format!("remount {}", p.path),
                 Sh::raw_start("mount -o").arg(remount_options(&p.opts)).arg(&p.path),
-            ));
+            )),
         }
-        if changes.items.iter().any(|c| c.field.starts_with("fstab")) {
-            let new = if p.state == MountState::Absent {
-                rewrite(&s.fstab, &p.path, None)
-            } else {
-                rewrite(&s.fstab, &p.path, Some(&p.entry().line()))
-            };
-            // The staged file must hold the new line as util-linux reads it.
-            let validate = (p.state != MountState::Absent && !p.path.contains('%')).then(|| {
-                Sh::raw_start("findmnt -n -o TARGET --tab-file %s -M")
-                    .arg(&p.path)
-                    .raw(" >/dev/null")
-                    .as_str()
-                    .to_string()
-            });
-            steps.push(Step::Write(FileWrite {
-                path: p.fstab.clone(),
-                payload: Payload::bytes(new),
-                mode: None,
-                owner: None,
-                group: None,
-                validate,
-                backup: s.fstab_exists,
-            }));
+        if plan.fstab != FstabEdit::Keep {
+            steps.push(fstab_write(p, s));
         }
         steps
     }
@@ -1016,6 +1096,37 @@ fi"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the plan changes, as reported.
+    fn changes(p: &Params, s: &State) -> Changes {
+        Mount::changes(p, s, &Mount::plan(p, s))
+    }
+
+    /// The decision is data: a mount point that holds data with `migrate:`
+    /// plans a migration and an fstab entry, and apply builds its steps from
+    /// that plan alone (the report's wording plays no part).
+    #[test]
+    fn a_mount_plan_is_data_that_apply_carries_out() {
+        let (p, s) = (params(true), state(None, 3));
+        let plan = Mount::plan(&p, &s);
+        assert_eq!(
+            plan,
+            MountPlan {
+                live: LiveAction::Migrate,
+                fstab: FstabEdit::Add
+            }
+        );
+        let labels: Vec<String> = Mount::apply(&p, &s, &plan).iter().map(Step::label).collect();
+        assert_eq!(labels.len(), 2, "{labels:?}");
+        assert!(labels[0].starts_with("migrate "), "{labels:?}");
+        assert!(labels[1].starts_with("write "), "{labels:?}");
+        let keep = MountPlan {
+            live: LiveAction::Keep,
+            fstab: FstabEdit::Keep,
+        };
+        assert!(Mount::apply(&p, &s, &keep).is_empty());
+        assert!(Mount::changes(&p, &s, &keep).is_empty());
+    }
 
     fn opts(o: &[&str]) -> Vec<String> {
         o.iter().map(|s| (*s).to_string()).collect()
@@ -1157,7 +1268,7 @@ mod tests {
 
     #[test]
     fn live_and_fstab_changes_are_reported_apart() {
-        let c = Mount::diff(&params(false), &state(None, 0));
+        let c = changes(&params(false), &state(None, 0));
         let fields: Vec<&str> = c.items.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["mounted", "fstab"]);
         assert_eq!(c.risk(), Some(Risk::Safe));
@@ -1167,7 +1278,7 @@ mod tests {
     fn data_at_the_mount_point_needs_migrate_and_a_migration_is_disruptive() {
         let e = Mount::check(&params(false), &state(None, 3)).unwrap_err();
         assert!(e.contains("holds 3 entries"), "{e}");
-        let c = Mount::diff(&params(true), &state(None, 3));
+        let c = changes(&params(true), &state(None, 3));
         assert_eq!(c.items[0].field, "migrate");
         assert_eq!(c.risk(), Some(Risk::Disruptive));
         let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();

@@ -293,7 +293,13 @@ impl Module for Service {
         Prediction::Probed
     }
 
-    fn diff(p: &Params, s: &State) -> Changes {
+    type Plan = Changes;
+
+    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn plan(p: &Params, s: &State) -> Changes {
         let mut c = Changes::none();
         if s.need_reload {
             c.push(Change::new(
@@ -362,7 +368,7 @@ impl Module for Service {
     }
 
     fn verify(p: &Params, after: &State) -> Changes {
-        let mut c = Self::diff(p, after);
+        let mut c = Self::plan(p, after);
         // A unit that died right after `start` returned: say why.
         for ch in &mut c.items {
             if ch.field == "state" && p.state == Some(Running::Running) {
@@ -427,7 +433,7 @@ mod tests {
 
     #[test]
     fn starting_is_a_restart_risk_and_stopping_is_disruptive() {
-        let c = Service::diff(
+        let c = Service::plan(
             &params(Some(Running::Running), Some(true)),
             &state("inactive", "disabled"),
         );
@@ -436,9 +442,9 @@ mod tests {
             ["enabled", "state"]
         );
         assert_eq!(c.risk(), Some(Risk::Restart));
-        let c = Service::diff(&params(Some(Running::Stopped), None), &state("active", "enabled"));
+        let c = Service::plan(&params(Some(Running::Stopped), None), &state("active", "enabled"));
         assert_eq!(c.risk(), Some(Risk::Disruptive));
-        assert!(Service::diff(&params(Some(Running::Running), Some(true)), &state("active", "static")).is_empty());
+        assert!(Service::plan(&params(Some(Running::Running), Some(true)), &state("active", "static")).is_empty());
     }
 
     #[test]
@@ -448,7 +454,7 @@ mod tests {
             Service::refresh(&running, &state("active", "enabled"), &Changes::none()).len(),
             1
         );
-        let starting = Service::diff(&running, &state("inactive", "enabled"));
+        let starting = Service::plan(&running, &state("inactive", "enabled"));
         assert!(Service::refresh(&running, &state("inactive", "enabled"), &starting).is_empty());
         let stopped = params(Some(Running::Stopped), None);
         assert!(Service::refresh(&stopped, &state("inactive", "enabled"), &Changes::none()).is_empty());

@@ -115,12 +115,23 @@ pub trait Module: Send + Sync + 'static {
     /// resource (a message for the user).
     fn parse(p: &Self::Params, out: &ProbeOutput) -> Result<Self::State, String>;
 
-    /// What differs from the desired state.
-    fn diff(p: &Self::Params, current: &Self::State) -> Changes;
+    /// What to do, as data: the decision that [`Module::apply`] carries
+    /// out and [`Module::changes`] explains. The engine never reads the
+    /// explanation to act, and a module's `apply` reads only its plan.
+    type Plan: Send + Sync + 'static;
+
+    /// Decide what to do to reach the desired state from `current` (its
+    /// preconditions are [`Module::check`]'s).
+    fn plan(p: &Self::Params, current: &Self::State) -> Self::Plan;
+
+    /// The plan, for people: what differs, field by field; empty when the
+    /// plan does nothing.
+    fn changes(p: &Self::Params, current: &Self::State, plan: &Self::Plan) -> Changes;
 
     /// Preconditions on the observed state (a device that must exist, a
     /// filesystem that must not be foreign). Checked before apply, and in
-    /// `diff` unless a requirement is pending (which may make them true).
+    /// `diff` unless a requirement is pending (which may make them true):
+    /// a prediction plans without them.
     ///
     /// # Errors
     /// Why the resource cannot be converged, for the user.
@@ -135,13 +146,14 @@ pub trait Module: Send + Sync + 'static {
         Prediction::Probed
     }
 
-    /// The steps that make `changes` true.
-    fn apply(p: &Self::Params, current: &Self::State, changes: &Changes) -> Vec<Step>;
+    /// The steps that carry out `plan` (called only when it changes
+    /// something).
+    fn apply(p: &Self::Params, current: &Self::State, plan: &Self::Plan) -> Vec<Step>;
 
     /// After apply, whether the re-probed state counts as converged (by
-    /// default: no difference remains).
+    /// default: planning again finds nothing to do).
     fn verify(p: &Self::Params, after: &Self::State) -> Changes {
-        Self::diff(p, after)
+        Self::changes(p, after, &Self::plan(p, after))
     }
 
     /// A plain sentence for a change that did not verify: what is still
@@ -160,10 +172,10 @@ pub trait Module: Send + Sync + 'static {
     const CHECK: bool = false;
 
     /// What to do when notified (only called when [`Module::REFRESHABLE`]),
-    /// given the observed state and the changes `apply` makes in the same run
-    /// (a service that `apply` starts needs no restart on top). No steps:
-    /// the notification needs nothing done, and none is reported.
-    fn refresh(_p: &Self::Params, _current: &Self::State, _changes: &Changes) -> Vec<Step> {
+    /// given the observed state and the plan `apply` carries out in the same
+    /// run (a service that `apply` starts needs no restart on top). No
+    /// steps: the notification needs nothing done, and none is reported.
+    fn refresh(_p: &Self::Params, _current: &Self::State, _plan: &Self::Plan) -> Vec<Step> {
         Vec::new()
     }
 

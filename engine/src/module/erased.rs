@@ -14,13 +14,26 @@ use crate::shell::Sh;
 use crate::source::Span;
 use crate::yaml;
 
-/// A prediction, type-erased: the changes, or why they are not known yet.
+/// A prediction, type-erased: the plan, or why it is not known yet.
 #[derive(Debug)]
 pub enum Predicted {
-    /// The changes that would be made.
-    Changes(Changes),
+    /// The plan that would be carried out.
+    Plan(Planned),
     /// Not known before the pending requirement is applied.
     Unknown(String),
+}
+
+/// A module's plan, type-erased, with its changes (the plan explained).
+pub struct Planned {
+    plan: Box<dyn Any + Send + Sync>,
+    /// What the plan changes, for people.
+    pub changes: Changes,
+}
+
+impl fmt::Debug for Planned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Planned({:?})", self.changes)
+    }
 }
 
 /// A probed state, type-erased.
@@ -55,8 +68,8 @@ pub trait Resource: Send + Sync {
     /// # Errors
     /// As [`Module::parse`].
     fn observe(&self, out: &ProbeOutput) -> Result<Observed, String>;
-    /// See [`Module::diff`].
-    fn diff(&self, s: &Observed) -> Changes;
+    /// See [`Module::plan`]: the typed plan, with its changes.
+    fn plan(&self, s: &Observed) -> Planned;
     /// See [`Module::check`].
     ///
     /// # Errors
@@ -66,7 +79,7 @@ pub trait Resource: Send + Sync {
     /// is pending.
     fn predict(&self, s: &Observed) -> Predicted;
     /// See [`Module::apply`].
-    fn apply(&self, s: &Observed, c: &Changes) -> Vec<Step>;
+    fn apply(&self, s: &Observed, plan: &Planned) -> Vec<Step>;
     /// See [`Module::verify`].
     fn verify(&self, s: &Observed) -> Changes;
     /// See [`Module::accounts`].
@@ -76,7 +89,7 @@ pub trait Resource: Send + Sync {
     /// See [`Module::unconverged`].
     fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String>;
     /// See [`Module::refresh`].
-    fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
+    fn refresh(&self, s: &Observed, plan: &Planned) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
     /// See [`Module::criterion`].
@@ -113,21 +126,35 @@ impl<M: Module> Resource for Typed<M> {
         let json = serde_json::to_vec(&state).unwrap_or_default();
         Ok(Observed(Box::new(state), sha256_hex(&json)))
     }
-    fn diff(&self, s: &Observed) -> Changes {
-        M::diff(&self.params, self.state(s))
+    fn plan(&self, s: &Observed) -> Planned {
+        let state = self.state(s);
+        let plan = M::plan(&self.params, state);
+        Planned {
+            changes: M::changes(&self.params, state, &plan),
+            plan: Box::new(plan),
+        }
     }
     fn check(&self, s: &Observed) -> Result<(), String> {
         M::check(&self.params, self.state(s))
     }
     fn predict(&self, s: &Observed) -> Predicted {
         match M::predict(&self.params, self.state(s)) {
-            Prediction::Probed => Predicted::Changes(M::diff(&self.params, self.state(s))),
-            Prediction::Assume(assumed) => Predicted::Changes(M::diff(&self.params, &assumed)),
+            Prediction::Probed => Predicted::Plan(self.plan(s)),
+            Prediction::Assume(assumed) => {
+                let plan = M::plan(&self.params, &assumed);
+                Predicted::Plan(Planned {
+                    changes: M::changes(&self.params, &assumed, &plan),
+                    plan: Box::new(plan),
+                })
+            }
             Prediction::Unknown(why) => Predicted::Unknown(why),
         }
     }
-    fn apply(&self, s: &Observed, c: &Changes) -> Vec<Step> {
-        M::apply(&self.params, self.state(s), c)
+    fn apply(&self, s: &Observed, plan: &Planned) -> Vec<Step> {
+        plan.plan
+            .downcast_ref::<M::Plan>()
+            .map(|p| M::apply(&self.params, self.state(s), p))
+            .unwrap_or_default()
     }
     fn verify(&self, s: &Observed) -> Changes {
         M::verify(&self.params, self.state(s))
@@ -141,8 +168,11 @@ impl<M: Module> Resource for Typed<M> {
     fn unconverged(&self, s: &Observed, rest: &Changes) -> Option<String> {
         M::unconverged(&self.params, self.state(s), rest)
     }
-    fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step> {
-        M::refresh(&self.params, self.state(s), c)
+    fn refresh(&self, s: &Observed, plan: &Planned) -> Vec<Step> {
+        plan.plan
+            .downcast_ref::<M::Plan>()
+            .map(|p| M::refresh(&self.params, self.state(s), p))
+            .unwrap_or_default()
     }
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()

@@ -148,7 +148,7 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
             return Ok(false);
         }
     };
-    let changed = !decision.own.is_empty();
+    let changed = !decision.own.changes.is_empty();
     let mut steps = if changed {
         res.apply(obs, &decision.own)
     } else {

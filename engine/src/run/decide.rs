@@ -7,12 +7,12 @@
 use super::outcome::{Failure, Outcome, Reason};
 use super::{ticked, Slot};
 use crate::compile::{EdgeKind, HostPlan};
-use crate::module::{Account, Change, Changes, Observed, Predicted, Resource, Risk, Step};
+use crate::module::{Account, Change, Changes, Observed, Planned, Predicted, Resource, Risk, Step};
 
 /// What to do to one resource.
 pub(super) struct Decision {
-    /// What its module changes (what `apply` makes true).
-    pub own: Changes,
+    /// What its module plans (what `apply` carries out), with its changes.
+    pub own: Planned,
     /// What a notification adds: the change as reported, and its steps.
     pub refresh: Option<(Change, Vec<Step>)>,
 }
@@ -20,7 +20,7 @@ pub(super) struct Decision {
 impl Decision {
     /// Every change, as reported: its own, then the refresh.
     pub(super) fn changes(&self) -> Changes {
-        let mut c = self.own.clone();
+        let mut c = self.own.changes.clone();
         if let Some((change, _)) = &self.refresh {
             c.push(change.clone());
         }
@@ -32,11 +32,11 @@ impl Decision {
 /// what differs, then what its notifiers ask of it.
 pub(super) fn decide(res: &dyn Resource, obs: &Observed, notifiers: &[&str]) -> Result<Decision, Failure> {
     res.check(obs).map_err(Failure::new)?;
-    let own = res.diff(obs);
+    let own = res.plan(obs);
     Ok(with_refresh(res, obs, own, notifiers))
 }
 
-fn with_refresh(res: &dyn Resource, obs: &Observed, own: Changes, notifiers: &[&str]) -> Decision {
+fn with_refresh(res: &dyn Resource, obs: &Observed, own: Planned, notifiers: &[&str]) -> Decision {
     let refresh = if notifiers.is_empty() {
         None
     } else {
@@ -98,7 +98,14 @@ fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
             Err(f) => return Outcome::Failed(f),
         }
     } else {
-        with_refresh(res, obs, predict(res, obs, &slots[i].after), &notifiers)
+        match res.predict(obs) {
+            Predicted::Plan(plan) => with_refresh(res, obs, plan, &notifiers),
+            Predicted::Unknown(why) => {
+                let mut d = with_refresh(res, obs, res.plan(obs), &notifiers);
+                d.own.changes = unknown_until(&slots[i].after, &why);
+                d
+            }
+        }
     };
     slots[i].changes = decision.changes();
     if slots[i].changes.is_empty() {
@@ -108,20 +115,16 @@ fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
     }
 }
 
-/// The changes predicted while requirements `after` are pending.
-fn predict(res: &dyn Resource, obs: &Observed, after: &[String]) -> Changes {
-    match res.predict(obs) {
-        Predicted::Changes(c) => c,
-        Predicted::Unknown(why) => {
-            let mut c = Changes::none();
-            c.push(Change::new(
-                "state",
-                None,
-                Some(format!("known after {} is applied: {why}", ticked(after))),
-            ));
-            c
-        }
-    }
+/// A prediction that cannot be made before requirements `after` are
+/// applied, as a change.
+fn unknown_until(after: &[String], why: &str) -> Changes {
+    let mut c = Changes::none();
+    c.push(Change::new(
+        "state",
+        None,
+        Some(format!("known after {} is applied: {why}", ticked(after))),
+    ));
+    c
 }
 
 /// `` `a`, `b`, `c` and 2 more ``.
