@@ -231,7 +231,15 @@ if [ $# -gt 0 ]; then
     done
   done
   if [ -n "$active" ]; then
-    timeout 300 systemctl stop -- $active || fail "could not stop$active (systemctl stop failed, or took more than 300 s)"
+    if ! timeout 300 systemctl stop -- $active; then
+      # A unit that starts one of them again cancels the stop job: name it
+      # (its start may still be queued for a moment).
+      for i in 1 2 3 4 5 6 7 8 9 10; do
+        why=$(restarted) && fail "$why"
+        sleep 0.2
+      done
+      fail "could not stop$active (systemctl stop failed, or took more than 300 s)"
+    fi
     # Each unit is inactive, and stays so: a unit that something starts
     # again (a socket, a unit that pulls it in) would write into the data
     # while it is copied.
