@@ -138,6 +138,19 @@ restarted() {
     [ -n "$first" ] || first="$u started again after it was stopped; ${all:+units that can start it:$all; }see \`journalctl -u $u\`"
   done
   [ -n "$first" ] || return 1
+  # What came back may be what a unit pulls in before that unit's own start
+  # job runs (the socket of a service a keeper wants): name the keeper.
+  for u in $active; do
+    live "$u" && continue
+    for d in $(systemctl show -p WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
+      case $d in *.target|*.slice) continue ;; esac
+      case " $active " in *" $d "*) continue ;; esac
+      if live "$d"; then
+        echo "$u started again after it was stopped: it is started by $d, which runs (stop it too: list it in migrate.stop)"
+        return 0
+      fi
+    done
+  done
   echo "$first"
 }
 restore() {
