@@ -15,6 +15,7 @@ pub mod module;
 pub mod paths;
 pub mod plan;
 pub mod report;
+mod restarts;
 pub mod run;
 pub mod saved;
 pub mod shell;

@@ -660,6 +660,20 @@ pub trait Module: Send + Sync + 'static {
     fn reprobe_after_requirements() -> bool {
         false
     }
+
+    /// The systemd units (`docker.service`) that the steps making `changes`
+    /// stop and start again, so that they start last: a data migration
+    /// restarts its services. A notified service whose unit one of these
+    /// started after its notifiers changed reads their changes already and
+    /// is not restarted again.
+    fn starts_units(_p: &Self::Params, _current: &Self::State, _changes: &Changes) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The systemd unit a refresh restarts (`docker.service`), if any.
+    fn refreshes_unit(_p: &Self::Params) -> Option<String> {
+        None
+    }
 }
 
 /// What a module predicts from when a requirement is pending.
@@ -734,6 +748,10 @@ pub trait Resource: Send + Sync {
     fn refresh(&self, s: &Observed, c: &Changes) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
+    /// See [`Module::starts_units`].
+    fn starts_units(&self, s: &Observed, c: &Changes) -> Vec<String>;
+    /// See [`Module::refreshes_unit`].
+    fn refreshes_unit(&self) -> Option<String>;
 }
 
 struct Typed<M: Module> {
@@ -790,6 +808,12 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()
+    }
+    fn starts_units(&self, s: &Observed, c: &Changes) -> Vec<String> {
+        M::starts_units(&self.params, self.state(s), c)
+    }
+    fn refreshes_unit(&self) -> Option<String> {
+        M::refreshes_unit(&self.params)
     }
 }
 

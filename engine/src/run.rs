@@ -492,7 +492,8 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
         }
     }
     let mut applied = Vec::new();
-    for &i in &hp.order {
+    let mut restarts = crate::restarts::Restarts::default();
+    for (pos, &i) in hp.order.iter().enumerate() {
         if slots[i].status.is_some() {
             continue;
         }
@@ -549,9 +550,12 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                 };
                 if !notifiers.is_empty() {
                     let refresh = res.refresh(obs, &changes);
-                    if !refresh.is_empty() {
+                    if !refresh.is_empty() && restarts.covers(res.as_ref(), &r.notified_by, &notifiers).is_none() {
                         changes.push(refresh_change(&notifiers, &refresh));
                     }
+                }
+                if !changes.is_empty() {
+                    restarts.record(pos, i, &r.id, res.starts_units(obs, &changes));
                 }
                 slots[i].status = Some(if changes.is_empty() {
                     Status::Ok
@@ -596,11 +600,19 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     res.apply(obs, &changes)
                 };
                 let changed = !changes.is_empty();
-                let refresh = if notifiers.is_empty() {
+                let mut refresh = if notifiers.is_empty() {
                     Vec::new()
                 } else {
                     res.refresh(obs, &changes)
                 };
+                if let Some(note) = restarts
+                    .covers(res.as_ref(), &r.notified_by, &notifiers)
+                    .filter(|_| !refresh.is_empty())
+                {
+                    refresh.clear();
+                    slots[i].notes.push(note);
+                }
+                let starts = res.starts_units(obs, &changes);
                 slots[i].changes = changes;
                 if !refresh.is_empty() {
                     slots[i].changes.push(refresh_change(&notifiers, &refresh));
@@ -634,6 +646,7 @@ async fn converge(run: &HostRun<'_>, slots: &mut [Slot], opts: &RunOptions) -> O
                     slots[i].status = Some(Status::Changed);
                     if changed {
                         applied.push(i);
+                        restarts.record(pos, i, &r.id, starts);
                     }
                 }
             }

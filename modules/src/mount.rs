@@ -638,8 +638,15 @@ impl Module for Mount {
                 needs.push(Claim::Key("blockdev", s.clone()));
             }
         }
+        let mut provides = vec![Claim::Path(p.path.clone())];
+        // The units a migration stops run on the data it moves: their
+        // `service` resources come after it (and a restart it makes counts
+        // for their notifications).
+        if let Some(m) = &p.migrate {
+            provides.extend(m.stop.iter().map(|u| Claim::Key("data of", unit_id(u))));
+        }
         Claims {
-            provides: vec![Claim::Path(p.path.clone())],
+            provides,
             needs,
             // Not the path: a `directory` resource may make the mount point.
             manages: vec![Claim::Key("mount point", p.path.clone())],
@@ -960,6 +967,19 @@ impl Module for Mount {
 
     fn reprobe_after_requirements() -> bool {
         true
+    }
+
+    /// A migration stops the listed units that run and starts them again
+    /// once the data is in place.
+    fn starts_units(p: &Params, s: &State, changes: &Changes) -> Vec<String> {
+        let Some(m) = p.migrate.as_ref().filter(|_| changes.has("migrate")) else {
+            return Vec::new();
+        };
+        m.stop
+            .iter()
+            .map(|name| unit_id(name))
+            .filter(|id| s.units.iter().any(|u| &u.id == id && u.runs()))
+            .collect()
     }
 }
 
