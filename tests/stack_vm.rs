@@ -225,10 +225,10 @@ fn the_phase1_runbook_moves_a_running_docker_host_onto_the_new_disk() {
         "{logs}"
     );
     s.sh(&format!("docker pull -q {IMAGE}"));
-    s.sh(&format!(
+    s.sh(
         ". /etc/plumb-vm/registry.env; ctr -n pulltest images pull --hosts-dir /etc/containerd/certs.d \
-         --user \"$REGISTRY_USER:$REGISTRY_PASSWORD\" docker.io/library/plumbbox:v1 >/dev/null"
-    ));
+         --user \"$REGISTRY_USER:$REGISTRY_PASSWORD\" docker.io/library/plumbbox:v1 >/dev/null",
+    );
     let registries = s.sh("cat /etc/rancher/k3s/registries.yaml");
     for want in [
         "mirrors:",
