@@ -486,3 +486,94 @@ fn a_migration_refuses_while_pods_use_the_data_and_its_stop_command_stops_them()
         .sh("findmnt -n -o OPTIONS /run/plumb-pod/rootfs")
         .contains("lowerdir=/srv/app/k3s/snapshots/1"));
 }
+
+/// The daemon as dockerd is when its shutdown gives up on a container
+/// (dockerd waits 15 s, then exits — "Force shutdown daemon" — with the
+/// container killed but its overlay and shm still mounted below
+/// /var/lib/docker, used by no process): it stops without unmounting its
+/// container's tmpfs, nor an overlay built on a layer below the data.
+const FORCED_SHUTDOWN: &str = "[Service]\n\
+    ExecStartPre=/bin/mkdir -p /srv/app/overlay2/c2/lower /srv/app/overlay2/c2/merged /run/plumb-c2/upper /run/plumb-c2/work\n\
+    ExecStartPre=/bin/sh -c 'echo layer > /srv/app/overlay2/c2/lower/file; mountpoint -q /srv/app/overlay2/c2/merged || mount -t overlay plumb-c2 -o lowerdir=/srv/app/overlay2/c2/lower,upperdir=/run/plumb-c2/upper,workdir=/run/plumb-c2/work /srv/app/overlay2/c2/merged'\n\
+    ExecStopPost=\n\
+    ExecStopPost=/bin/sh -c 'echo stopped >> /var/log/plumb-dockerd.events'\n";
+
+#[test]
+fn a_migration_unmounts_what_a_stopped_daemon_left_mounted_unless_something_uses_it() {
+    let Some(node) = node_with_daemon(&[]) else { return };
+    node.sh("mkdir -p /etc/systemd/system/plumb-dockerd.service.d");
+    std::fs::write(
+        node.view("/etc/systemd/system/plumb-dockerd.service.d/forced.conf"),
+        FORCED_SHUTDOWN,
+    )
+    .unwrap();
+    // The tmpfs of the fixture is mounted again only when it is not there.
+    node.sh(
+        "sed -i 's|^ExecStartPre=/bin/mount -t tmpfs plumb-overlay /srv/app/overlay2/c1/merged$|ExecStartPre=/bin/sh -c \"mountpoint -q /srv/app/overlay2/c1/merged \\|\\| mount -t tmpfs plumb-overlay /srv/app/overlay2/c1/merged\"|' \
+         /etc/systemd/system/plumb-dockerd.service && systemctl daemon-reload && systemctl restart plumb-dockerd.service && sleep 0.3",
+    );
+    assert_eq!(node.sh("cat /srv/app/overlay2/c2/merged/file"), "layer");
+    node.sh("systemctl stop plumb-dockerd.service plumb-dockerd.socket && systemctl start plumb-dockerd.service");
+    assert_eq!(
+        node.sh("findmnt -n -o FSTYPE /srv/app/overlay2/c1/merged; findmnt -n -o FSTYPE /srv/app/overlay2/c2/merged"),
+        "tmpfs\noverlay",
+        "mounted once each, and left mounted by a stop"
+    );
+    let disk = LoopDev::new(node.dir.path(), "app", "64M");
+    let vars = [format!("dev={}", disk.dev)];
+    node.plan(DAEMON_PLAN);
+
+    // A filesystem the user mounted below the path is the user's: refused.
+    let own = LoopDev::new(node.dir.path(), "own", "16M");
+    node.sh(&format!(
+        "mkfs.ext4 -q {} && mkdir -p /srv/app/volumes/v2 && mount {} /srv/app/volumes/v2",
+        own.dev, own.dev
+    ));
+    let a = node.plumb("apply", &vars);
+    expect(&a, 1, "a real filesystem below the path");
+    let err = resource(&a, "app-mount")["error"].to_string();
+    assert!(
+        err.contains("filesystems are mounted below /srv/app") && err.contains("/srv/app/volumes/v2"),
+        "{err}"
+    );
+    assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");
+    node.sh("umount /srv/app/volumes/v2");
+
+    // A leftover mount that a live process uses (its cwd is there): refused,
+    // the process named.
+    node.sh("systemd-run -q --unit plumb-holder -p WorkingDirectory=/srv/app/overlay2/c1/merged /bin/sleep infinity && sleep 0.3");
+    let holder = node.sh("systemctl show -p MainPID --value plumb-holder");
+    let a = node.plumb("apply", &vars);
+    expect(&a, 1, "a live process uses the leftover mount");
+    let err = resource(&a, "app-mount")["error"].to_string();
+    assert!(
+        err.contains(&format!("held by processes that still run: {holder} (sleep)"))
+            && err.contains("holds its old data as before"),
+        "{err}"
+    );
+    assert_eq!(node.sh("findmnt -n -o SOURCE /srv/app || true"), "", "nothing switched");
+    assert_eq!(node.sh("findmnt -n -o FSTYPE /srv/app/overlay2/c1/merged"), "tmpfs");
+    node.sh("systemctl stop plumb-holder");
+
+    // Used by nothing: unmounted, named, and the data moves.
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "migrated, the leftovers unmounted");
+    let notes = resource(&a, "app-mount")["notes"].to_string();
+    assert!(
+        notes.contains(
+            "unmounted what the stopped units left mounted, used by no process: /srv/app/overlay2/c2/merged /srv/app/overlay2/c1/merged"
+        ),
+        "{notes}"
+    );
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    assert_eq!(node.sh("cat /srv/app/volumes/v1/data"), "precious");
+    assert_eq!(
+        node.sh("cat /srv/app/overlay2/c2/merged/file"),
+        "layer",
+        "the daemon mounts them again, on the new filesystem"
+    );
+    assert_eq!(node.sh("findmnt -n -o FSTYPE /srv/app/overlay2/c1/merged"), "tmpfs");
+    assert!(node
+        .sh("findmnt -n -o OPTIONS /srv/app/overlay2/c2/merged")
+        .contains("lowerdir=/srv/app/overlay2/c2/lower"));
+}

@@ -142,26 +142,61 @@ restore() {
   if start_again && [ -n "$active" ]; then say "started again:$active"; fi
 }
 fail() { say "migration of $path failed: $*"; say "nothing was switched: $path holds its old data as before"; restore; exit 1; }
-# Filesystems mounted below the path, and mounts elsewhere built on files
-# below it (an overlay's lowerdir/upperdir: the containers of a runtime
-# that keeps running when its service stops).
-below() {
-  findmnt -ln -o TARGET,OPTIONS | awk -v p="$path/" '
-    index($1, p) == 1 { print $1; next }
-    { n = split($2, o, ","); for (i = 1; i <= n; i++) if (index(o[i], "=" p) || index(o[i], ":" p)) { print $1; break } }' | head -n 3
+# Filesystems mounted below the path, and overlays elsewhere built on files
+# below it (lowerdir/upperdir: the containers of a runtime that keeps
+# running when its service stops), one a line: target, type, maj:min,
+# peer group (`shared:N`, or `-` for a private mount). findmnt escapes
+# blanks in targets (`\x20`).
+mounts_below() {
+  findmnt -ln -o TARGET,FSTYPE,MAJ:MIN,OPTIONS,OPT-FIELDS | awk -v p="$path/" '
+    { peer = "-"; if (match($5, /shared:[0-9]+/)) peer = substr($5, RSTART + 7, RLENGTH - 7) }
+    index($1, p) == 1 { print $1, $2, $3, peer; next }
+    { n = split($4, o, ","); for (i = 1; i <= n; i++) if (index(o[i], "=" p) || index(o[i], ":" p)) { print $1, $2, $3, peer; break } }'
 }
-# Processes in a mount namespace of their own that sees files below the
-# path (a container's: what keeps its overlay, when its runtime left it
-# running).
+below() { mounts_below | cut -d ' ' -f 1 | head -n 3; }
+# Processes that use one of the mounts listed on stdin (as mounts_below
+# prints them): rooted in it (a container), with their cwd or an open file
+# there, or in a mount namespace of their own holding a copy of it that
+# does not follow an unmount here (a private copy: not a slave of its peer
+# group, as the copies in systemd-udevd's and systemd-logind's namespaces
+# are, which go away with it). nsfs mounts share one device number: only
+# their cwd and open files count.
 users() {
   self=$(readlink /proc/self/ns/mnt)
+  list=$(cat)
+  devs=$(echo "$list" | awk '$2 != "nsfs" { printf "%s%s=%s", sep, $3, $4; sep = " " }')
   for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "$pid" = "$$" ] && continue
     ns=$(readlink "$d/ns/mnt" 2>/dev/null) || continue
-    [ "$ns" = "$self" ] && continue
-    if grep -qF -e " $path/" -e "=$path/" -e ":$path/" "$d/mountinfo" 2>/dev/null; then
-      echo "${d#/proc/} ($(cat "$d/comm" 2>/dev/null))"
+    other=0; [ "$ns" = "$self" ] || other=1
+    use=$(awk -v devs="$devs" -v other="$other" '
+      BEGIN { n = split(devs, a, " "); for (i = 1; i <= n; i++) { split(a[i], kv, "="); peer[kv[1]] = kv[2] } }
+      !($3 in peer) { next }
+      $5 == "/" { print "root"; exit }
+      other == 1 {
+        follows = 0
+        for (i = 7; i <= NF && $i != "-"; i++) if ($i == "master:" peer[$3] || $i == "shared:" peer[$3]) follows = 1
+        if (!follows) { print "copy"; exit }
+      }' "$d/mountinfo" 2>/dev/null)
+    if [ -z "$use" ]; then
+      for f in "$d/cwd" "$d"/fd/*; do
+        l=$(readlink "$f" 2>/dev/null) || continue
+        for t in $(echo "$list" | cut -d ' ' -f 1); do
+          case $l in "$t"|"$t"/*) use=files; break 2 ;; esac
+        done
+      done
     fi
+    [ -n "$use" ] && echo "$pid ($(cat "$d/comm" 2>/dev/null))"
   done | head -n 3 | tr '\n' ' '
+}
+# What a runtime leaves mounted when it gives up waiting for a container at
+# shutdown (dockerd does after 15 s, the container killed but its overlay,
+# shm and network namespace still mounted): overlay, tmpfs and nsfs mounts
+# that no process uses are unmounted, and named in the report. Any other
+# filesystem (one the user mounted below the path) is left to the user.
+runtime_only() {
+  echo "$1" | awk '$2 != "overlay" && $2 != "tmpfs" && $2 != "nsfs" { bad = 1 } index($1, "\\") { bad = 1 } END { exit bad }'
 }
 
 if [ ! -d "$path" ]; then fail "$path is not a directory"; fi
@@ -205,12 +240,27 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
   [ -z "$held" ] && break
   sleep 0.5
 done
+left=
 if [ -n "$held" ]; then
   why=$(restarted) && fail "$why; filesystems are mounted below $path ($(echo $held))"
-  procs=$(users)
+  list=$(mounts_below)
+  procs=$(echo "$list" | users)
+  if [ -z "$procs" ] && runtime_only "$list"; then
+    # Deepest first; a plain umount, which the kernel refuses while the
+    # mount (or a copy of it that follows) is busy.
+    for t in $(echo "$list" | cut -d ' ' -f 1 | sort -r); do
+      umount -- "$t" || fail "cannot unmount $t, left mounted by the stopped units"
+      left="$left $t"
+    done
+    held=$(below)
+  fi
+fi
+if [ -n "$held" ]; then
+  [ -n "${procs-}" ] || procs=$(mounts_below | users)
   [ -z "$procs" ] || procs=", held by processes that still run: $procs(containers left running when their service stopped, as Docker's are with live-restore and k3s's pods are: stop them first, e.g. with migrate.stop_command)"
   fail "filesystems are mounted below $path or use files there ($(echo $held))$procs: stop what holds them (list it in migrate.stop) or unmount them first"
 fi
+[ -z "$left" ] || echo "plumb-note=unmounted what the stopped units left mounted, used by no process:$left"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/plumb-migrate.XXXXXX") || fail "cannot make a temporary mount point"
 work=$(mktemp -d "${TMPDIR:-/tmp}/plumb-verify.XXXXXX") || fail "cannot make a work folder"
