@@ -207,7 +207,13 @@ fn the_phase1_runbook_moves_a_running_docker_host_onto_the_new_disk() {
     assert!(s
         .sh("ls -d /var/lib/docker.plumb-old-*")
         .contains("/var/lib/docker.plumb-old-"));
-    let fstab = s.sh("cat /etc/fstab");
+    // fstab's fields, one blank between them (plumb writes tabs).
+    let fstab = s
+        .sh("cat /etc/fstab")
+        .split('\n')
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(fstab.contains("/dev/vg_fast/docker /var/lib/docker ext4"), "{fstab}");
     assert!(fstab.contains("/dev/vg_fast/rancher /var/lib/rancher xfs"), "{fstab}");
     assert!(
