@@ -102,6 +102,19 @@ impl Stack {
             .run()
     }
 
+    /// Waits (up to 120 s) for the container `name` to run: Docker starts
+    /// a container with a restart policy again after dockerd starts, not
+    /// before `systemctl start docker` returns (it restarts one whose task
+    /// a forced shutdown left behind through its restart manager, with a
+    /// back-off).
+    fn running(&self, name: &str) {
+        let state = self.sh(&format!(
+            "for i in $(seq 240); do [ \"$(docker inspect -f '{{{{.State.Running}}}}' {name})\" = true ] && break; sleep 0.5; done; \
+             docker inspect -f '{{{{.State.Running}}}} {{{{.State.Status}}}} {{{{.State.Error}}}} restarts={{{{.RestartCount}}}}' {name}"
+        ));
+        assert!(state.starts_with("true "), "container {name} runs again: {state}");
+    }
+
     /// How many times systemd has started docker.service since boot.
     fn docker_starts(&self) -> usize {
         self.sh(&format!("journalctl -b -q -o cat -u docker.service {STARTED} | wc -l"))
@@ -201,7 +214,7 @@ fn the_phase1_runbook_moves_a_running_docker_host_onto_the_new_disk() {
         images_before
     );
     assert_eq!(s.sh("docker volume ls -q | sort"), volumes_before);
-    assert_eq!(s.sh("docker inspect -f '{{.State.Running}}' app").trim(), "true");
+    s.running("app");
     s.sh("cd /var/lib/docker/volumes/appdata/_data && sha256sum -c --quiet /root/seed.sha256");
     s.sh("docker exec app cat /host/hello.txt | grep -q 'bound from the host'");
     assert!(s
@@ -272,7 +285,7 @@ fn the_phase1_runbook_moves_a_running_docker_host_onto_the_new_disk() {
     expect(&fix, 0, "re-applied");
     assert!(s.sh("cat /etc/docker/daemon.json").contains("\"100m\""));
     assert_eq!(s.docker_starts(), starts + 1, "docker restarted once for the fix");
-    assert_eq!(s.sh("docker inspect -f '{{.State.Running}}' app").trim(), "true");
+    s.running("app");
     s.step("drift found and repaired");
 
     // 5. The LVM extension: the disk grows while the VM runs, the volume
@@ -293,7 +306,7 @@ fn the_phase1_runbook_moves_a_running_docker_host_onto_the_new_disk() {
     assert!(after > before + (3 << 29), "{before} → {after}");
     assert_eq!(resource(&grow, "go-docker-space")["status"], "ok");
     s.sh("cd /var/lib/docker/volumes/appdata/_data && sha256sum -c --quiet /root/seed.sha256");
-    assert_eq!(s.sh("docker inspect -f '{{.State.Running}}' app").trim(), "true");
+    s.running("app");
     s.step("LVM extension (block_resize, pvresize, LV and filesystem grown online)");
     eprintln!("[step] rehearsal total: {:.1?}", t_all.elapsed());
 }
@@ -325,7 +338,7 @@ fn phase1_on_a_disk_too_small_fails_before_the_switch_and_docker_keeps_running()
         s.sh("docker info --format '{{.DockerRootDir}}'").trim(),
         "/var/lib/docker"
     );
-    assert_eq!(s.sh("docker inspect -f '{{.State.Running}}' app").trim(), "true");
+    s.running("app");
     s.sh("cd /var/lib/docker/volumes/appdata/_data && sha256sum -c --quiet /root/seed.sha256");
     s.sh("cmp /etc/fstab /root/fstab.before");
     s.step("checked: Docker on the old data, container running, fstab unchanged");
