@@ -112,7 +112,10 @@ impl Stack {
             "for i in $(seq 240); do [ \"$(docker inspect -f '{{{{.State.Running}}}}' {name})\" = true ] && break; sleep 0.5; done; \
              docker inspect -f '{{{{.State.Running}}}} {{{{.State.Status}}}} {{{{.State.Error}}}} restarts={{{{.RestartCount}}}}' {name}"
         ));
-        assert!(state.starts_with("true "), "container {name} runs again: {state}");
+        if !state.starts_with("true ") {
+            let log = self.sh("docker ps -a; journalctl -b -o cat -u docker.service | tail -n 25");
+            panic!("container {name} runs again: {state}\n{log}");
+        }
     }
 
     /// How many times systemd has started docker.service since boot.
