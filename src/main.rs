@@ -528,6 +528,9 @@ async fn run_hosts(
     if let Some(d) = &display {
         let d = d.clone();
         opts.events = Some(Arc::new(move |e| d.on(e)));
+    } else if common.format == Format::Text {
+        let plain = progress::Plain::default();
+        opts.events = Some(Arc::new(move |e| plain.on(e)));
     }
     let cancel = opts.cancel.clone();
     let watcher = tokio::spawn(async move {

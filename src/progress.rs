@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plumb_engine::report::HostStatus;
 use plumb_engine::run::Event;
+use plumb_engine::transport::Progress as TransportProgress;
+use plumb_engine::units;
 
 /// A display of every host's progress.
 pub(crate) struct Progress {
@@ -52,6 +54,9 @@ impl Progress {
             Event::HostStarted(h) => bar(&mut bars, &h).set_message("connecting"),
             Event::Probed(h) => bar(&mut bars, &h).set_message("probed"),
             Event::Step(h, id, label) => bar(&mut bars, &h).set_message(format!("{id}: {label}")),
+            Event::Progress(h, id, p, elapsed) => {
+                bar(&mut bars, &h).set_message(format!("{id}: {}", copying(p, elapsed)));
+            }
             Event::HostDone(h, status) => {
                 let b = bar(&mut bars, &h);
                 let word = match status {
@@ -74,5 +79,67 @@ impl Progress {
         }
         self.total.finish_and_clear();
         let _ = self.multi.clear();
+    }
+}
+
+/// A copy's progress for people: `copying 1.2 GiB of 3.4 GiB (35 %),
+/// 28 MiB/s, about 1 min 20 s left`.
+pub(crate) fn copying(p: TransportProgress, elapsed: Duration) -> String {
+    let mut text = format!("copying {}", units::human(p.done));
+    if p.total > 0 {
+        let pct = (u128::from(p.done.min(p.total)) * 100 / u128::from(p.total)).min(100);
+        text.push_str(&format!(" of {} ({pct} %)", units::human(p.total)));
+    }
+    if let Some(rate) = units::rate(p.done, elapsed) {
+        text.push_str(&format!(", {rate}"));
+        let per_ms = p.done / u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).max(1);
+        if p.total > p.done && per_ms > 0 {
+            let left = Duration::from_millis((p.total - p.done) / per_ms);
+            text.push_str(&format!(", about {} left", units::duration(left)));
+        }
+    }
+    text
+}
+
+/// Progress where stderr is not a terminal (a pipe, a log): a copy's
+/// progress as a plain line every 30 seconds per resource, so that a long
+/// migration is not silent for an hour.
+#[derive(Default)]
+pub(crate) struct Plain {
+    last: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl Plain {
+    /// Print what `e` says, when it is time to.
+    pub(crate) fn on(&self, e: Event) {
+        if let Event::Progress(h, id, p, elapsed) = e {
+            let mut last = self.last.lock().expect("progress lock");
+            let now = Instant::now();
+            let key = (h, id);
+            if last.get(&key).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(30)) {
+                return;
+            }
+            eprintln!("{}: {}: {}", key.0, key.1, copying(p, elapsed));
+            last.insert(key, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_shows_its_share_rate_and_time_left() {
+        let p = TransportProgress {
+            done: 1 << 30,
+            total: 4 << 30,
+        };
+        assert_eq!(
+            copying(p, Duration::from_secs(64)),
+            "copying 1 GiB of 4 GiB (25 %), 16 MiB/s, about 3 min 12 s left"
+        );
+        let unknown = TransportProgress { done: 4096, total: 0 };
+        assert_eq!(copying(unknown, Duration::from_millis(10)), "copying 4 KiB");
     }
 }

@@ -64,10 +64,15 @@ impl Rig {
 
     /// `plumb CMD plan.yaml --format json` inside the namespace.
     fn plumb(&self, cmd: &str, vars: &[(&str, &str)]) -> Outcome {
+        self.plumb_as(cmd, "json", vars)
+    }
+
+    /// `plumb CMD plan.yaml --format FORMAT` inside the namespace.
+    fn plumb_as(&self, cmd: &str, format: &str, vars: &[(&str, &str)]) -> Outcome {
         let mut c = self.ns.command(env!("CARGO_BIN_EXE_plumb"));
         c.arg(cmd)
             .arg(self.path("plan.yaml"))
-            .args(["--format", "json", "--var"])
+            .args(["--format", format, "--var"])
             .arg(format!("root={}", self.dir.path().display()))
             .arg("--var")
             .arg(format!("fstab={}", self.path("fstab").display()))
@@ -535,6 +540,65 @@ resources:
     expect(&again, 0, "re-apply");
     assert_eq!(again.summary("changed"), 0, "nothing to migrate twice");
     expect(&rig.plumb("diff", &dev), 0, "converged");
+}
+
+/// A migration of a few hundred MB: the copy's progress reaches the user
+/// while it runs (here stderr is a pipe: plain lines), and the report says
+/// how long the copy took and at what rate. A disk too small for the data
+/// is refused before anything stops.
+#[test]
+fn a_long_copy_shows_its_progress_and_a_disk_too_small_is_refused_first() {
+    let Some(mut rig) = Rig::new() else { return };
+    assert!(has("rsync"), "`rsync` is needed (apt-get install rsync)");
+    let data = rig.path("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..6 {
+        sh(&format!("head -c 50M /dev/urandom > '{}/blob{i}'", data.display()));
+    }
+    rig.stub_systemctl(&["web"]);
+    rig.plan(
+        r#"
+resources:
+  - id: data-mount
+    mount:
+      path: "{{ root }}/data"
+      src: "{{ dev }}"
+      fstype: ext4
+      fstab: "{{ fstab }}"
+      migrate: {stop: [web]}
+"#,
+    );
+    let small = rig.disk("small", "64M");
+    sh(&format!("mkfs.ext4 -q {}", small.dev));
+    let refused = rig.plumb("diff", &[("dev", small.dev.as_str())]);
+    expect(&refused, 1, "the data cannot fit");
+    let why = resource(&refused, "data-mount")["error"].to_string();
+    assert!(
+        why.contains("of data, more than all of") && why.contains("the migration cannot fit"),
+        "{why}"
+    );
+    let fstab = rig.fstab();
+    let failed = rig.plumb("apply", &[("dev", small.dev.as_str())]);
+    expect(&failed, 1, "refused at apply too");
+    assert!(rig.service_up("web") && !rig.service_log().contains("stop"), "nothing stopped");
+    assert_eq!(rig.fstab(), fstab);
+
+    let disk = rig.disk("new", "512M");
+    sh(&format!("mkfs.ext4 -q {}", disk.dev));
+    let a = rig.plumb_as("apply", "text", &[("dev", disk.dev.as_str())]);
+    expect(&a, 0, "migrated");
+    let shown: Vec<&str> = a.stderr.lines().filter(|l| l.contains("data-mount: copying ")).collect();
+    assert!(
+        shown.iter().any(|l| l.contains(" of 300 MiB (") && !l.contains("(100 %)")),
+        "the copy's progress is shown while it runs: {}",
+        a.stderr
+    );
+    assert!(
+        a.stdout.contains("copied 300 MiB in "),
+        "the report records the copy's size and time: {}",
+        a.stdout
+    );
+    assert!(rig.service_up("web"));
 }
 
 #[test]

@@ -585,3 +585,51 @@ fn a_migration_unmounts_what_a_stopped_daemon_left_mounted_unless_something_uses
         .sh("findmnt -n -o OPTIONS /srv/app/overlay2/c2/merged")
         .contains("lowerdir=/srv/app/overlay2/c2/lower"));
 }
+
+/// A configuration file that notifies the service, placed before the
+/// migration of the service's data: the migration stops and starts the
+/// service after the file changed, so it already reads it.
+const CONF_AND_MIGRATION_PLAN: &str = r#"
+resources:
+  - id: app-conf
+    file: {path: /etc/plumb-writer.conf, content: "level=2\n"}
+    notify: [writer]
+  - id: app-fs
+    filesystem: {dev: "{{ dev }}", type: ext4, label: app}
+  - id: app-mount
+    mount:
+      path: /srv/app
+      src: "{{ dev }}"
+      fstype: ext4
+      migrate: {stop: [plumb-writer]}
+  - id: writer
+    service: {name: plumb-writer, state: running}
+"#;
+
+#[test]
+fn a_service_notified_before_its_data_migrates_is_restarted_once() {
+    let Some(node) = node_with_writer() else { return };
+    let disk = LoopDev::new(node.dir.path(), "app", "128M");
+    let vars = [format!("dev={}", disk.dev)];
+    node.plan(CONF_AND_MIGRATION_PLAN);
+    assert_eq!(node.sh("cat /var/log/plumb-writer.events"), "started");
+
+    let d = node.plumb("diff", &vars);
+    expect(&d, 2, "the file and the migration pending");
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "applied");
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    assert_eq!(
+        node.sh("cat /var/log/plumb-writer.events"),
+        "started\nstopped\nstarted",
+        "stopped and started once, by the migration, after the file changed: {}",
+        a.stdout
+    );
+    let notes = resource(&a, "writer")["notes"].to_string();
+    assert!(
+        notes.contains("not restarted again: `app-mount` started plumb-writer.service after `app-conf` changed"),
+        "{notes}"
+    );
+    assert_eq!(node.sh("systemctl is-active plumb-writer"), "active");
+    expect(&node.plumb("diff", &vars), 0, "converged");
+}

@@ -23,5 +23,6 @@ pub mod shell;
 pub mod source;
 pub mod template;
 pub mod transport;
+pub mod units;
 pub mod write;
 pub mod yaml;

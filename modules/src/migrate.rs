@@ -306,12 +306,29 @@ if [ -n "$extra" ]; then fail "$src is not empty (it holds $(echo $extra)): refu
 prune="-path ./lost+found -prune -o"
 if [ -e "$path/lost+found" ]; then prune=; fi
 
+# What is to copy, and whether it fits: `du` counts blocks, as `df` does.
+bytes=$(du -sxB1 "$path" | cut -f 1)
+avail=$(df -P -B1 "$tmp" | awk 'NR == 2 { print $4 }')
+if [ -n "$bytes" ] && [ -n "$avail" ] && [ "$bytes" -gt "$avail" ]; then
+  fail "$path holds $bytes bytes, more than the $avail bytes free on $src: nothing was copied"
+fi
+
 copying=1
+t0=$(date +%s)
 if command -v rsync >/dev/null 2>&1; then
-  rsync -aHAXSx --numeric-ids "$path/" "$tmp/" >&2 || fail "the copy failed (rsync exit $?)"
+  # rsync reports the bytes it copied (`--info=progress2`, lines ended by
+  # CR), read here into plumb-progress lines that plumb shows while the copy
+  # runs; its messages go to stderr, its exit status ends the pipe.
+  { rsync -aHAXSx --numeric-ids --info=progress2 "$path/" "$tmp/" 2>&3; echo "plumb-rsync-exit $?"; } 3>&2 |
+    tr '\r' '\n' |
+    awk -v total="$bytes" '
+      $1 == "plumb-rsync-exit" { exit $2 }
+      { n = $1; gsub(/,/, "", n); if (n ~ /^[0-9]+$/ && n != last) { print "plumb-progress=" n " " total; fflush(); last = n } }' ||
+    fail "the copy failed (rsync exit $?)"
 else
   cp -ax --sparse=always "$path/." "$tmp/" >&2 || fail "the copy failed (cp exit $?)"
 fi
+echo "plumb-copied=$bytes $(( $(date +%s) - t0 ))"
 
 manifest() {
   (cd "$1" && find . -xdev $prune \( \
@@ -338,7 +355,6 @@ for check in manifest sums attrs; do
   fi
 done
 files=$(grep -c '' "$work/old.sums")
-bytes=$(du -sxB1 "$path" | cut -f 1)
 command -v getfattr >/dev/null 2>&1 || echo "plumb-note=xattrs and ACLs were copied but not compared: getfattr (package attr) is missing"
 
 # A unit that came back during the copy may have written into the data.

@@ -148,6 +148,9 @@ pub struct State {
     path_entries: u64,
     /// Bytes a migration would move (measured only when one would happen).
     data_bytes: Option<u64>,
+    /// The size of the block device a migration would copy onto (measured
+    /// with `data_bytes`).
+    src_bytes: Option<u64>,
     /// The units of `migrate.stop` and the units that trigger them, as
     /// systemd shows them (read only when a migration would happen, and
     /// empty where systemd does not run).
@@ -688,7 +691,7 @@ impl Module for Mount {
             }
         }
         for (i, o) in p.opts.iter().enumerate() {
-            if o.is_empty() || o.contains([',', ' ', '\t', '\n']) {
+            if o.is_empty() || o.contains(',') || o.contains(char::is_whitespace) {
                 cx.error(
                     &format!("opts.{i}"),
                     "plumb::plan::invalid_value",
@@ -758,8 +761,15 @@ impl Module for Mount {
                 needs.push(Claim::Key("blockdev", s.clone()));
             }
         }
+        let mut provides = vec![Claim::Path(p.path.clone())];
+        // The units a migration stops run on the data it moves: their
+        // `service` resources come after it (and a restart it makes counts
+        // for their notifications).
+        if let Some(m) = &p.migrate {
+            provides.extend(m.stop.iter().map(|u| Claim::Key("data of", unit_id(u))));
+        }
         Claims {
-            provides: vec![Claim::Path(p.path.clone())],
+            provides,
             needs,
             // Not the path: a `directory` resource may make the mount point.
             manages: vec![Claim::Key("mount point", p.path.clone())],
@@ -836,6 +846,7 @@ impl Module for Mount {
             path_kind,
             path_entries: f.get("path.entries").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             data_bytes: f.get("data.bytes").and_then(|v| v.trim().parse().ok()),
+            src_bytes: f.get("src.bytes").and_then(|v| v.trim().parse().ok()),
             units: unit_states(&String::from_utf8_lossy(sec.get("units").map_or(&[][..], |v| v))),
         })
     }
@@ -871,6 +882,18 @@ impl Module for Mount {
                 p.src(),
                 p.src()
             ));
+        }
+        if let (Some(_), Some(data), Some(room)) = (&p.migrate, s.data_bytes, s.src_bytes) {
+            if data > room {
+                return Err(format!(
+                    "`{}` holds {} of data, more than all of `{}` ({}): the migration cannot fit; \
+                     make the new volume larger (nothing was stopped or copied)",
+                    p.path,
+                    crate::size::human(data),
+                    p.src(),
+                    crate::size::human(room)
+                ));
+            }
         }
         if s.foreign().is_none() && s.holds_data() && p.migrate.is_none() {
             return Err(format!(
@@ -1031,6 +1054,20 @@ impl Module for Mount {
     fn reprobe_after_requirements() -> bool {
         true
     }
+
+    /// A migration stops the listed units that run and starts them again
+    /// once the data is in place.
+    fn starts_units(p: &Params, s: &State, plan: &MountPlan) -> Vec<String> {
+        match (&p.migrate, plan.live) {
+            (Some(m), LiveAction::Migrate) => m
+                .stop
+                .iter()
+                .map(|name| unit_id(name))
+                .filter(|id| s.units.iter().any(|u| &u.id == id && u.runs()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The probe's shell: `$path`, `$src`, `$fstab`, `$migrate` and `$bind`
@@ -1078,7 +1115,10 @@ elif [ -n "$vis_src" ]; then
   elif [ -n "$src_real" ] && [ "$(readlink -e -- "${vis_src%%\[*}" 2>/dev/null)" = "$(readlink -e -- "$src_real")" ]; then ours=1; fi
 fi
 echo "live.ours=$ours"
-if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"; fi
+if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then
+  echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"
+  if [ -b "$src_real" ]; then echo "src.bytes=$(blockdev --getsize64 -- "$src_real" 2>/dev/null)"; fi
+fi
 # The units a migration would stop: those listed, and what triggers them
 # (docker.socket for docker), so the review shows the whole downtime.
 units_info=; triggers_info=
@@ -1244,6 +1284,7 @@ mod tests {
             path_kind: "dir".into(),
             path_entries: entries,
             data_bytes: Some(4096),
+            src_bytes: None,
             units: Vec::new(),
         }
     }
@@ -1284,6 +1325,17 @@ mod tests {
         let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();
         assert!(e.contains("mounted from `/dev/sdz1`"), "{e}");
         assert!(Mount::check(&params(false), &state(Some(("/dev/vdb1", true)), 5)).is_ok());
+    }
+
+    #[test]
+    fn a_migration_larger_than_the_new_device_is_refused_before_anything_stops() {
+        let mut s = state(None, 3);
+        s.data_bytes = Some(64 << 20);
+        s.src_bytes = Some(32 << 20);
+        let e = Mount::check(&params(true), &s).unwrap_err();
+        assert!(e.contains("holds 64 MiB of data, more than all of `/dev/vdb1` (32 MiB)"), "{e}");
+        s.src_bytes = Some(1 << 30);
+        assert!(Mount::check(&params(true), &s).is_ok());
     }
 
     #[test]

@@ -219,6 +219,8 @@ impl Module for Service {
     fn claims(p: &Params) -> Claims {
         Claims {
             manages: vec![Claim::Key("service", p.unit.clone())],
+            // A `mount` that migrates this unit's data (migrate.stop) goes first.
+            needs: vec![Claim::Key("data of", p.unit.clone())],
             ..Claims::default()
         }
     }
@@ -395,6 +397,10 @@ impl Module for Service {
         // A package or a unit file written earlier in the run changes what
         // systemd knows of the unit.
         true
+    }
+
+    fn refreshes_unit(p: &Params) -> Option<String> {
+        Some(p.unit.clone())
     }
 }
 

@@ -243,27 +243,7 @@ impl fmt::Display for LvSize {
     }
 }
 
-/// A size for people: the largest binary unit that keeps it readable, with
-/// up to two decimals (`400 GiB`, `1.5 GiB`, `4 MiB`, `1000 B`).
-#[must_use]
-pub fn human(bytes: u64) -> String {
-    let names = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut unit = 0;
-    while unit + 1 < names.len() && bytes >= 1u64 << (10 * (unit + 1)) {
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes} B");
-    }
-    let div = 1u128 << (10 * unit);
-    let hundredths = (u128::from(bytes) * 100 + div / 2) / div;
-    let (whole, frac) = (hundredths / 100, hundredths % 100);
-    match frac {
-        0 => format!("{whole} {}", names[unit]),
-        f if f % 10 == 0 => format!("{whole}.{} {}", f / 10, names[unit]),
-        f => format!("{whole}.{f:02} {}", names[unit]),
-    }
-}
+pub use plumb_engine::units::human;
 
 /// The shortest exact plan spelling of `bytes` (`3G`, `1536M`, `1000B`):
 /// what LVM is given, so that no rounding happens on the way.

@@ -20,7 +20,15 @@ fi
 
 # Build the image once up front, so that parallel tests do not wait on it
 # one after the other.
+t0=$SECONDS
 tests/vm/vm.sh image
+tests/vm/vm.sh image --stack
+echo "== VM images ready in $((SECONDS - t0))s"
 
 echo "== VM tier: ${targets[*]}"
-exec cargo test "${targets[@]}" -- --test-threads=2 "$@"
+t1=$SECONDS
+status=0
+cargo test "${targets[@]}" -- --test-threads=2 "$@" || status=$?
+if [ "$status" = 0 ]; then verdict=passed; else verdict="failed (exit $status)"; fi
+echo "== VM tier: tests $verdict in $((SECONDS - t1))s; $((SECONDS - t0))s in all, with the images"
+exit "$status"

@@ -3,8 +3,9 @@
 # ext4/xfs/btrfs, reachable over SSH on a 127.0.0.1 port. See tests/vm/README.md.
 # Must run as root.
 #
-#   vm.sh image [--force]                         build the cached image (once)
-#   vm.sh up DIR [--disks N] [--disk-size SIZE]   boot a VM (data disks /dev/vdb, /dev/vdc, ...)
+#   vm.sh image [--stack] [--force]               build the cached image (once)
+#   vm.sh up DIR [--stack] [--disks N] [--disk-size SIZE]
+#                                                 boot a VM (data disks /dev/vdb, /dev/vdc, ...)
 #   vm.sh down DIR                                kill it (recorded PID), remove its disks
 #   vm.sh resize-disk DIR INDEX NEWSIZE           grow data disk INDEX (0 = /dev/vdb, or "vdb")
 #   vm.sh ssh DIR [CMD...]                        ssh into it over one shared connection
@@ -14,11 +15,11 @@
 #   PLUMB_VM_CACHE        image cache dir                          (/var/cache/plumb-vm)
 #   PLUMB_VM_QEMU         qemu binary                              (qemu-system-x86_64)
 #   PLUMB_VM_KERNEL_PKG   kernel package      (what linux-image-cloud-amd64 depends on)
-#   PLUMB_VM_MEM          guest memory in MiB                      (1024)
+#   PLUMB_VM_MEM          guest memory in MiB              (1024; --stack: 1536)
 #   PLUMB_VM_SMP          guest CPUs                               (2)
 #   PLUMB_VM_MAX_RUNNING  VMs allowed at once; `up` waits for a slot (2)
 #   PLUMB_VM_SLOT_TIMEOUT seconds `up` waits for a slot            (900)
-#   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH               (120)
+#   PLUMB_VM_UP_TIMEOUT   seconds `up` waits for SSH        (120; --stack: 300)
 #   PLUMB_VM_KERNEL_ARGS  extra kernel command line arguments
 #   PLUMB_VM_OWNER_PID    pid owning the VM: when it is gone, the VM is taken down
 #   PLUMB_VM_PORT         host port to try first (default: a random free one)
@@ -26,18 +27,33 @@ set -euo pipefail
 
 VM_SH=$(readlink -f "${BASH_SOURCE[0]}")
 CACHE=${PLUMB_VM_CACHE:-/var/cache/plumb-vm}
+# Two images: "small" (v1: a shell script as PID 1, sshd, the storage tools)
+# and "stack" (stack-v1: systemd as PID 1, Docker, containerd, a registry
+# over HTTPS with a CA made at build time). set_variant picks one.
+VARIANT=small
 IMAGE=$CACHE/v1
 RUNDIR=/run/plumb-vm
 QEMU=${PLUMB_VM_QEMU:-qemu-system-x86_64}
-MEM=${PLUMB_VM_MEM:-1024}
+MEM=
 SMP=${PLUMB_VM_SMP:-2}
 MAX_RUNNING=${PLUMB_VM_MAX_RUNNING:-2}
 SLOT_TIMEOUT=${PLUMB_VM_SLOT_TIMEOUT:-900}
-UP_TIMEOUT=${PLUMB_VM_UP_TIMEOUT:-120}
+UP_TIMEOUT=
 GUEST_IP=10.0.2.15
 GUEST_GW=10.0.2.2
 # What the VM's root holds: sshd, LVM and the tools plumb's storage modules use.
 PACKAGES=openssh-server,lvm2,dmsetup,e2fsprogs,xfsprogs,btrfs-progs,util-linux,mount,fdisk,iproute2,procps,kmod,udev,acl,attr,rsync,coreutils,findutils,diffutils,sudo
+# The full stack on top (--stack): systemd as PID 1, Docker, containerd, the
+# distribution registry (the stand-in for Harbor), curl, openssl, htpasswd,
+# a static busybox (the root of the test image made inside the VM), AppArmor
+# (the cloud kernel enables it, and Docker refuses to start containers when it
+# cannot load its profile).
+STACK_PACKAGES=systemd,systemd-sysv,dbus,apparmor,docker.io,containerd,runc,iptables,docker-registry,curl,openssl,apache2-utils,ca-certificates,busybox-static,xz-utils
+# The stack image's registry: its name (resolved to 127.0.0.1 in the guest),
+# the robot account of the inventory, and its password (a test value).
+STACK_REGISTRY=harbor.vm.test
+STACK_REGISTRY_USER='robot$edge'
+STACK_REGISTRY_PASSWORD=plumb-vm-registry-pw
 # Modules the initrd needs to reach the root disk (deps resolved by modprobe).
 INITRD_MODULES="virtio_pci virtio_blk virtio_net virtio_rng ext4"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -46,6 +62,15 @@ die() { echo "vm.sh: error: $*" >&2; exit 1; }
 warn() { echo "vm.sh: warning: $*" >&2; }
 note() { echo "vm.sh: $*" >&2; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
+
+set_variant() { # small | stack
+	VARIANT=$1
+	case $1 in
+	small) IMAGE=$CACHE/v1 LOCK_NAME=image.lock LOG_NAME=build.log MEM=${PLUMB_VM_MEM:-1024} UP_TIMEOUT=${PLUMB_VM_UP_TIMEOUT:-120} ;;
+	stack) IMAGE=$CACHE/stack-v1 LOCK_NAME=stack-image.lock LOG_NAME=stack-build.log MEM=${PLUMB_VM_MEM:-1536} UP_TIMEOUT=${PLUMB_VM_UP_TIMEOUT:-300} ;;
+	*) die "unknown image variant $1" ;;
+	esac
+}
 
 # ---------------------------------------------------------------- image
 
@@ -96,12 +121,12 @@ cmd_image() { # MODE
 	local mode=${1:-auto}
 	need_root
 	mkdir -p "$CACHE"
-	exec 7>"$CACHE/image.lock"
+	exec 7>"$CACHE/$LOCK_NAME"
 	flock -w 1800 7 || die "timed out waiting for $CACHE/image.lock"
 	if [ "$mode" != force ] && image_ready; then exec 7>&-; return 0; fi
 	if [ "$mode" = auto ] && [ -e "$IMAGE.failed" ]; then
 		exec 7>&-
-		die "the image build failed before (log: $CACHE/build.log); run 'vm.sh image' to retry"
+		die "the image build failed before (log: $CACHE/$LOG_NAME); run 'vm.sh image' to retry"
 	fi
 	local missing
 	missing=$(image_missing_tools)
@@ -110,10 +135,10 @@ cmd_image() { # MODE
 	local tmp t0=$SECONDS
 	tmp=$(mktemp -d "$IMAGE.tmp.XXXXXX")
 	chmod 0755 "$tmp"
-	note "building $IMAGE (log: $CACHE/build.log)"
+	note "building $IMAGE (log: $CACHE/$LOG_NAME)"
 	# A separate process: `set -e` does not apply inside a function called
 	# from an `if` condition.
-	if "$VM_SH" _build "$tmp" >"$CACHE/build.log" 2>&1 7>&-; then
+	if "$VM_SH" _build "$VARIANT" "$tmp" >"$CACHE/$LOG_NAME" 2>&1 7>&-; then
 		rm -rf "$tmp/work"
 		touch "$tmp/.plumb-vm-image"
 		[ ! -e "$IMAGE" ] || mv -T "$IMAGE" "$(mktemp -u "$IMAGE.old.XXXXXX")"
@@ -126,13 +151,16 @@ cmd_image() { # MODE
 		rm -rf "$tmp"
 		date >"$IMAGE.failed"
 		exec 7>&-
-		tail -n 15 "$CACHE/build.log" >&2 || true
-		die "image build failed (log: $CACHE/build.log)"
+		tail -n 15 "$CACHE/$LOG_NAME" >&2 || true
+		die "image build failed (log: $CACHE/$LOG_NAME)"
 	fi
 }
 
-build_image() { # OUT
-	local out=$1 work=$1/work codename pkg kver mirrors=() line busybox
+build_image() { # VARIANT OUT
+	set_variant "$1"
+	shift
+	local out=$1 work=$1/work codename pkg kver mirrors=() line busybox packages=$PACKAGES size=2G
+	if [ "$VARIANT" = stack ]; then packages=$PACKAGES,$STACK_PACKAGES; size=8G; fi
 	PS4='+ [${SECONDS}s] '
 	set -x
 	mkdir -p "$work/kernel" "$work/rootfs" "$work/initrd"
@@ -155,7 +183,7 @@ build_image() { # OUT
 		while IFS= read -r line; do mirrors+=("$line"); done < <(apt_sources "$codename")
 	fi
 	[ -n "$codename" ] || codename=stable
-	timeout 1800 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
+	timeout 1800 mmdebstrap --mode=root --variant=minbase --include="$packages" \
 		--dpkgopt=force-unsafe-io --aptopt='Acquire::Languages "none"' \
 		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -166,7 +194,8 @@ build_image() { # OUT
 	# the root's own kmod (the host needs none)
 	chroot "$r" depmod "$kver"
 	customize_rootfs "$r"
-	mkfs.ext4 -q -F -L plumb-root -d "$r" "$out/root.img" 2G
+	[ "$VARIANT" != stack ] || customize_stack "$r" "$out"
+	mkfs.ext4 -q -F -L plumb-root -d "$r" "$out/root.img" "$size"
 
 	# --- initrd: static busybox, the virtio and ext4 modules in dependency order
 	busybox=$(static_busybox)
@@ -284,6 +313,124 @@ EOF
 	chmod 0755 "$r/sbin/plumb-vm-init"
 }
 
+# The full-stack image (--stack), on top of customize_rootfs: systemd boots
+# it; a oneshot unit does what plumb-vm-init does in the small image (keys
+# from fw_cfg, eth0), a unit of its own runs sshd with the same config.
+# Docker, containerd and the registry start as on any Debian host. The
+# registry serves https://$STACK_REGISTRY (port 443) with a certificate of a
+# CA made here, and basic auth (htpasswd, bcrypt); the guest keeps the CA in
+# /etc/plumb-vm/ca.crt for the tests to fetch (Docker does not trust it yet).
+customize_stack() { # ROOT OUT
+	local r=$1 out=$2 reg=$STACK_REGISTRY d
+	printf '127.0.0.1\t%s\n' "$reg" >>"$r/etc/hosts"
+	echo /lib/systemd/systemd >"$r/etc/plumb-vm-init" # (/sbin/init is an absolute symlink)
+	mkdir -p "$r/etc/plumb-vm" "$r/etc/docker/registry"
+	# --- the CA and the registry's certificate (openssl of the guest's release)
+	chroot "$r" sh -ec "
+		cd /etc/plumb-vm
+		openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj '/CN=plumb VM test CA' \
+			-keyout ca.key -out ca.crt 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -sha256 -subj '/CN=$reg' -keyout /etc/docker/registry/server.key \
+			-out server.csr 2>/dev/null
+		printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' '$reg' >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+			-extfile server.ext -out /etc/docker/registry/server.crt 2>/dev/null
+		rm -f server.csr server.ext ca.srl
+		chown docker-registry /etc/docker/registry/server.key
+		chmod 0600 /etc/docker/registry/server.key"
+	# bcrypt: the only hash the distribution registry accepts
+	chroot "$r" htpasswd -Bbc /etc/docker/registry/htpasswd "$STACK_REGISTRY_USER" "$STACK_REGISTRY_PASSWORD" 2>/dev/null
+	cp "$r/etc/plumb-vm/ca.crt" "$out/ca.crt"
+	printf "REGISTRY='%s'\nREGISTRY_USER='%s'\nREGISTRY_PASSWORD='%s'\n" "$reg" "$STACK_REGISTRY_USER" "$STACK_REGISTRY_PASSWORD" \
+		>"$r/etc/plumb-vm/registry.env"
+	cat >"$r/etc/docker/registry/config.yml" <<EOF
+# plumb VM (tests/vm/vm.sh --stack): the stand-in for Harbor.
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :443
+  tls:
+    certificate: /etc/docker/registry/server.crt
+    key: /etc/docker/registry/server.key
+auth:
+  htpasswd:
+    realm: plumb-vm
+    path: /etc/docker/registry/htpasswd
+EOF
+	d=$r/etc/systemd/system
+	mkdir -p "$d/docker-registry.service.d" "$d/multi-user.target.wants"
+	printf '[Service]\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n' >"$d/docker-registry.service.d/plumb-vm.conf"
+	cat >"$r/usr/local/sbin/plumb-vm-setup" <<EOF
+#!/bin/sh
+# plumb stack VM (tests/vm/vm.sh --stack): the host key and client key from
+# qemu fw_cfg, eth0, then sshd may start.
+modprobe -a -q qemu_fw_cfg
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/plumb
+umask 077
+cat \$fw/host_key/raw >/etc/ssh/plumb_vm_host_key
+umask 022
+cat \$fw/authorized_keys/raw >/etc/ssh/plumb_vm_authorized_keys
+ip link set lo up
+ip addr add $GUEST_IP/24 dev eth0
+ip link set eth0 up
+ip route add default via $GUEST_GW
+read -r up _ </proc/uptime
+echo "plumb-vm-init: [\$up] starting sshd" >/dev/console
+EOF
+	chmod 0755 "$r/usr/local/sbin/plumb-vm-setup"
+	cat >"$d/plumb-vm-setup.service" <<'EOF'
+[Unit]
+Description=plumb VM: keys from fw_cfg, eth0
+DefaultDependencies=no
+After=systemd-udevd.service systemd-modules-load.service
+Before=network.target network-online.target
+Wants=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/plumb-vm-setup
+
+[Install]
+WantedBy=multi-user.target
+EOF
+	cat >"$d/plumb-vm-sshd.service" <<'EOF'
+[Unit]
+Description=plumb VM: sshd
+After=plumb-vm-setup.service
+Requires=plumb-vm-setup.service
+
+[Service]
+ExecStart=/usr/sbin/sshd -D -e -f /etc/ssh/plumb_vm_sshd_config
+KillMode=process
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+EOF
+	ln -sf ../plumb-vm-setup.service "$d/multi-user.target.wants/plumb-vm-setup.service"
+	ln -sf ../plumb-vm-sshd.service "$d/multi-user.target.wants/plumb-vm-sshd.service"
+	# Debian's own ssh units would read /etc/ssh/sshd_config without host keys.
+	rm -f "$d/multi-user.target.wants/ssh.service" "$d/sshd.service" "$d/sockets.target.wants/ssh.socket"
+	# Nothing that only costs boot time under TCG (timers, a getty on the
+	# console, waiting for a network manager that is not there).
+	for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+		man-db.timer dpkg-db-backup.timer systemd-tmpfiles-clean.timer serial-getty@ttyS0.service \
+		getty@tty1.service systemd-networkd-wait-online.service ssh.service ssh.socket \
+		systemd-timesyncd.service; do
+		ln -sf /dev/null "$d/$u"
+	done
+	# A unit's own journal is enough; a persistent journal costs writes.
+	mkdir -p "$r/etc/systemd/journald.conf.d"
+	printf '[Journal]\nStorage=volatile\n' >"$r/etc/systemd/journald.conf.d/plumb-vm.conf"
+}
+
 write_initrd_init() { # PATH
 	cat >"$1" <<'EOF'
 #!/bin/sh
@@ -304,7 +451,11 @@ while [ ! -b /dev/vda ]; do
 	sleep 0.1
 done
 mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
-[ -x /newroot/sbin/plumb-vm-init ] || fail "no /sbin/plumb-vm-init on /dev/vda"
+# The root's init: /sbin/plumb-vm-init, or what /etc/plumb-vm-init names
+# (the stack image: systemd).
+init=/sbin/plumb-vm-init
+[ ! -f /newroot/etc/plumb-vm-init ] || read -r init </newroot/etc/plumb-vm-init
+[ -x "/newroot$init" ] || fail "no $init on /dev/vda"
 # The API filesystems for the real root (cheaper here than with util-linux).
 r=/newroot
 mount --move /dev $r/dev
@@ -316,7 +467,7 @@ mkdir -p $r/run/sshd $r/run/lvm
 mkdir -m 1777 $r/run/lock
 mount --move /proc $r/proc
 mount --move /sys $r/sys
-exec switch_root $r /sbin/plumb-vm-init
+exec switch_root $r "$init"
 EOF
 	chmod 0755 "$1"
 }
@@ -516,6 +667,7 @@ cmd_up() {
 		case $1 in
 		--disks) DISKS=${2:?--disks N}; shift 2 ;;
 		--disk-size) size=${2:?--disk-size SIZE}; shift 2 ;;
+		--stack) set_variant stack; shift ;;
 		*) die "unknown option $1" ;;
 		esac
 	done
@@ -652,7 +804,7 @@ cmd_check() {
 	done
 	((${#miss[@]} == 0)) || die "the VM lab needs ${miss[*]} (apt-get install qemu-system-x86 qemu-utils openssh-client)"
 	image_ready && return 0
-	[ ! -e "$IMAGE.failed" ] || die "the VM image build failed before (log: $CACHE/build.log); run 'tests/vm/vm.sh image' to retry"
+	[ ! -e "$IMAGE.failed" ] || die "the VM image build failed before (log: $CACHE/$LOG_NAME); run 'tests/vm/vm.sh image' to retry"
 	local missing
 	missing=$(image_missing_tools)
 	[ -z "$missing" ] || die "no cached VM image, and building one needs: $missing (apt-get install mmdebstrap busybox-static cpio e2fsprogs)"
@@ -723,10 +875,20 @@ cmd_resize_disk() { # DIR INDEX NEWSIZE
 # One brace group, ending in exit: bash parses it whole before running it, so
 # a long-running vm.sh (the owner watcher) never reads an edited file's tail.
 {
+set_variant small
 case ${1:-} in
 image)
 	shift
-	case ${1:-} in --force) cmd_image force ;; "") cmd_image retry ;; *) die "usage: vm.sh image [--force]" ;; esac
+	mode=retry
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--force) mode=force ;;
+		--stack) set_variant stack ;;
+		*) die "usage: vm.sh image [--stack] [--force]" ;;
+		esac
+		shift
+	done
+	cmd_image "$mode"
 	echo "$IMAGE"
 	;;
 _build) shift; build_image "$@" ;;
@@ -734,7 +896,7 @@ up) shift; cmd_up "$@" ;;
 down) shift; cmd_down "$@" ;;
 resize-disk) shift; cmd_resize_disk "$@" ;;
 ssh) shift; cmd_ssh "$@" ;;
-check) cmd_check ;;
+check) [ "${2:-}" != --stack ] || set_variant stack; cmd_check ;;
 _watch) shift; cmd_watch "$@" ;;
 *) sed -n '2,25s/^# \{0,1\}//p' "$VM_SH" >&2; exit 2 ;;
 esac

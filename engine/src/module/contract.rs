@@ -185,6 +185,20 @@ pub trait Module: Send + Sync + 'static {
         false
     }
 
+    /// The systemd units (`docker.service`) that the steps carrying out
+    /// `plan` stop and start again, so that they run last: a data migration
+    /// restarts its services. A notified service whose unit such a step
+    /// started after the last of its notifiers changed already reads their
+    /// changes, and is not restarted on top of it.
+    fn starts_units(_p: &Self::Params, _current: &Self::State, _plan: &Self::Plan) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The systemd unit a refresh restarts (`docker.service`), if any.
+    fn refreshes_unit(_p: &Self::Params) -> Option<String> {
+        None
+    }
+
     /// What a check verifies, in the user's words, for the review's GO
     /// criteria (`None`: nothing to say).
     fn criterion(_p: &Self::Params) -> Option<String> {

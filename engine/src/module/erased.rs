@@ -92,6 +92,10 @@ pub trait Resource: Send + Sync {
     fn refresh(&self, s: &Observed, plan: &Planned) -> Vec<Step>;
     /// See [`Module::reprobe_after_requirements`].
     fn reprobe_after_requirements(&self) -> bool;
+    /// See [`Module::starts_units`].
+    fn starts_units(&self, s: &Observed, plan: &Planned) -> Vec<String>;
+    /// See [`Module::refreshes_unit`].
+    fn refreshes_unit(&self) -> Option<String>;
     /// See [`Module::criterion`].
     fn criterion(&self) -> Option<String>;
 }
@@ -176,6 +180,15 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn reprobe_after_requirements(&self) -> bool {
         M::reprobe_after_requirements()
+    }
+    fn starts_units(&self, s: &Observed, plan: &Planned) -> Vec<String> {
+        plan.plan
+            .downcast_ref::<M::Plan>()
+            .map(|p| M::starts_units(&self.params, self.state(s), p))
+            .unwrap_or_default()
+    }
+    fn refreshes_unit(&self) -> Option<String> {
+        M::refreshes_unit(&self.params)
     }
     fn criterion(&self) -> Option<String> {
         M::criterion(&self.params)

@@ -8,14 +8,16 @@
 //! first probe only; an apply, one verification per level of changes.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::decide::{account_makers_before, blocked_by, decide, describe_missing, notifiers};
+use super::decide::{account_makers_before, blocked_by, decide, describe_missing, notify, record_change};
 use super::outcome::{Failure, Outcome, Reason};
 use super::{ticked, verify, HostRun, RunOptions, Slot};
 use crate::compile::{EdgeKind, HostPlan};
 use crate::module::Step;
 use crate::plan::Become;
-use crate::transport::{Output, TransportError};
+use crate::transport::{Output, Progress, TransportError};
+use crate::units;
 use crate::write::{file_write, EXIT_CHECKSUM, EXIT_NO_SPACE, EXIT_VALIDATE};
 
 /// Apply every resource, wave by wave, until none is left that can start.
@@ -136,12 +138,12 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         slots[i].outcome = Some(Outcome::failed(format!("{what}: nothing was changed")));
         return Ok(false);
     }
-    let notifiers = notifiers(hp, slots, i);
+    let notify = notify(hp, slots, i);
     let (Some(res), Some(obs)) = (r.resource.as_deref(), slots[i].observed.as_ref()) else {
         slots[i].outcome = Some(Outcome::failed("probe: not observed"));
         return Ok(false);
     };
-    let decision = match decide(res, obs, &notifiers) {
+    let decision = match decide(res, obs, &notify) {
         Ok(d) => d,
         Err(f) => {
             slots[i].outcome = Some(Outcome::Failed(f));
@@ -159,8 +161,9 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         steps.extend(refresh);
         slots[i]
             .notes
-            .push(format!("refreshed (notified by {})", ticked(&notifiers)));
+            .push(format!("refreshed (notified by {})", ticked(&notify.by)));
     }
+    slots[i].notes.extend(decision.note.clone());
     if steps.is_empty() {
         slots[i].outcome = Some(Outcome::Ok);
         return Ok(false);
@@ -183,6 +186,7 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         }
     }
     slots[i].changed_in = Some(round);
+    record_change(slots, i, res.starts_units(obs, &decision.own));
     if changed {
         slots[i].unverified = true;
     } else {
@@ -215,8 +219,18 @@ async fn run_step(
         id.to_string(),
         label.clone(),
     ));
+    let started = Instant::now();
+    let (host, resource) = (run.hp.host.name.as_str(), id);
+    let watch = |p: Progress| {
+        run.opts.emit(super::Event::Progress(
+            host.to_string(),
+            resource.to_string(),
+            p,
+            started.elapsed(),
+        ));
+    };
     let o = match step {
-        Step::Run(s) => run.exec(&s.sh, become_, s.stdin.as_ref()).await,
+        Step::Run(s) => run.exec_watched(&s.sh, become_, s.stdin.as_ref(), &watch).await,
         Step::Write(w) => run.exec(&file_write(w), become_, Some(&w.payload)).await,
     }
     .map_err(|e| in_step(e, &label))?;
@@ -348,11 +362,23 @@ fn backup_notes(o: &Output) -> Vec<String> {
         .filter_map(|l| {
             if let Some(p) = l.strip_prefix("plumb-backup=") {
                 Some(format!("backup of the old file: {p}"))
+            } else if let Some(c) = l.strip_prefix("plumb-copied=") {
+                copied_note(c)
             } else {
                 l.strip_prefix("plumb-note=").map(str::to_string)
             }
         })
         .collect()
+}
+
+/// `plumb-copied=BYTES SECONDS` (a data copy's size and duration, as a
+/// migration prints it) for the report: `copied 1.2 GiB in 43 s (28.5 MiB/s)`.
+fn copied_note(line: &str) -> Option<String> {
+    let (bytes, secs) = line.trim().split_once(' ')?;
+    let (bytes, secs): (u64, u64) = (bytes.parse().ok()?, secs.parse().ok()?);
+    let took = Duration::from_secs(secs);
+    let rate = units::rate(bytes, took).map(|r| format!(" ({r})")).unwrap_or_default();
+    Some(format!("copied {} in {}{rate}", units::human(bytes), units::duration(took)))
 }
 
 /// What a step that succeeded printed for the report.

@@ -15,6 +15,8 @@ pub(super) struct Decision {
     pub own: Planned,
     /// What a notification adds: the change as reported, and its steps.
     pub refresh: Option<(Change, Vec<Step>)>,
+    /// Why a notification restarts nothing (for the report).
+    pub note: Option<String>,
 }
 
 impl Decision {
@@ -30,21 +32,83 @@ impl Decision {
 
 /// Decide one resource from its fresh observation: its preconditions, then
 /// what differs, then what its notifiers ask of it.
-pub(super) fn decide(res: &dyn Resource, obs: &Observed, notifiers: &[&str]) -> Result<Decision, Failure> {
+pub(super) fn decide(res: &dyn Resource, obs: &Observed, notify: &Notify<'_>) -> Result<Decision, Failure> {
     res.check(obs).map_err(Failure::new)?;
     let own = res.plan(obs);
-    Ok(with_refresh(res, obs, own, notifiers))
+    Ok(with_refresh(res, obs, own, notify))
 }
 
-fn with_refresh(res: &dyn Resource, obs: &Observed, own: Planned, notifiers: &[&str]) -> Decision {
-    let refresh = if notifiers.is_empty() {
-        None
+/// What notifications ask of a resource: who notified it, and what already
+/// restarted its unit since (then they ask nothing).
+pub(super) struct Notify<'a> {
+    /// The notifiers that changed (apply) or would change (diff).
+    pub by: Vec<&'a str>,
+    /// Why no refresh is needed although notified: the note for the report.
+    pub covered: Option<String>,
+}
+
+fn with_refresh(res: &dyn Resource, obs: &Observed, own: Planned, notify: &Notify<'_>) -> Decision {
+    let steps = if notify.by.is_empty() {
+        Vec::new()
     } else {
-        Some(res.refresh(obs, &own))
-            .filter(|steps| !steps.is_empty())
-            .map(|steps| (refresh_change(notifiers, &steps), steps))
+        res.refresh(obs, &own)
     };
-    Decision { own, refresh }
+    if steps.is_empty() {
+        return Decision { own, refresh: None, note: None };
+    }
+    match &notify.covered {
+        Some(why) => Decision {
+            own,
+            refresh: None,
+            note: Some(why.clone()),
+        },
+        None => Decision {
+            own,
+            refresh: Some((refresh_change(&notify.by, &steps), steps)),
+            note: None,
+        },
+    }
+}
+
+/// What notifications ask of `i`: its notifiers that changed, and whether
+/// a resource (a data migration) started its unit again after the last of
+/// them changed, so that the unit already reads their changes.
+pub(super) fn notify<'a>(hp: &'a HostPlan, slots: &[Slot], i: usize) -> Notify<'a> {
+    let by = notifiers(hp, slots, i);
+    let covered = hp.resources[i]
+        .resource
+        .as_ref()
+        .and_then(|res| res.refreshes_unit())
+        .filter(|_| !by.is_empty())
+        .and_then(|unit| {
+            let last = hp.resources[i]
+                .notified_by
+                .iter()
+                .filter_map(|&j| slots[j].change_seq)
+                .max()?;
+            let (seq, starter) = hp
+                .order
+                .iter()
+                .filter(|&&j| slots[j].starts.contains(&unit))
+                .filter_map(|&j| slots[j].change_seq.map(|s| (s, j)))
+                .max()?;
+            (seq > last).then(|| {
+                format!(
+                    "not restarted again: `{}` started {unit} after {} changed",
+                    hp.resources[starter].id,
+                    ticked(&by)
+                )
+            })
+        });
+    Notify { by, covered }
+}
+
+/// Record that `i` changed (apply) or would change (diff), and the units
+/// its steps start again.
+pub(super) fn record_change(slots: &mut [Slot], i: usize, starts: Vec<String>) {
+    let seq = slots.iter().filter(|s| s.change_seq.is_some()).count();
+    slots[i].change_seq = Some(seq);
+    slots[i].starts = starts;
 }
 
 /// `diff`: decide every resource not settled yet, in dependency order. This
@@ -65,7 +129,7 @@ fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
         return Outcome::Skipped(why);
     }
     let r = &hp.resources[i];
-    let notifiers = notifiers(hp, slots, i);
+    let notify = notify(hp, slots, i);
     slots[i].after = r
         .requires
         .iter()
@@ -93,24 +157,26 @@ fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
         return Outcome::failed("probe: not observed");
     };
     let decision = if slots[i].after.is_empty() {
-        match decide(res, obs, &notifiers) {
+        match decide(res, obs, &notify) {
             Ok(d) => d,
             Err(f) => return Outcome::Failed(f),
         }
     } else {
         match res.predict(obs) {
-            Predicted::Plan(plan) => with_refresh(res, obs, plan, &notifiers),
+            Predicted::Plan(plan) => with_refresh(res, obs, plan, &notify),
             Predicted::Unknown(why) => {
-                let mut d = with_refresh(res, obs, res.plan(obs), &notifiers);
+                let mut d = with_refresh(res, obs, res.plan(obs), &notify);
                 d.own.changes = unknown_until(&slots[i].after, &why);
                 d
             }
         }
     };
     slots[i].changes = decision.changes();
+    slots[i].notes.extend(decision.note.clone());
     if slots[i].changes.is_empty() {
         Outcome::Ok
     } else {
+        record_change(slots, i, res.starts_units(obs, &decision.own));
         Outcome::Pending
     }
 }

@@ -23,13 +23,14 @@ mod verify;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::compile::HostPlan;
 use crate::module::{Account, Changes, Observed};
 use crate::plan::Become;
 use crate::report::{redact, FailureReport, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
 use crate::shell::Sh;
-use crate::transport::{Connector, Output, Transport, TransportError};
+use crate::transport::{Connector, Output, Progress, Transport, TransportError};
 use crate::write::with_become;
 
 pub use outcome::{Failure, Outcome, Reason};
@@ -43,6 +44,9 @@ pub enum Event {
     Probed(String),
     /// A step started on a host: (host, resource id, step label).
     Step(String, String, String),
+    /// A running step reported how far it has come: (host, resource id,
+    /// progress, time since the step started).
+    Progress(String, String, Progress, Duration),
     /// A host finished.
     HostDone(String, HostStatus),
 }
@@ -176,6 +180,12 @@ struct Slot {
     notes: Vec<String>,
     /// What its steps completed.
     done: Vec<String>,
+    /// When it changed (apply) or would change (diff): how many resources of
+    /// the host changed before it.
+    change_seq: Option<usize>,
+    /// The systemd units its steps start again (see
+    /// [`crate::module::Module::starts_units`]).
+    starts: Vec<String>,
 }
 
 /// One host's run: its plan, its connection, and its count of remote
@@ -195,6 +205,17 @@ impl HostRun<'_> {
         become_: &Become,
         stdin: Option<&crate::module::Payload>,
     ) -> Result<Output, TransportError> {
+        self.exec_watched(script, become_, stdin, &|_| {}).await
+    }
+
+    /// [`HostRun::exec`], handing the progress the script reports to `watch`.
+    async fn exec_watched(
+        &self,
+        script: &Sh,
+        become_: &Become,
+        stdin: Option<&crate::module::Payload>,
+        watch: crate::transport::Watch<'_>,
+    ) -> Result<Output, TransportError> {
         self.count.fetch_add(1, Ordering::SeqCst);
         // LC_ALL inside the script as well: sudo's env_reset may drop the
         // transport's; probes parse the messages of coreutils.
@@ -203,7 +224,7 @@ impl HostRun<'_> {
             .raw("\n")
             .then(script);
         let s = with_become(&script, become_, stdin.is_some());
-        self.t.run(s.as_str(), stdin).await
+        self.t.run_watched(s.as_str(), stdin, watch).await
     }
 }
 

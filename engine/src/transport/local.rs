@@ -5,7 +5,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{read_capped, send_payload, Output, Transport, TransportError};
+use super::{read_capped, send_payload, Output, Transport, TransportError, Watch};
 use crate::module::Payload;
 
 /// The most a script may print on standard output or error.
@@ -17,7 +17,12 @@ pub struct Local;
 
 #[async_trait]
 impl Transport for Local {
-    async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError> {
+    async fn run_watched(
+        &self,
+        script: &str,
+        stdin: Option<&Payload>,
+        watch: Watch<'_>,
+    ) -> Result<Output, TransportError> {
         // Every script runs from a temp file (mode 0600, removed after):
         // one argument to execve is limited to 128 KiB on Linux (the
         // batched probe of many resources is longer), and a command line
@@ -55,8 +60,8 @@ impl Transport for Local {
         let mut stderr = Vec::new();
         let (sent, (), ()) = tokio::try_join!(
             async { Ok::<_, std::io::Error>(send.await) },
-            read_capped(&mut out, &mut stdout, MAX_OUTPUT, "standard output"),
-            read_capped(&mut err, &mut stderr, MAX_OUTPUT, "standard error"),
+            read_capped(&mut out, &mut stdout, MAX_OUTPUT, "standard output", Some(watch)),
+            read_capped(&mut err, &mut stderr, MAX_OUTPUT, "standard error", None),
         )
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::FileTooLarge {

@@ -62,6 +62,36 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
 }
 
+/// How far a long step has come, as its script reports it: a
+/// `plumb-progress=DONE TOTAL` line on standard output (bytes copied of the
+/// bytes to copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Done so far.
+    pub done: u64,
+    /// Of this many (0: unknown).
+    pub total: u64,
+}
+
+impl Progress {
+    /// The line's prefix.
+    pub const PREFIX: &'static [u8] = b"plumb-progress=";
+
+    /// Read a `plumb-progress=DONE TOTAL` line (without its newline).
+    #[must_use]
+    pub fn parse(line: &[u8]) -> Option<Progress> {
+        let rest = std::str::from_utf8(line.strip_prefix(Self::PREFIX)?).ok()?;
+        let (done, total) = rest.trim().split_once(' ')?;
+        Some(Progress {
+            done: done.parse().ok()?,
+            total: total.trim().parse().ok()?,
+        })
+    }
+}
+
+/// Receives the progress a running script reports, as it reports it.
+pub type Watch<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
 /// Runs scripts on one host.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -70,7 +100,21 @@ pub trait Transport: Send + Sync {
     /// # Errors
     /// The script could not be run or the connection broke; a script that
     /// ran and failed is an `Ok` with a non-zero status.
-    async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError>;
+    async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError> {
+        self.run_watched(script, stdin, &|_| {}).await
+    }
+
+    /// [`Transport::run`], handing each [`Progress`] line the script prints
+    /// to `watch` while it runs (the lines are left out of its output).
+    ///
+    /// # Errors
+    /// As [`Transport::run`].
+    async fn run_watched(
+        &self,
+        script: &str,
+        stdin: Option<&Payload>,
+        watch: Watch<'_>,
+    ) -> Result<Output, TransportError>;
 
     /// How many scripts may run at once on this host.
     fn max_parallel(&self) -> usize {
@@ -149,7 +193,9 @@ pub async fn send_prefixed<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Read `r` to its end into `buf`, failing (with `ErrorKind::FileTooLarge`)
 /// as soon as it holds more than `cap` bytes: a host that prints without
-/// end (a replaced `stat`, a probe gone wrong) costs bounded memory.
+/// end (a replaced `stat`, a probe gone wrong) costs bounded memory. With
+/// `watch`, each [`Progress`] line is handed to it as soon as it arrives,
+/// and left out of `buf`.
 ///
 /// # Errors
 /// Reading failed, or the output is longer than `cap`.
@@ -158,21 +204,46 @@ pub async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     cap: usize,
     what: &str,
+    watch: Option<Watch<'_>>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-    (&mut *r).take(limit).read_to_end(buf).await?;
-    if buf.len() > cap {
+    let too_much = |buf: &mut Vec<u8>| {
         buf.clear();
         buf.shrink_to_fit();
-        return Err(std::io::Error::new(
+        std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!(
                 "a script printed more than {} MiB on its {what}; plumb stopped reading it \
                  (a probe that prints without end, or a tool on the host's PATH that is not what it should be)",
                 cap / (1024 * 1024)
             ),
-        ));
+        )
+    };
+    let Some(watch) = watch else {
+        let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+        (&mut *r).take(limit).read_to_end(buf).await?;
+        return if buf.len() > cap { Err(too_much(buf)) } else { Ok(()) };
+    };
+    // Where the first line not yet looked at starts.
+    let mut scanned = buf.len();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf[scanned..].iter().position(|&b| b == b'\n') {
+            match Progress::parse(&buf[scanned..scanned + end]) {
+                Some(p) => {
+                    watch(p);
+                    buf.drain(scanned..=scanned + end);
+                }
+                None => scanned += end + 1,
+            }
+        }
+        if buf.len() > cap {
+            return Err(too_much(buf));
+        }
     }
-    Ok(())
 }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::sync::{RwLock, Semaphore};
 
-use super::{local, read_capped, send_prefixed, tail, Connector, Output, Transport, TransportError};
+use super::{local, read_capped, send_prefixed, tail, Connector, Output, Transport, TransportError, Watch};
 use crate::inventory::{Connection, Host};
 use crate::module::Payload;
 use crate::shell::{quote, stdin_script, STDIN_SCRIPT_ALONE};
@@ -239,6 +239,7 @@ impl SshTransport {
         session: &Session,
         command: &str,
         stdin: Option<(&[u8], Option<&Payload>)>,
+        watch: Watch<'_>,
     ) -> Result<Output, TransportError> {
         let mut cmd = session.raw_command(command);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -292,8 +293,8 @@ impl SshTransport {
         // command is dropped, which closes its channel) and the run fails.
         let read = tokio::try_join!(
             async { Ok::<_, io::Error>(send.await) },
-            read_capped(&mut out, &mut stdout, MAX_STDOUT, "standard output"),
-            read_capped(&mut err, &mut stderr, MAX_STDERR, "standard error"),
+            read_capped(&mut out, &mut stdout, MAX_STDOUT, "standard output", Some(watch)),
+            read_capped(&mut err, &mut stderr, MAX_STDERR, "standard error", None),
         );
         let sent = match read {
             Ok((sent, (), ())) => sent,
@@ -330,7 +331,12 @@ impl SshTransport {
 
 #[async_trait]
 impl Transport for SshTransport {
-    async fn run(&self, script: &str, stdin: Option<&Payload>) -> Result<Output, TransportError> {
+    async fn run_watched(
+        &self,
+        script: &str,
+        stdin: Option<&Payload>,
+        watch: Watch<'_>,
+    ) -> Result<Output, TransportError> {
         let _slot = self.slots.acquire().await.map_err(|_| self.closed())?;
         let guard = self.session.read().await;
         let session = guard.as_ref().ok_or_else(|| self.closed())?;
@@ -342,14 +348,14 @@ impl Transport for SshTransport {
         // is a fixed bootstrap.
         let Some(payload) = stdin else {
             return self
-                .run_in(session, STDIN_SCRIPT_ALONE, Some((text.as_bytes(), None)))
+                .run_in(session, STDIN_SCRIPT_ALONE, Some((text.as_bytes(), None)), watch)
                 .await;
         };
         if text.len() <= MAX_LINE_SCRIPT {
             // Script lines, a terminator, then the payload, on one stream.
             let (boot, prefix) = stdin_script(&text);
             let boot = format!("sh -c {}", quote(&boot));
-            return self.run_in(session, &boot, Some((&prefix, Some(payload)))).await;
+            return self.run_in(session, &boot, Some((&prefix, Some(payload))), watch).await;
         }
         // A long script with a payload (rare: an upload's script is small):
         // stage the script in a remote temp file (mode 0600, sent over
@@ -359,6 +365,7 @@ impl Transport for SshTransport {
                 session,
                 &format!("sh -c {}", quote(STAGE)),
                 Some((text.as_bytes(), None)),
+                &|_| {},
             )
             .await?;
         let path = String::from_utf8_lossy(&staged.stdout).trim().to_string();
@@ -366,7 +373,7 @@ impl Transport for SshTransport {
             return Ok(staged);
         }
         let run = format!("sh -c {} plumb {}", quote(RUN_STAGED), quote(&path));
-        self.run_in(session, &run, Some((&[], Some(payload)))).await
+        self.run_in(session, &run, Some((&[], Some(payload))), watch).await
     }
 
     fn max_parallel(&self) -> usize {
