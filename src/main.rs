@@ -514,6 +514,9 @@ async fn execute(l: Loaded, common: &Common, mode: Mode, journal: Option<Journal
 
 /// Run host plans with the progress display, Ctrl-C and SIGTERM (finish
 /// the steps under way, start no new one), then finish the journal.
+/// The exit status of a run ended at once by a second signal (128 + SIGINT).
+const EXIT_ABORTED: i32 = 130;
+
 async fn run_hosts(
     plan_name: &str,
     hosts: Vec<plumb_engine::compile::HostPlan>,
@@ -528,25 +531,47 @@ async fn run_hosts(
     if let Some(d) = &display {
         let d = d.clone();
         opts.events = Some(Arc::new(move |e| d.on(e)));
-    } else if common.format == Format::Text {
+    } else {
         let plain = progress::Plain::default();
         opts.events = Some(Arc::new(move |e| plain.on(e)));
     }
     let cancel = opts.cancel.clone();
+    let record = journal.as_ref().map(runs::Journal::record);
     let watcher = tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => t.recv().await,
-                None => std::future::pending().await,
+        use tokio::signal::unix::{signal, SignalKind};
+        // Ctrl-C, SIGTERM and SIGHUP (the terminal went away) alike: the
+        // first finishes the steps under way and starts no new one; a
+        // second ends plumb at once.
+        let (tx, mut signals) = tokio::sync::mpsc::unbounded_channel();
+        for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+            if let Ok(mut s) = signal(kind) {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => if r.is_err() { return; },
-            _ = terminated => {},
+        }
+        drop(tx);
+        if signals.recv().await.is_none() {
+            return;
         }
         cancel.store(true, Ordering::SeqCst);
-        errln!("\ninterrupted: finishing the steps under way, starting no new one");
+        errln!("\ninterrupted: finishing the steps under way, starting no new one (again to abort at once)");
+        if signals.recv().await.is_none() {
+            return;
+        }
+        errln!(
+            "aborted: the steps under way go on on the hosts until they end, unreported \
+             (an upload cut short removes its temporary file); the run's record says `aborted`"
+        );
+        if let Some(r) = record {
+            runs::aborted(r);
+        }
+        std::process::exit(EXIT_ABORTED);
     });
     let hosts = hosts.into_iter().map(Arc::new).collect();
     let connector = connector(common);

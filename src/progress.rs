@@ -3,6 +3,7 @@
 //! nothing else writes to the terminal while it runs.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,9 +102,10 @@ pub(crate) fn copying(p: TransportProgress, elapsed: Duration) -> String {
     text
 }
 
-/// Progress where stderr is not a terminal (a pipe, a log): a copy's
-/// progress as a plain line every 30 seconds per resource, so that a long
-/// migration is not silent for an hour.
+/// Progress without the live display (stderr is not a terminal, or the
+/// report is JSON or Markdown): a copy's progress as a plain line on stderr
+/// every 30 seconds per resource, so that a long migration is not silent
+/// for an hour.
 #[derive(Default)]
 pub(crate) struct Plain {
     last: Mutex<HashMap<(String, String), Instant>>,
@@ -116,10 +118,20 @@ impl Plain {
             let mut last = self.last.lock().expect("progress lock");
             let now = Instant::now();
             let key = (h, id);
-            if last.get(&key).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(30)) {
+            if last
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(30))
+            {
                 return;
             }
-            eprintln!("{}: {}: {}", key.0, key.1, copying(p, elapsed));
+            // A terminal that went away must not end the run.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}: {}: {}",
+                key.0,
+                key.1,
+                copying(p, elapsed)
+            );
             last.insert(key, now);
         }
     }

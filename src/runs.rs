@@ -80,6 +80,12 @@ impl Journal {
         }
     }
 
+    /// What to save if the run is aborted by a second signal: the record
+    /// as begun, marked aborted (see [`aborted`]).
+    pub(crate) fn record(&self) -> RunRecord {
+        self.record.clone()
+    }
+
     /// Finish the record with the report, on the workstation and on every
     /// host the run reached.
     pub(crate) async fn end(mut self, report: &RunReport, connector: Arc<dyn Connector>) {
@@ -416,5 +422,15 @@ pub(crate) fn show(file: &Path, common: &Common, color: bool) -> i32 {
             errln!("error: cannot show `{}`: {e}", file.display());
             1
         }
+    }
+}
+
+/// Save the record of a run ended at once by a second signal (on the
+/// workstation only: there is no time to reach the hosts).
+pub(crate) fn aborted(mut record: RunRecord) {
+    record.finished = Some(journal::now());
+    record.outcome = Outcome::Aborted;
+    if let Err(e) = record.save_local() {
+        warn("cannot write the run's record", &e);
     }
 }

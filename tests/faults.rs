@@ -64,14 +64,14 @@ fn error_of(h: &serde_json::Value, id: &str) -> String {
     resource(h, id)["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// The names of plumb's staged temp files (`.plumb.*`) under `dir` on
+/// The names of plumb's staged temp files (`.plumb-RUN.*`) under `dir` on
 /// `node`, waiting up to 30 s for a script still running there to remove
 /// them (a cut connection ends its remote script late).
 fn temp_files_left(lab: &Lab, node: &Node, dir: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // Right after `heal` the first connections may still fail: retry.
-        let out = lab.ssh(node, &format!("find '{dir}' -name '.plumb.*' 2>/dev/null; echo end"));
+        let out = lab.ssh(node, &format!("find '{dir}' -name '.plumb[.-]*' 2>/dev/null; echo end"));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let left = text
             .strip_suffix(
@@ -258,7 +258,7 @@ fn a_connection_cut_mid_upload_names_the_step_and_the_next_run_finishes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seen = on(&lab, cut, "ls -A /srv/up");
-        if seen.contains(".plumb.") {
+        if seen.contains(".plumb") {
             break;
         }
         assert!(Instant::now() < deadline, "the upload never started: {seen}");
@@ -287,6 +287,51 @@ fn a_connection_cut_mid_upload_names_the_step_and_the_next_run_finishes() {
     let again = plumb(&lab, "apply", &plan, &inv);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     assert!(on(&lab, cut, "sha256sum /srv/up/big.bin").contains(&want));
+}
+
+/// What a run cut off outright leaves (plumb SIGKILLed, or the host losing
+/// its power mid-upload, before the script's trap could run): temporary
+/// files in the target's folder. The next write there removes plumb's own
+/// (by name: `.plumb-RUN.XXXXXXXX`, or the older `.plumb.XXXXXXXX`) once
+/// untouched for 10 minutes, and reports each; a fresh one (an upload of
+/// another run under way) and other files stay.
+#[test]
+fn a_write_removes_the_stale_temp_files_of_interrupted_runs_and_says_so() {
+    need_lab!();
+    let lab = Lab::up(1);
+    let n = &lab.nodes[0];
+    on(
+        &lab,
+        n,
+        "mkdir -p /srv/stale && cd /srv/stale && \
+         echo half > .plumb-20261201T101010Z-dead.Ab3dEf9h && echo half > .plumb.Zx81Qw02 && \
+         touch -d '1 hour ago' .plumb-20261201T101010Z-dead.Ab3dEf9h .plumb.Zx81Qw02 && \
+         echo live > .plumb-20261204T090000Z-live.Qq11Ww22 && \
+         echo mine > .plumbing && touch -d '1 hour ago' .plumbing",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "resources:\n  - id: conf\n    file: {path: /srv/stale/app.conf, content: \"x = 1\\n\"}\n",
+    )
+    .unwrap();
+    let inv = lab.inventory(dir.path(), "");
+    let o = plumb(&lab, "apply", &plan, &inv);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let notes = resource(host(&o.json(), &n.name), "conf")["notes"].to_string();
+    for gone in [".plumb-20261201T101010Z-dead.Ab3dEf9h", ".plumb.Zx81Qw02"] {
+        assert!(
+            notes.contains(&format!(
+                "removed a temporary file an interrupted run left: /srv/stale/{gone}"
+            )),
+            "{notes}"
+        );
+    }
+    assert_eq!(
+        on(&lab, n, "ls -A /srv/stale | sort"),
+        ".plumb-20261204T090000Z-live.Qq11Ww22\n.plumbing\napp.conf\n"
+    );
 }
 
 const SHELL_PLAN: &str = r#"

@@ -303,6 +303,97 @@ resources:
         .contains(rec["run_id"].as_str().unwrap()));
 }
 
+/// SIGHUP (the terminal went away) is handled as Ctrl-C and SIGTERM are;
+/// a second signal ends plumb at once (exit 130, record `aborted`), and the
+/// upload it cut short leaves no temporary file on the host: the target is
+/// the old file or the whole new one.
+#[test]
+fn a_second_signal_aborts_at_once_and_the_cut_upload_leaves_no_temp_file() {
+    need_lab!();
+    let s = Site::new(1);
+    let node = &s.lab.nodes[0];
+    let blob = s.dir.path().join("big.bin");
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&blob, &data).unwrap();
+    s.sh(0, "mkdir -p /srv/up && echo old > /srv/up/big.bin");
+    let plan = s.plan(&format!(
+        "resources:\n  - id: big\n    file: {{path: /srv/up/big.bin, source: {}}}\n",
+        blob.display()
+    ));
+    let child = s
+        .command(
+            "ws",
+            &[
+                "apply",
+                plan.to_str().unwrap(),
+                "--yes",
+                "--format",
+                "json",
+                "--connect-timeout",
+                "2",
+            ],
+        )
+        .spawn();
+    let start = std::time::Instant::now();
+    while !s.sh(0, "ls -A /srv/up").contains(".plumb") {
+        assert!(start.elapsed().as_secs() < 60, "the upload never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The upload stalls: the link is cut (packets dropped, nothing closed).
+    s.lab.cut(&node.name);
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = std::time::Instant::now();
+    signal("-INT");
+    let out = child.wait_with_output().unwrap();
+    let took = second.elapsed();
+    s.lab.heal(&node.name);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        took.as_secs() < 5,
+        "aborted at once, not after the stalled upload: {took:?}"
+    );
+    assert!(
+        stderr.contains("interrupted: finishing the steps under way"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("aborted: "), "{stderr}");
+    let recs = s.records("ws");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].1["outcome"], "aborted", "{}", recs[0].1);
+    // The host's script ends when its connection does, and its trap removes
+    // the temporary file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = s.lab.ssh(node, "ls -A /srv/up");
+        let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && !listing.contains(".plumb") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a temporary file stayed: {listing}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let now = s.sh(0, "sha256sum /srv/up/big.bin");
+    assert!(
+        now.starts_with(&plumb_engine::module::sha256_hex(&data)) || now.starts_with(&sha("old\n")),
+        "old or new, never half: {now}"
+    );
+}
+
 #[test]
 fn history_from_a_second_workstation_lists_the_run_from_the_host_record() {
     need_lab!();

@@ -203,7 +203,7 @@ resources:
         "ls -A /srv/cut; sha256sum /srv/cut/blob.bin 2>/dev/null",
     );
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(!listing.contains(".plumb."), "no temp file left behind: {listing}");
+    assert!(!listing.contains(".plumb"), "no temp file left behind: {listing}");
     let new = plumb_engine::module::sha256_hex(&data);
     let old = plumb_engine::module::sha256_hex(old_bytes);
     assert!(

@@ -580,16 +580,25 @@ resources:
     let fstab = rig.fstab();
     let failed = rig.plumb("apply", &[("dev", small.dev.as_str())]);
     expect(&failed, 1, "refused at apply too");
-    assert!(rig.service_up("web") && !rig.service_log().contains("stop"), "nothing stopped");
+    assert!(
+        rig.service_up("web") && !rig.service_log().contains("stop"),
+        "nothing stopped"
+    );
     assert_eq!(rig.fstab(), fstab);
 
     let disk = rig.disk("new", "512M");
     sh(&format!("mkfs.ext4 -q {}", disk.dev));
     let a = rig.plumb_as("apply", "text", &[("dev", disk.dev.as_str())]);
     expect(&a, 0, "migrated");
-    let shown: Vec<&str> = a.stderr.lines().filter(|l| l.contains("data-mount: copying ")).collect();
+    let shown: Vec<&str> = a
+        .stderr
+        .lines()
+        .filter(|l| l.contains("data-mount: copying "))
+        .collect();
     assert!(
-        shown.iter().any(|l| l.contains(" of 300 MiB (") && !l.contains("(100 %)")),
+        shown
+            .iter()
+            .any(|l| l.contains(" of 300 MiB (") && !l.contains("(100 %)")),
         "the copy's progress is shown while it runs: {}",
         a.stderr
     );
@@ -605,12 +614,19 @@ resources:
 fn a_copy_that_fails_midway_leaves_the_old_data_in_place_and_the_services_up() {
     let Some(mut rig) = Rig::new() else { return };
     assert!(has("rsync"), "`rsync` is needed");
-    // 16 MiB cannot hold 24 MiB of random data: the copy runs out of space.
-    let disk = rig.disk("small", "16M");
-    sh(&format!("mkfs.ext4 -q {}", disk.dev));
+    // The bytes fit (64 MiB for 24 MiB: the size checks before the copy
+    // pass), the files do not: a filesystem made with a handful of inodes
+    // runs out of them in the middle of the copy (ENOSPC, as a disk sized
+    // by bytes alone does for Docker's many small files).
+    let disk = rig.disk("small", "64M");
+    sh(&format!("mkfs.ext4 -q -N 16 {}", disk.dev));
     let data = rig.path("data");
     sh(&tricky_tree_script(&data));
     sh(&format!("head -c 25165824 /dev/urandom > '{}/big'", data.display()));
+    sh(&format!(
+        "mkdir '{d}/many' && for i in $(seq 600); do echo $i > '{d}/many/'f$i; done",
+        d = data.display()
+    ));
     let before = manifest(&data);
     rig.stub_systemctl(&["web"]);
     rig.plan(

@@ -55,8 +55,12 @@ pub enum Outcome {
     Changed,
     /// Something failed.
     Failed,
-    /// Stopped by Ctrl-C or SIGTERM.
+    /// Stopped by Ctrl-C, SIGTERM or SIGHUP: the steps under way finished,
+    /// no new one started.
     Interrupted,
+    /// Ended at once by a second signal: the steps under way were left to
+    /// finish on the hosts, unreported.
+    Aborted,
     /// A saved plan refused because the world moved: nothing was applied.
     Refused,
 }
@@ -71,6 +75,7 @@ impl Outcome {
             Outcome::Changed => "changed",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Aborted => "aborted",
             Outcome::Refused => "refused",
         }
     }

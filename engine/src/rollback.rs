@@ -293,7 +293,7 @@ impl Module for Undo {
                 ));
                 sh.line(&backup_lines());
                 sh.line(&Sh::raw_start(
-                    "tmp=$(mktemp \"$dir/.plumb.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ncp -p -- \"$b\" \"$tmp\"\nsync -- \"$tmp\" 2>/dev/null || sync\nrm -f -- \"$target\" 2>/dev/null || true\nmv -f -- \"$tmp\" \"$target\"\ntrap - EXIT",
+                    "tmp=$(mktemp \"$dir/.plumb-${plumb_run:-run}.XXXXXXXX\")\ntrap 'rm -f -- \"$tmp\"' EXIT\ncp -p -- \"$b\" \"$tmp\"\nsync -- \"$tmp\" 2>/dev/null || sync\nrm -f -- \"$target\" 2>/dev/null || true\nmv -f -- \"$tmp\" \"$target\"\ntrap - EXIT",
                 ));
                 sh
             }

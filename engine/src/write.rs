@@ -158,7 +158,16 @@ if [ -e "$target" ] && [ ! -L "$target" ] && [ ! -f "$target" ]; then echo "plum
 tmp=
 trap 'rm -f -- "$tmp"' EXIT
 trap 'rm -f -- "$tmp"; exit 1' HUP INT TERM PIPE
-plumb_err=$(mktemp "$dir/.plumb.XXXXXXXX" 2>&1) || plumb_why "$plumb_err"
+# Temporary files of earlier runs cut off outright (plumb killed, the host
+# lost its power) before their traps could remove them: plumb's own names,
+# not of this run, untouched for 10 minutes (an upload under way writes).
+for plumb_old in "$dir"/.plumb-*.???????? "$dir"/.plumb.????????; do
+  [ -f "$plumb_old" ] && [ ! -L "$plumb_old" ] || continue
+  case ${plumb_old##*/} in .plumb-"${plumb_run:-}".*) continue ;; esac
+  [ -n "$(find "$plumb_old" -maxdepth 0 -mmin +10 2>/dev/null)" ] || continue
+  rm -f -- "$plumb_old" && echo "plumb-note=removed a temporary file an interrupted run left: $plumb_old"
+done
+plumb_err=$(mktemp "$dir/.plumb-${plumb_run:-run}.XXXXXXXX" 2>&1) || plumb_why "$plumb_err"
 tmp=$plumb_err
 plumb_err=$(cat 2>&1 >"$tmp") || plumb_why "$plumb_err"
 got=$(sha256sum < "$tmp"); got=${got%% *}
@@ -238,7 +247,7 @@ mod tests {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".plumb."))
+            .filter(|n| n.starts_with(".plumb"))
             .collect()
     }
 

@@ -123,35 +123,26 @@ start_again() {
 restarted() {
   first=
   for u in $active; do
-    live "$u" || continue
-    by=; all=
-    for d in $(systemctl show -p TriggeredBy,WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
-      case $d in *.target|*.slice) continue ;; esac
-      case " $active " in *" $d "*) continue ;; esac
-      if live "$d"; then by="$by $d"; fi
-      all="$all $d ($(systemctl show -p ActiveState --value -- "$d" 2>/dev/null))"
-    done
-    if [ -n "$by" ]; then
-      echo "$u started again after it was stopped: it is started by$by, which runs (stop it too: list it in migrate.stop)"
-      return 0
-    fi
-    [ -n "$first" ] || first="$u started again after it was stopped; ${all:+units that can start it:$all; }see \`journalctl -u $u\`"
+    if live "$u"; then first=$u; break; fi
   done
   [ -n "$first" ] || return 1
-  # What came back may be what a unit pulls in before that unit's own start
-  # job runs (the socket of a service a keeper wants): name the keeper.
+  # Name the running unit that starts it. Look at every stopped unit, live
+  # or not yet: what came back may be what a unit pulls in before that
+  # unit's own start job runs (the socket of a service a keeper wants), and
+  # by now the service may be starting too.
+  all=
   for u in $active; do
-    live "$u" && continue
-    for d in $(systemctl show -p WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
+    for d in $(systemctl show -p TriggeredBy,WantedBy,RequiredBy,BoundBy,UpheldBy --value -- "$u" 2>/dev/null); do
       case $d in *.target|*.slice) continue ;; esac
       case " $active " in *" $d "*) continue ;; esac
       if live "$d"; then
         echo "$u started again after it was stopped: it is started by $d, which runs (stop it too: list it in migrate.stop)"
         return 0
       fi
+      [ "$u" != "$first" ] || all="$all $d ($(systemctl show -p ActiveState --value -- "$d" 2>/dev/null))"
     done
   done
-  echo "$first"
+  echo "$first started again after it was stopped; ${all:+units that can start it:$all; }see \`journalctl -u $first\`"
 }
 restore() {
   # A copy that failed part-way (the new filesystem full) leaves a partial

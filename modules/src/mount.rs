@@ -1333,7 +1333,10 @@ mod tests {
         s.data_bytes = Some(64 << 20);
         s.src_bytes = Some(32 << 20);
         let e = Mount::check(&params(true), &s).unwrap_err();
-        assert!(e.contains("holds 64 MiB of data, more than all of `/dev/vdb1` (32 MiB)"), "{e}");
+        assert!(
+            e.contains("holds 64 MiB of data, more than all of `/dev/vdb1` (32 MiB)"),
+            "{e}"
+        );
         s.src_bytes = Some(1 << 30);
         assert!(Mount::check(&params(true), &s).is_ok());
     }

@@ -32,6 +32,10 @@ docker run --rm -v appdata:/data "$img" sh -c '
     head -c $((i * 7919 + 100)) /bin/busybox > /data/file$i; i=$((i + 1))
   done' 
 docker run --rm -v appdata:/data "$img" sh -c 'cd /data && sha256sum file*' >/root/seed.sha256
+# And bulk, so that the migration's copy takes long enough to show progress.
+vol=/var/lib/docker/volumes/appdata/_data
+head -c 200M /dev/urandom >"$vol/bulk"
+(cd "$vol" && sha256sum bulk) >>/root/seed.sha256
 
 # A bind of a host folder, and the service: restarts with Docker.
 mkdir -p /srv/app && echo "bound from the host" >/srv/app/hello.txt

@@ -354,8 +354,9 @@ fn write_failure(o: &Output, become_: &Become, path: &str, sensitive: bool) -> F
 }
 
 /// What a step printed for the report: `plumb-backup=PATH` lines (a file
-/// backed up) and `plumb-note=TEXT` lines (anything else the user must read,
-/// such as where old data was kept).
+/// backed up), `plumb-copied=BYTES SECONDS` (a data copy) and
+/// `plumb-note=TEXT` lines (anything else the user must read, such as where
+/// old data was kept).
 fn backup_notes(o: &Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -378,7 +379,11 @@ fn copied_note(line: &str) -> Option<String> {
     let (bytes, secs): (u64, u64) = (bytes.parse().ok()?, secs.parse().ok()?);
     let took = Duration::from_secs(secs);
     let rate = units::rate(bytes, took).map(|r| format!(" ({r})")).unwrap_or_default();
-    Some(format!("copied {} in {}{rate}", units::human(bytes), units::duration(took)))
+    Some(format!(
+        "copied {} in {}{rate}",
+        units::human(bytes),
+        units::duration(took)
+    ))
 }
 
 /// What a step that succeeded printed for the report.

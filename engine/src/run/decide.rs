@@ -54,7 +54,11 @@ fn with_refresh(res: &dyn Resource, obs: &Observed, own: Planned, notify: &Notif
         res.refresh(obs, &own)
     };
     if steps.is_empty() {
-        return Decision { own, refresh: None, note: None };
+        return Decision {
+            own,
+            refresh: None,
+            note: None,
+        };
     }
     match &notify.covered {
         Some(why) => Decision {
