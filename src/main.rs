@@ -170,6 +170,11 @@ enum Command {
         /// Save the reviewed rollback here, for `plumb apply FILE`.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also switch migrated mount points back to the old copy of their
+        /// data, where the run kept it (disruptive: what was written since
+        /// stays on the new filesystem).
+        #[arg(long)]
+        switch_back: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -234,7 +239,15 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
         Command::Doc { module } => doc(&registry, module.as_deref()),
         Command::History { target, common } => runs::history(target.as_deref(), &common, color).await,
         Command::Show { file, common } => runs::show(&file, &common, color),
-        Command::Rollback { run, out, common } => rollback::review(&run, out.as_deref(), &common, color).await,
+        Command::Rollback {
+            run,
+            out,
+            switch_back,
+            common,
+        } => {
+            let opts = plumb_engine::rollback::Options { switch_back };
+            rollback::review(&run, out.as_deref(), opts, &common, color).await
+        }
         Command::Validate { plan, common } => match load(&plan, &common, &registry) {
             Ok(l) => {
                 let hosts = l.compiled.hosts.len();

@@ -30,7 +30,7 @@ fn record_source(run: &str) -> String {
 }
 
 /// Find the run's record, read the hosts, and build the rollback.
-async fn prepare(run: &str, common: &Common) -> Result<Prepared, i32> {
+async fn prepare(run: &str, opts: rollback::Options, common: &Common) -> Result<Prepared, i32> {
     if !journal::is_run_id(run) {
         errln!("error: `{run}` is not a run id (`plumb history` lists them, such as 20261126T211500Z-3f9a)");
         return Err(1);
@@ -101,7 +101,7 @@ async fn prepare(run: &str, common: &Common) -> Result<Prepared, i32> {
     let mut whole = record.clone();
     whole.hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let record_sha256 = sha256_hex(whole.to_json().as_bytes());
-    let built = rollback::build(&record, &inv.hosts, &seen, &key).map_err(|e| {
+    let built = rollback::build(&record, &inv.hosts, &seen, &key, opts).map_err(|e| {
         errln!("error: {e}");
         1
     })?;
@@ -136,8 +136,14 @@ fn print(report: &RunReport, run: &str, cannot: &[CannotUndo], common: &Common, 
 }
 
 /// `plumb rollback RUN [--out FILE]`: the review.
-pub(crate) async fn review(run: &str, out: Option<&Path>, common: &Common, color: bool) -> i32 {
-    let p = match prepare(run, common).await {
+pub(crate) async fn review(
+    run: &str,
+    out: Option<&Path>,
+    opts: rollback::Options,
+    common: &Common,
+    color: bool,
+) -> i32 {
+    let p = match prepare(run, opts, common).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -171,6 +177,7 @@ pub(crate) async fn review(run: &str, out: Option<&Path>, common: &Common, color
             resources: saved::resource_hashes(&report),
             reviewed_in: report.run_id.clone(),
             rollback: Some(run.to_string()),
+            rollback_options: Some(opts),
             report: Some(saved::without_content(&report)),
         };
         let text = serde_json::to_string_pretty(&saved).expect("serializes") + "\n";
@@ -196,7 +203,8 @@ pub(crate) async fn apply_saved(file: &Path, saved: &SavedPlan, common: &Common,
     if common.inventory.is_none() {
         common.inventory = saved.inventory.as_ref().map(PathBuf::from);
     }
-    let p = match prepare(&run, &common).await {
+    let opts = saved.rollback_options.unwrap_or_default();
+    let p = match prepare(&run, opts, &common).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -228,7 +236,7 @@ pub(crate) async fn apply_saved(file: &Path, saved: &SavedPlan, common: &Common,
         errln!("run `plumb rollback {run} --out FILE` again and review the new plan");
         return 1;
     }
-    let p = match prepare(&run, &common).await {
+    let p = match prepare(&run, opts, &common).await {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -167,9 +167,23 @@ fn a_unit_is_started_enabled_and_restarted_once_after_all_its_notifiers() {
     assert_eq!(demo["risk"], "restart");
     let refresh = demo["changes"][0]["to"].as_str().unwrap_or_default().to_string();
     assert_eq!(refresh, "restart plumb-demo.service (notified by `conf-a`, `conf-b`)");
+    // The restart is downtime: expected as a restart, then measured.
+    let expected = &demo["downtime"][0];
+    assert_eq!(expected["unit"], "plumb-demo.service", "{demo}");
+    assert!(
+        expected["expected"].as_str().unwrap().starts_with("a restart"),
+        "{demo}"
+    );
+    assert!(expected.get("actual_secs").is_none(), "nothing measured in a diff");
     let a = h.plumb("apply", &["a=2", "b=2"]);
     assert_eq!(a.code, 0, "{}", a.stdout);
     assert_eq!(starts(), 2, "restarted exactly once for two notifiers");
+    let down = resource(&a.json(), "demo")["downtime"][0].clone();
+    assert_eq!(down["unit"], "plumb-demo.service", "{down}");
+    let secs = down["actual_secs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("measured: {down}"));
+    assert!((0.0..60.0).contains(&secs), "{down}");
     assert_eq!(h.plumb("apply", &["a=2", "b=2"]).summary("changed"), 0);
     assert_eq!(starts(), 2);
 

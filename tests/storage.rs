@@ -115,7 +115,8 @@ impl Rig {
                  [ \"$cmd\" = show ] || echo \"$cmd$units\" >> '{d}/log'\n\
                  for u in $units; do case $cmd in\n\
                  is-active) [ -e \"{d}/$u.up\" ] || exit 3 ;;\n\
-                 show) case $prop in Id) echo \"$u\" ;; ActiveState) if [ -e \"{d}/$u.up\" ]; then echo active; else echo inactive; fi ;; *) echo ;; esac ;;\n\
+                 show) case $prop in *,*) for k in $(echo $prop | tr , ' '); do case $k in Id) echo \"Id=$u.service\" ;; ActiveState) if [ -e \"{d}/$u.up\" ]; then echo ActiveState=active; else echo ActiveState=inactive; fi ;; *) echo \"$k=\" ;; esac; done; echo ;;\n\
+                 Id) echo \"$u\" ;; ActiveState) if [ -e \"{d}/$u.up\" ]; then echo active; else echo inactive; fi ;; *) echo ;; esac ;;\n\
                  stop) rm -f \"{d}/$u.up\" ;;\n\
                  start) touch \"{d}/$u.up\" ;;\n\
                  *) exit 1 ;;\nesac; done\n",
@@ -588,6 +589,21 @@ resources:
 
     let disk = rig.disk("new", "512M");
     sh(&format!("mkfs.ext4 -q {}", disk.dev));
+    // The expected downtime is reckoned from the read rate of the disk the
+    // data is on now (this machine's own: a block device).
+    let d = rig.plumb("diff", &[("dev", disk.dev.as_str())]);
+    expect(&d, 2, "the migration pending");
+    let down = resource(&d, "data-mount")["downtime"][0].clone();
+    assert_eq!(down["unit"], "web.service", "{down}");
+    if down["expected_secs"].is_u64() {
+        assert!(
+            down["expected"].as_str().unwrap().contains("300 MiB read at "),
+            "{down}"
+        );
+    } else {
+        // The data's disk is not a block device here (a container's overlay).
+        assert!(down["expected"].as_str().unwrap().starts_with("unknown: "), "{down}");
+    }
     let a = rig.plumb_as("apply", "text", &[("dev", disk.dev.as_str())]);
     expect(&a, 0, "migrated");
     let shown: Vec<&str> = a

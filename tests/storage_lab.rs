@@ -616,6 +616,41 @@ fn a_service_notified_before_its_data_migrates_is_restarted_once() {
 
     let d = node.plumb("diff", &vars);
     expect(&d, 2, "the file and the migration pending");
+    // The migration's downtime: the unit it stops, and why its length is
+    // not known here (the lab's data sits on an overlay, not a disk).
+    let down = resource(&d, "app-mount")["downtime"].clone();
+    assert_eq!(down[0]["unit"], "plumb-writer.service", "{down}");
+    assert!(
+        down[0]["expected"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown: the time to copy and check"),
+        "{down}"
+    );
+    // The review says why the notified service restarts with the migration
+    // only: every restart the apply makes is in it.
+    let review = Plumb::over_ssh(
+        "diff",
+        &node.dir.path().join("plan.yaml"),
+        &node.dir.path().join("inventory.yaml"),
+        &node.lab.ssh_config(),
+        "markdown",
+    )
+    .vars(&vars)
+    .run();
+    expect(&review, 2, "the review");
+    assert!(
+        review.stdout.contains("### `writer` (service): no change of its own")
+            && review
+                .stdout
+                .contains("not restarted again: `app-mount` started plumb-writer.service after `app-conf` changed")
+            && review.stdout.contains("### Expected downtime")
+            && review
+                .stdout
+                .contains("| `plumb-writer.service` | unknown (see the steps) | 1 |"),
+        "{}",
+        review.stdout
+    );
     let a = node.plumb("apply", &vars);
     expect(&a, 0, "applied");
     assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
@@ -625,6 +660,12 @@ fn a_service_notified_before_its_data_migrates_is_restarted_once() {
         "stopped and started once, by the migration, after the file changed: {}",
         a.stdout
     );
+    let measured = resource(&a, "app-mount")["downtime"][0]["actual_secs"].as_f64();
+    assert!(
+        measured.is_some_and(|s| s > 0.0),
+        "the migration measured how long the unit was down: {}",
+        a.stdout
+    );
     let notes = resource(&a, "writer")["notes"].to_string();
     assert!(
         notes.contains("not restarted again: `app-mount` started plumb-writer.service after `app-conf` changed"),
@@ -632,4 +673,86 @@ fn a_service_notified_before_its_data_migrates_is_restarted_once() {
     );
     assert_eq!(node.sh("systemctl is-active plumb-writer"), "active");
     expect(&node.plumb("diff", &vars), 0, "converged");
+}
+
+/// `plumb rollback RUN --switch-back` of a migration: the review shows the
+/// switch back as a disruptive step with its downtime, before the fstab
+/// line is restored; applied, the mount point holds the old copy again
+/// (every file as before), the new filesystem is unmounted and fstab is as
+/// it was. Without the flag the migration is listed as not undone, naming
+/// the flag.
+#[test]
+fn a_rollback_switches_a_migrated_mount_back_to_the_old_copy_when_asked() {
+    let Some(node) = node_with_writer() else { return };
+    let disk = LoopDev::new(node.dir.path(), "app", "128M");
+    let vars = [format!("dev={}", disk.dev)];
+    let before = data(&node);
+    let fstab_before = node.sh("cat /etc/fstab");
+    node.plan(MIGRATION_PLAN);
+    let a = node.plumb("apply", &vars);
+    expect(&a, 0, "migrated");
+    let run = a.json()["run_id"].as_str().unwrap().to_string();
+    assert!(node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev));
+    let inv = node.dir.path().join("inventory.yaml");
+    let rollback = |extra: &[&str]| {
+        Plumb::new()
+            .args(["rollback", &run, "--format", "json", "-i"])
+            .arg(&inv)
+            .arg("--ssh-config")
+            .arg(node.lab.ssh_config())
+            .args(extra)
+            .run()
+    };
+
+    let plain = rollback(&[]);
+    expect(&plain, 2, "the fstab line is restored");
+    let cannot = plain.json()["cannot_undo"].to_string();
+    assert!(cannot.contains("--switch-back"), "{cannot}");
+
+    let saved = node.dir.path().join("rollback.plan");
+    let review = rollback(&["--switch-back", "--out", saved.to_str().unwrap()]);
+    expect(&review, 2, "the switch back pending");
+    let sw = resource(&review, "switch back /srv/app");
+    assert_eq!(sw["risk"], "disruptive", "{sw}");
+    assert!(
+        sw["changes"][0]["to"]
+            .as_str()
+            .unwrap()
+            .contains("what was written since the migration stays there"),
+        "{sw}"
+    );
+    assert_eq!(sw["downtime"][0]["unit"], "plumb-writer.service", "{sw}");
+    assert!(!review.json()["cannot_undo"]
+        .to_string()
+        .contains("the mount, and the data"));
+    assert!(
+        node.sh("findmnt -n -o SOURCE /srv/app").starts_with(&disk.dev),
+        "a review changes nothing"
+    );
+
+    let applied = Plumb::new()
+        .arg("apply")
+        .arg(&saved)
+        .args(["--yes", "--format", "json", "--ssh-config"])
+        .arg(node.lab.ssh_config())
+        .run();
+    expect(&applied, 0, "switched back");
+    assert_eq!(
+        node.sh("findmnt -n -o SOURCE --mountpoint /srv/app || true"),
+        "",
+        "unmounted"
+    );
+    assert_eq!(
+        data(&node),
+        before,
+        "the old copy is back at /srv/app, every file as it was"
+    );
+    assert_eq!(node.sh("cat /etc/fstab"), fstab_before, "fstab as before the run");
+    assert_eq!(node.sh("systemctl is-active plumb-writer"), "active");
+    assert!(node.sh("ls -d /srv/app.plumb-old-* 2>/dev/null || true").is_empty());
+    let down = resource(&applied, "switch back /srv/app")["downtime"][0]["actual_secs"].as_f64();
+    assert!(down.is_some_and(|s| s > 0.0), "{}", applied.stdout);
+
+    let again = rollback(&["--switch-back"]);
+    expect(&again, 0, "nothing left to undo");
 }

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{EdgeKind, HostPlan, HostResource};
 use crate::inventory::Host;
 use crate::journal::{parse_stats, stat_script, Keyed, PathRecord, PathState, RunRecord, Stat};
-use crate::module::{resource_of, Change, Changes, Claim, Claims, Module, ModuleDoc, ProbeOutput, Script, Step};
+use crate::module::{resource_of, Change, Changes, Claim, Claims, Module, ModuleDoc, ProbeOutput, Risk, Script, Step};
 use crate::plan::Become;
-use crate::report::Status;
+use crate::report::{Downtime, Status};
 use crate::shell::Sh;
 use crate::write::backup_lines;
 
@@ -335,6 +335,177 @@ impl Module for Undo {
     }
 }
 
+/// Parameters of a `rollback.switch_back`: a migrated mount point, the old
+/// copy of its data the migration kept, and the units it stopped.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SwitchParams {
+    /// The mount point (`/var/lib/docker`).
+    pub path: String,
+    /// The old data, kept aside (`/var/lib/docker.plumb-old-RUN`).
+    pub old: String,
+    /// The units the migration stopped and started again.
+    pub units: Vec<String>,
+}
+
+/// What is at the mount point and the old copy now.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchState {
+    /// What is mounted at the path (`None`: nothing).
+    mounted: Option<String>,
+    /// Whether the old copy is still a folder.
+    old_there: bool,
+}
+
+/// Switches a migrated mount point back to the old copy of its data: stop
+/// the units, unmount the new filesystem (kept as it is), move the old copy
+/// back, start the units.
+#[derive(Debug)]
+pub struct SwitchBack;
+
+impl Module for SwitchBack {
+    const NAME: &'static str = "rollback.switch_back";
+    type Params = SwitchParams;
+    type State = SwitchState;
+
+    fn doc() -> ModuleDoc {
+        ModuleDoc {
+            summary: "Switches a migrated mount point back to the old copy of its data (made by `plumb rollback --switch-back`).",
+            params: &[],
+            example: "",
+        }
+    }
+
+    fn claims(p: &SwitchParams) -> Claims {
+        Claims {
+            manages: vec![Claim::Key("switch back", p.path.clone())],
+            ..Claims::default()
+        }
+    }
+
+    fn probe(p: &SwitchParams) -> Sh {
+        Sh::raw_start("path=")
+            .val(&p.path)
+            .raw("; old=")
+            .val(&p.old)
+            .raw("\necho \"mounted=$(findmnt -n -o SOURCE --mountpoint \"$path\" 2>/dev/null | head -n 1)\"\nif [ -d \"$old\" ] && [ ! -L \"$old\" ]; then echo old=1; else echo old=0; fi")
+    }
+
+    fn parse(_p: &SwitchParams, out: &ProbeOutput) -> Result<SwitchState, String> {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+        Ok(SwitchState {
+            mounted: get("mounted=").filter(|m| !m.is_empty()).map(str::to_string),
+            old_there: get("old=") == Some("1"),
+        })
+    }
+
+    fn check(p: &SwitchParams, s: &SwitchState) -> Result<(), String> {
+        if s.mounted.is_some() && !s.old_there {
+            return Err(format!(
+                "the old copy `{}` is gone: `{}` cannot be switched back to it",
+                p.old, p.path
+            ));
+        }
+        Ok(())
+    }
+
+    type Plan = Changes;
+
+    fn plan(p: &SwitchParams, s: &SwitchState) -> Changes {
+        let mut c = Changes::none();
+        if let (Some(src), true) = (&s.mounted, s.old_there) {
+            let units = if p.units.is_empty() {
+                String::new()
+            } else {
+                format!("; units stopped meanwhile: {}", p.units.join(", "))
+            };
+            c.push(
+                Change::new(
+                    "data",
+                    Some(format!("{src} mounted at {}", p.path)),
+                    Some(format!(
+                        "the old copy `{}` back at `{}`{units}; {src} is unmounted and kept as it is: \
+                         what was written since the migration stays there, not copied back",
+                        p.old, p.path
+                    )),
+                )
+                .risk(Risk::Disruptive),
+            );
+        }
+        c
+    }
+
+    fn changes(_p: &SwitchParams, _s: &SwitchState, plan: &Changes) -> Changes {
+        plan.clone()
+    }
+
+    fn downtime(p: &SwitchParams, _s: &SwitchState, _plan: &Changes) -> Vec<Downtime> {
+        p.units
+            .iter()
+            .map(|u| Downtime {
+                unit: u.clone(),
+                expected_secs: None,
+                expected: "as long as stopping and starting it takes: the data is not copied (a rename)".into(),
+                actual_secs: None,
+            })
+            .collect()
+    }
+
+    fn apply(p: &SwitchParams, _s: &SwitchState, _plan: &Changes) -> Vec<Step> {
+        let mut sh = Sh::raw_start("set -u\npath=")
+            .val(&p.path)
+            .raw("; old=")
+            .val(&p.old)
+            .raw("; units=")
+            .val(p.units.join(" "));
+        sh.line(&Sh::raw_start(SWITCH_BACK));
+        vec![Step::Run(Script {
+            label: format!("switch {} back to {}", p.path, p.old),
+            sh,
+            stdin: None,
+        })]
+    }
+}
+
+/// The switch back: `$path`, `$old`, `$units` (space-separated ids).
+const SWITCH_BACK: &str = r#"say() { echo "plumb: $*" >&2; }
+active=
+for u in $units; do
+  case $(systemctl show -p ActiveState --value -- "$u" 2>/dev/null) in
+    active|activating|reloading) active="$active $u" ;;
+  esac
+done
+t_stop=$(date +%s.%N)
+again() {
+  [ -n "$active" ] || return 0
+  systemctl start -- $active || say "could not start again:$active"
+  for u in $active; do
+    echo "plumb-downtime=$u $(awk -v a="$t_stop" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+  done
+}
+if [ -n "$active" ] && ! timeout 300 systemctl stop -- $active; then
+  again; say "could not stop$active: nothing was switched"; exit 1
+fi
+src=$(findmnt -n -o SOURCE --mountpoint "$path" | head -n 1)
+if ! umount -- "$path"; then
+  again; say "cannot unmount $src from $path (busy: $(fuser -vm "$path" 2>&1 | tail -n +2 | tr -s ' 
+' ' ')): nothing was switched"; exit 1
+fi
+echo "plumb-done=unmounted $src from $path"
+if ! rmdir -- "$path" 2>/dev/null; then
+  aside="$path.plumb-rollback-${plumb_run:-run}"
+  mv -- "$path" "$aside" || { mount -- "$path"; again; say "cannot move $path aside"; exit 1; }
+  echo "plumb-note=files written into the mount point below the mount were kept at $aside"
+fi
+if ! mv -- "$old" "$path"; then
+  mkdir -p -- "$path"; mount -- "$path" 2>/dev/null || say "could not mount $src at $path again"
+  again; say "cannot move $old back to $path"; exit 1
+fi
+echo "plumb-done=moved $old back to $path"
+again
+echo "plumb-note=$src is unmounted and kept as it is"
+"#;
+
 /// Parameters of a `rollback.restart`: the unit.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RestartParams {
@@ -444,7 +615,7 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
             Some(o) => (
                 "the mount, and the data migrated onto it".into(),
                 format!(
-                    "the old copy of the data is still at `{o}`: switch back by hand (stop the services that use it, unmount, move `{o}` back); the fstab line is restored from its backup"
+                    "the old copy of the data is still at `{o}`: `plumb rollback RUN --switch-back` switches back to it (disruptive; what was written since stays on the new filesystem); the fstab line is restored from its backup"
                 ),
             ),
             None => (
@@ -468,6 +639,38 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
     })
 }
 
+/// The switch back of a migrated mount, when asked and its old copy was
+/// kept (the record's notes say where, and which units were stopped).
+fn switch_back(r: &crate::report::ResourceReport, opts: Options) -> Option<HostResource> {
+    if !opts.switch_back || r.module != "mount" || r.status != Status::Changed {
+        return None;
+    }
+    let old = r.notes.iter().find_map(|n| n.strip_prefix("old data kept at "))?.trim();
+    let path = old.rsplit_once(".plumb-old-")?.0.to_string();
+    let units = r
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix("units stopped and started again:"))
+        .map(|u| u.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    Some(HostResource {
+        id: format!("switch back {path}"),
+        module: SwitchBack::NAME,
+        check: false,
+        resource: Some(resource_of::<SwitchBack>(SwitchParams {
+            path,
+            old: old.to_string(),
+            units,
+        })),
+        skip: None,
+        requires: Vec::new(),
+        notified_by: Vec::new(),
+        become_: Become::Root,
+        sensitive: false,
+        deferred: false,
+    })
+}
+
 /// How deep the path a resource manages is (`/a/b` is 2).
 fn depth_of(c: &Claims) -> usize {
     c.manages
@@ -477,6 +680,16 @@ fn depth_of(c: &Claims) -> usize {
             Claim::Key(..) => None,
         })
         .unwrap_or(0)
+}
+
+/// What a rollback does beyond restoring files, when asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Switch a migrated mount point back to the old copy of its data
+    /// (`--switch-back`): disruptive, and what was written since stays on
+    /// the new filesystem.
+    #[serde(default)]
+    pub switch_back: bool,
 }
 
 /// Build the rollback of `record` on `hosts` (the inventory's, by name):
@@ -489,6 +702,7 @@ pub fn build(
     hosts: &[Host],
     seen: &BTreeMap<String, Vec<Option<Stat>>>,
     key: &Keyed,
+    opts: Options,
 ) -> Result<Built, String> {
     let mut out = Built {
         hosts: Vec::new(),
@@ -608,7 +822,19 @@ pub fn build(
                 if refresh_only {
                     continue;
                 }
-                if let Some((what, why)) = why_not(&r.module, &r.notes) {
+                if let Some(switch) = switch_back(r, opts) {
+                    // Before the fstab line is restored: a switch back that
+                    // fails leaves the fstab naming the new filesystem.
+                    for res in &mut resources {
+                        for (j, _) in &mut res.requires {
+                            *j += 1;
+                        }
+                        if undone_by.get(&r.id).is_some_and(|ids| ids.contains(&res.id)) {
+                            res.requires.push((0, EdgeKind::Requires));
+                        }
+                    }
+                    resources.insert(0, switch);
+                } else if let Some((what, why)) = why_not(&r.module, &r.notes) {
                     cannot(&r.id, &r.module, what, why);
                 } else if !undone_by.contains_key(&r.id) && !hr.paths.iter().any(|p| p.resource == r.id) {
                     cannot(
@@ -715,7 +941,7 @@ pub fn undo_line(module: &str, changes: &[crate::report::ChangeReport], notes: &
         }
         if has("migrate") {
             parts.push(
-                "switch back to the old data, kept aside as `PATH.plumb-old-RUN` (unless `keep_old: false`), by hand: the migration is not reversed by `plumb rollback`"
+                "switch back to the old data, kept aside as `PATH.plumb-old-RUN` (unless `keep_old: false`): `plumb rollback RUN --switch-back` (disruptive: what was written since stays on the new filesystem)"
                     .to_string(),
             );
         }

@@ -41,6 +41,9 @@ pub struct SavedPlan {
     /// `plan` is then that run's record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// For a rollback: what it was asked to do beyond restoring files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_options: Option<crate::rollback::Options>,
     /// The review's report as it was printed (secret values hidden), less
     /// the content diffs (a saved plan holds hashes, not file contents),
     /// for `plumb show FILE`.
@@ -102,6 +105,7 @@ impl SavedPlan {
             resources: resource_hashes(report),
             reviewed_in: report.run_id.clone(),
             rollback: None,
+            rollback_options: None,
             report: Some(without_content(report)),
         })
     }

@@ -35,6 +35,17 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A duration given in seconds, for people: under a minute with one
+/// decimal (`0.4 s`, `12.5 s`), else as [`duration`].
+#[must_use]
+pub fn duration_f(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else {
+        duration(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
 /// A rate for people: `bytes` in `d` (`28.5 MiB/s`); `None` under a second.
 #[must_use]
 pub fn rate(bytes: u64, d: Duration) -> Option<String> {
@@ -51,6 +62,8 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(42)), "42 s");
         assert_eq!(duration(Duration::from_secs(185)), "3 min 05 s");
         assert_eq!(duration(Duration::from_secs(3720)), "1 h 02 min");
+        assert_eq!(duration_f(0.42), "0.4 s");
+        assert_eq!(duration_f(185.2), "3 min 05 s");
         assert_eq!(rate(3 << 20, Duration::from_secs(2)).as_deref(), Some("1.5 MiB/s"));
         assert_eq!(rate(1, Duration::from_millis(10)), None);
     }

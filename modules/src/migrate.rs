@@ -112,9 +112,21 @@ add() { case " $active " in *" $1 "*) ;; *) active="$active $1" ;; esac; }
 start_again() {
   [ -n "$active" ] || return 0
   # One transaction: each socket is listening again before its service runs.
-  systemctl start -- $active && return 0
+  if systemctl start -- $active; then downtime; return 0; fi
   for u in $active; do live "$u" || say "could not start $u again"; done
+  downtime
   return 1
+}
+# How long each stopped unit was down (from the stop to active again), for
+# the report: `plumb-downtime=UNIT SECONDS`.
+t_stop=
+downtime() {
+  [ -n "$t_stop" ] || return 0
+  t_now=$(date +%s.%N)
+  for u in $active; do
+    live "$u" || continue
+    echo "plumb-downtime=$u $(awk -v a="$t_stop" -v b="$t_now" 'BEGIN { printf "%.1f", b - a }')"
+  done
 }
 # A unit that runs again after it was stopped, named with the units that
 # can start it (that trigger it, or pull it in when they start) and were
@@ -235,6 +247,7 @@ if [ $# -gt 0 ]; then
     done
   done
   if [ -n "$active" ]; then
+    t_stop=$(date +%s.%N)
     if ! timeout 300 systemctl stop -- $active; then
       # A unit that starts one of them again cancels the stop job: name it
       # (its start may still be queued for a moment).

@@ -10,6 +10,7 @@ use plumb_engine::module::{
     sha256_hex, Change, Changes, Claim, Claims, CompileCx, FileWrite, Module, ModuleDoc, ParamDoc, Payload,
     ProbeOutput, Risk, Step,
 };
+use plumb_engine::report::Downtime;
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,9 @@ pub struct State {
     /// The size of the block device a migration would copy onto (measured
     /// with `data_bytes`).
     src_bytes: Option<u64>,
+    /// The disk holding the data now, and how fast it read (bytes per
+    /// second), measured with `data_bytes` when it is a block device.
+    read: Option<(String, u64)>,
     /// The units of `migrate.stop` and the units that trigger them, as
     /// systemd shows them (read only when a migration would happen, and
     /// empty where systemd does not run).
@@ -263,6 +267,64 @@ fn downtime(stop: &[String], units: &[UnitState]) -> String {
         out.push_str(&format!("; not running, left alone: {}", idle.join(", ")));
     }
     out
+}
+
+/// `read.rate=BYTES SECONDS` (dd's figures) as bytes per second, with the
+/// disk it was read from.
+fn read_rate(dev: Option<&str>, rate: Option<&str>) -> Option<(String, u64)> {
+    let (bytes, secs) = rate?.trim().split_once(' ')?;
+    let (bytes, secs): (f64, f64) = (bytes.parse().ok()?, secs.parse().ok()?);
+    (bytes > 0.0 && secs > 0.0).then(|| (dev.unwrap_or("?").trim().to_string(), (bytes / secs) as u64))
+}
+
+/// The units a migration stops (those of `stop` that run, and the running
+/// units that trigger them), by id.
+fn units_stopped(stop: &[String], units: &[UnitState]) -> Vec<String> {
+    let find = |id: &str| units.iter().find(|u| u.id == id);
+    let mut out: Vec<String> = Vec::new();
+    for name in stop {
+        let id = unit_id(name);
+        if find(&id).is_some_and(UnitState::runs) && !out.contains(&id) {
+            out.push(id.clone());
+        }
+        for t in find(&id).map(|u| u.triggered_by.as_slice()).unwrap_or_default() {
+            if find(t).is_some_and(UnitState::runs) && !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+    }
+    out
+}
+
+/// How long a migration is expected to keep its units down: the data is
+/// read once by the copy and twice by the check (both trees), at the rate
+/// the data's disk reads now. A floor: many small files take longer.
+fn expected_downtime(s: &State) -> (Option<u64>, String) {
+    let Some(bytes) = s.data_bytes else {
+        return (None, "unknown: the size of the data was not measured".into());
+    };
+    match &s.read {
+        Some((dev, rate)) if *rate > 0 => {
+            let secs = (bytes.saturating_mul(3) / rate).max(1);
+            (
+                Some(secs),
+                format!(
+                    "about {} or more: {} read at {}/s from {dev} now, once by the copy and twice by the check \
+                     (many small files take longer)",
+                    plumb_engine::units::duration(std::time::Duration::from_secs(secs)),
+                    human(bytes),
+                    human(*rate)
+                ),
+            )
+        }
+        _ => (
+            None,
+            format!(
+                "unknown: the time to copy and check {} (the disk holding it is not a block device plumb can read to measure its rate)",
+                human(bytes)
+            ),
+        ),
+    }
 }
 
 impl State {
@@ -847,6 +909,7 @@ impl Module for Mount {
             path_entries: f.get("path.entries").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             data_bytes: f.get("data.bytes").and_then(|v| v.trim().parse().ok()),
             src_bytes: f.get("src.bytes").and_then(|v| v.trim().parse().ok()),
+            read: read_rate(f.get("read.dev"), f.get("read.rate")),
             units: unit_states(&String::from_utf8_lossy(sec.get("units").map_or(&[][..], |v| v))),
         })
     }
@@ -1055,6 +1118,23 @@ impl Module for Mount {
         true
     }
 
+    /// A migration keeps the units it stops down for the copy and the check.
+    fn downtime(p: &Params, s: &State, plan: &MountPlan) -> Vec<Downtime> {
+        let (Some(m), LiveAction::Migrate) = (&p.migrate, plan.live) else {
+            return Vec::new();
+        };
+        let (expected_secs, expected) = expected_downtime(s);
+        units_stopped(&m.stop, &s.units)
+            .into_iter()
+            .map(|unit| Downtime {
+                unit,
+                expected_secs,
+                expected: expected.clone(),
+                actual_secs: None,
+            })
+            .collect()
+    }
+
     /// A migration stops the listed units that run and starts them again
     /// once the data is in place.
     fn starts_units(p: &Params, s: &State, plan: &MountPlan) -> Vec<String> {
@@ -1118,6 +1198,14 @@ echo "live.ours=$ours"
 if [ "$migrate" = 1 ] && [ "$ours" = 0 ] && [ -d "$path" ]; then
   echo "data.bytes=$(du -sxB1 -- "$path" | cut -f 1)"
   if [ -b "$src_real" ]; then echo "src.bytes=$(blockdev --getsize64 -- "$src_real" 2>/dev/null)"; fi
+  # How fast the data's disk reads now (up to 128 MiB, past the page
+  # cache), to reckon the downtime: `read.rate=BYTES SECONDS`.
+  holder=$(findmnt -n -o SOURCE -T "$path" 2>/dev/null); holder=${holder%%\[*}
+  if [ -b "$holder" ]; then
+    echo "read.dev=$holder"
+    dd if="$holder" of=/dev/null bs=1M count=128 iflag=direct 2>&1 |
+      awk '/copied/ { for (i = 2; i <= NF; i++) if ($i == "s," || $i == "s") { print "read.rate=" $1 " " $(i - 1); exit } }'
+  fi
 fi
 # The units a migration would stop: those listed, and what triggers them
 # (docker.socket for docker), so the review shows the whole downtime.
@@ -1285,6 +1373,7 @@ mod tests {
             path_entries: entries,
             data_bytes: Some(4096),
             src_bytes: None,
+            read: None,
             units: Vec::new(),
         }
     }

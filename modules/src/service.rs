@@ -144,11 +144,23 @@ fn prelude(unit: &str) -> Sh {
 
 /// Shell that runs `systemctl VERB` and, if the unit is not running after
 /// it, prints the journal's tail to stderr and fails.
+/// A restart prints how long the unit was down (`plumb-downtime=UNIT SECS`:
+/// from the restart's start until it is active again).
 fn start_like(unit: &str, verb: &'static str) -> Sh {
-    prelude(unit)
+    let mut sh = prelude(unit);
+    if verb == "restart" {
+        sh = sh.raw("plumb_t0=$(date +%s.%N)\n");
+    }
+    sh = sh
         .raw("if ! systemctl ")
         .raw(verb)
-        .raw(" -- \"$u\" || ! systemctl is-active --quiet -- \"$u\"; then\n  echo \"plumb: $u did not start; journalctl -u $u -n 20:\" >&2\n  journalctl -u \"$u\" -n 20 --no-pager -q >&2 || true\n  exit 1\nfi")
+        .raw(" -- \"$u\" || ! systemctl is-active --quiet -- \"$u\"; then\n  echo \"plumb: $u did not start; journalctl -u $u -n 20:\" >&2\n  journalctl -u \"$u\" -n 20 --no-pager -q >&2 || true\n  exit 1\nfi");
+    if verb == "restart" {
+        sh = sh.raw(
+            "\necho \"plumb-downtime=$u $(awk -v a=\"$plumb_t0\" -v b=\"$(date +%s.%N)\" 'BEGIN { printf \"%.1f\", b - a }')\"",
+        );
+    }
+    sh
 }
 
 fn step(label: String, sh: Sh) -> Step {

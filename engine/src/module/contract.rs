@@ -194,6 +194,14 @@ pub trait Module: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The systemd units that the steps carrying out `plan` take down for a
+    /// while, and for how long that is expected to last (a migration's
+    /// stop: the data to copy at the rate the probe measured). A refresh's
+    /// restart is added by the engine ([`Module::refreshes_unit`]).
+    fn downtime(_p: &Self::Params, _current: &Self::State, _plan: &Self::Plan) -> Vec<crate::report::Downtime> {
+        Vec::new()
+    }
+
     /// The systemd unit a refresh restarts (`docker.service`), if any.
     fn refreshes_unit(_p: &Self::Params) -> Option<String> {
         None

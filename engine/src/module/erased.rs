@@ -96,6 +96,8 @@ pub trait Resource: Send + Sync {
     fn starts_units(&self, s: &Observed, plan: &Planned) -> Vec<String>;
     /// See [`Module::refreshes_unit`].
     fn refreshes_unit(&self) -> Option<String>;
+    /// See [`Module::downtime`].
+    fn downtime(&self, s: &Observed, plan: &Planned) -> Vec<crate::report::Downtime>;
     /// See [`Module::criterion`].
     fn criterion(&self) -> Option<String>;
 }
@@ -189,6 +191,12 @@ impl<M: Module> Resource for Typed<M> {
     }
     fn refreshes_unit(&self) -> Option<String> {
         M::refreshes_unit(&self.params)
+    }
+    fn downtime(&self, s: &Observed, plan: &Planned) -> Vec<crate::report::Downtime> {
+        plan.plan
+            .downcast_ref::<M::Plan>()
+            .map(|p| M::downtime(&self.params, self.state(s), p))
+            .unwrap_or_default()
     }
     fn criterion(&self) -> Option<String> {
         M::criterion(&self.params)

@@ -113,7 +113,10 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
         }
         let mut any = false;
         for x in h.resources.iter().filter(|x| !x.check) {
-            if x.status == Status::Ok {
+            // A converged resource is left out, unless the run has
+            // something to say of it (a notified service that the
+            // migration of its data restarts anyway).
+            if x.status == Status::Ok && x.notes.is_empty() {
                 continue;
             }
             any = true;
@@ -123,7 +126,7 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
                 Status::Changed => "changed",
                 Status::Failed => "FAILED",
                 Status::Skipped => "skipped",
-                Status::Ok => "ok",
+                Status::Ok => "no change of its own",
             };
             let _ = writeln!(out, "### `{}` ({}): {state}{risk}\n", x.id, x.module);
             if !x.after.is_empty() {
@@ -150,6 +153,9 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
             }
             if x.hides_values() {
                 let _ = writeln!(out, "_Secret values hidden: this resource is sensitive._\n");
+            }
+            for d in &x.downtime {
+                let _ = writeln!(out, "- **downtime** {}", code_span(&d.line()));
             }
             for n in &x.notes {
                 let _ = writeln!(out, "- {n}");
@@ -183,6 +189,7 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
         if !any {
             let _ = writeln!(out, "No changes.");
         }
+        downtime(&mut out, h, r.mode);
         checks(&mut out, h, r.mode, cx.review);
     }
     if r.mode == Mode::Diff {
@@ -192,6 +199,61 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
         );
     }
     out
+}
+
+/// The host's downtime per unit: what the change is expected to keep down
+/// (the sum over its steps) and, in an apply, how long it was down.
+fn downtime(out: &mut String, h: &HostReport, mode: Mode) {
+    let mut units: Vec<(&str, Vec<&super::Downtime>)> = Vec::new();
+    for d in h.resources.iter().flat_map(|x| &x.downtime) {
+        match units.iter_mut().find(|(u, _)| *u == d.unit) {
+            Some((_, v)) => v.push(d),
+            None => units.push((&d.unit, vec![d])),
+        }
+    }
+    if units.is_empty() {
+        return;
+    }
+    if !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    let _ = match mode {
+        Mode::Diff => writeln!(
+            out,
+            "### Expected downtime\n\n| unit | expected | steps |\n|---|---|---:|"
+        ),
+        Mode::Apply => writeln!(
+            out,
+            "### Downtime\n\n| unit | expected | was down | steps |\n|---|---|---|---:|"
+        ),
+    };
+    for (unit, ds) in units {
+        let restarts = ds
+            .iter()
+            .all(|d| d.expected_secs.is_none() && d.expected.starts_with("a restart"));
+        let expected = if restarts {
+            "restarts only (as long as it takes to start)".to_string()
+        } else if ds.iter().all(|d| d.expected_secs.is_some()) {
+            let secs: u64 = ds.iter().filter_map(|d| d.expected_secs).sum();
+            format!("about {}", crate::units::duration(std::time::Duration::from_secs(secs)))
+        } else {
+            "unknown (see the steps)".to_string()
+        };
+        match mode {
+            Mode::Diff => {
+                let _ = writeln!(out, "| `{unit}` | {expected} | {} |", ds.len());
+            }
+            Mode::Apply => {
+                let was = if ds.iter().any(|d| d.actual_secs.is_some()) {
+                    crate::units::duration_f(ds.iter().filter_map(|d| d.actual_secs).sum())
+                } else {
+                    "not measured".to_string()
+                };
+                let _ = writeln!(out, "| `{unit}` | {expected} | {was} | {} |", ds.len());
+            }
+        }
+    }
+    out.push('\n');
 }
 
 /// The host's checks as the GO criteria table: each check, what it

@@ -111,10 +111,54 @@ pub struct ResourceReport {
     /// command): a GO criterion of the review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criterion: Option<String>,
+    /// The systemd units its steps take down for a while (a migration's
+    /// stop, a restart): expected in `diff`, and measured by `apply`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downtime: Vec<Downtime>,
     /// Hash of the observed state and the changes: what a saved plan
     /// compares at apply time (never printed).
     #[serde(skip)]
     pub fingerprint: Option<String>,
+}
+
+/// A systemd unit that a resource's steps stop and start again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Downtime {
+    /// The unit (`docker.service`).
+    pub unit: String,
+    /// How long it is expected to be down, in seconds (`None`: not known,
+    /// see [`Downtime::expected`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_secs: Option<u64>,
+    /// The expectation in words, with how it was reckoned (`about 5 min:
+    /// 3.2 GiB at 120 MiB/s …`, `a restart`, `unknown: …`).
+    pub expected: String,
+    /// Measured by `apply`: from stopped to active again, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_secs: Option<f64>,
+}
+
+impl Downtime {
+    /// A restart: down for the time the unit takes to start.
+    #[must_use]
+    pub fn restart(unit: &str) -> Self {
+        Self {
+            unit: unit.to_string(),
+            expected_secs: None,
+            expected: "a restart: as long as the unit takes to start".into(),
+            actual_secs: None,
+        }
+    }
+
+    /// The downtime as one line: `docker.service: about 5 min (…); down 4 min 02 s`.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let mut s = format!("{}: {}", self.unit, self.expected);
+        if let Some(a) = self.actual_secs {
+            s.push_str(&format!("; was down {}", crate::units::duration_f(a)));
+        }
+        s
+    }
 }
 
 /// A resource's failure, as data, with where it happened.

@@ -186,6 +186,9 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
     if r.hides_values() {
         let _ = writeln!(out, "      {}", p.dim("(secret values hidden: sensitive)"));
     }
+    for d in &r.downtime {
+        let _ = writeln!(out, "      downtime: {}", d.line());
+    }
     for n in &r.notes {
         let _ = writeln!(out, "      {}", p.dim(n));
     }

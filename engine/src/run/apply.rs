@@ -16,6 +16,7 @@ use super::{ticked, verify, HostRun, RunOptions, Slot};
 use crate::compile::{EdgeKind, HostPlan};
 use crate::module::Step;
 use crate::plan::Become;
+use crate::report::Downtime;
 use crate::transport::{Output, Progress, TransportError};
 use crate::units;
 use crate::write::{file_write, EXIT_CHECKSUM, EXIT_NO_SPACE, EXIT_VALIDATE};
@@ -157,6 +158,7 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         Vec::new()
     };
     slots[i].changes = decision.changes();
+    slots[i].downtime = decision.downtime(res, obs);
     if let Some((_, refresh)) = decision.refresh {
         steps.extend(refresh);
         slots[i]
@@ -169,7 +171,8 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         return Ok(false);
     }
     for step in &steps {
-        match run_step(run, &r.id, step, &r.become_, r.sensitive).await {
+        let result = run_step(run, &r.id, step, &r.become_, r.sensitive, &mut slots[i].downtime).await;
+        match result {
             Ok(done) => {
                 slots[i].notes.extend(done.notes);
                 slots[i].done.extend(done.done);
@@ -209,6 +212,7 @@ async fn run_step(
     step: &Step,
     become_: &Become,
     sensitive: bool,
+    downtime: &mut Vec<Downtime>,
 ) -> Result<StepDone, StepError> {
     let label = match step {
         Step::Run(_) if sensitive => HIDDEN_COMMAND.to_string(),
@@ -234,6 +238,7 @@ async fn run_step(
         Step::Write(w) => run.exec(&file_write(w), become_, Some(&w.payload)).await,
     }
     .map_err(|e| in_step(e, &label))?;
+    measured_downtime(&o, downtime);
     if o.status == 0 {
         return Ok(if sensitive && matches!(step, Step::Run(_)) {
             // Only where plumb kept a backup (a path, no secret): a rollback
@@ -370,6 +375,32 @@ fn backup_notes(o: &Output) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The `plumb-downtime=UNIT SECONDS` lines of a step (a unit it stopped,
+/// and how long until it was active again), into the resource's downtime:
+/// each beside its expectation, or on its own.
+fn measured_downtime(o: &Output, downtime: &mut Vec<Downtime>) {
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Some((unit, secs)) = line
+            .strip_prefix("plumb-downtime=")
+            .and_then(|l| l.trim().split_once(' '))
+        else {
+            continue;
+        };
+        let Ok(secs) = secs.trim().parse::<f64>() else {
+            continue;
+        };
+        match downtime.iter_mut().find(|d| d.unit == unit) {
+            Some(d) => d.actual_secs = Some(secs),
+            None => downtime.push(Downtime {
+                unit: unit.to_string(),
+                expected_secs: None,
+                expected: "not foreseen by the review".into(),
+                actual_secs: Some(secs),
+            }),
+        }
+    }
 }
 
 /// `plumb-copied=BYTES SECONDS` (a data copy's size and duration, as a

@@ -8,6 +8,7 @@ use super::outcome::{Failure, Outcome, Reason};
 use super::{ticked, Slot};
 use crate::compile::{EdgeKind, HostPlan};
 use crate::module::{Account, Change, Changes, Observed, Planned, Predicted, Resource, Risk, Step};
+use crate::report::Downtime;
 
 /// What to do to one resource.
 pub(super) struct Decision {
@@ -20,6 +21,24 @@ pub(super) struct Decision {
 }
 
 impl Decision {
+    /// The units its steps take down: the module's own (a migration's
+    /// stop), then a refresh's restart.
+    pub(super) fn downtime(&self, res: &dyn Resource, obs: &Observed) -> Vec<Downtime> {
+        let mut d = if self.own.changes.is_empty() {
+            Vec::new()
+        } else {
+            res.downtime(obs, &self.own)
+        };
+        if self.refresh.is_some() {
+            if let Some(u) = res.refreshes_unit() {
+                if !d.iter().any(|x| x.unit == u) {
+                    d.push(Downtime::restart(&u));
+                }
+            }
+        }
+        d
+    }
+
     /// Every change, as reported: its own, then the refresh.
     pub(super) fn changes(&self) -> Changes {
         let mut c = self.own.changes.clone();
@@ -176,6 +195,7 @@ fn preview_one(hp: &HostPlan, slots: &mut [Slot], i: usize) -> Outcome {
         }
     };
     slots[i].changes = decision.changes();
+    slots[i].downtime = decision.downtime(res, obs);
     slots[i].notes.extend(decision.note.clone());
     if slots[i].changes.is_empty() {
         Outcome::Ok

@@ -186,6 +186,8 @@ struct Slot {
     /// The systemd units its steps start again (see
     /// [`crate::module::Module::starts_units`]).
     starts: Vec<String>,
+    /// The units its steps take down: expected, then measured.
+    downtime: Vec<crate::report::Downtime>,
 }
 
 /// One host's run: its plan, its connection, and its count of remote
@@ -363,6 +365,7 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
         sensitive: r.sensitive,
         check: r.check,
         criterion: r.resource.as_ref().filter(|_| !r.sensitive).and_then(|x| x.criterion()),
+        downtime: std::mem::take(&mut s.downtime),
     }
 }
 
