@@ -175,6 +175,10 @@ enum Command {
         /// stays on the new filesystem).
         #[arg(long)]
         switch_back: bool,
+        /// Also remove the packages the run installed (disruptive: apt
+        /// removes what depends on them too; the review names it).
+        #[arg(long)]
+        remove_packages: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -243,9 +247,13 @@ async fn dispatch(cli: Cli, color: bool) -> i32 {
             run,
             out,
             switch_back,
+            remove_packages,
             common,
         } => {
-            let opts = plumb_engine::rollback::Options { switch_back };
+            let opts = plumb_engine::rollback::Options {
+                switch_back,
+                remove_packages,
+            };
             rollback::review(&run, out.as_deref(), opts, &common, color).await
         }
         Command::Validate { plan, common } => match load(&plan, &common, &registry) {

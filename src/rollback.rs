@@ -101,10 +101,11 @@ async fn prepare(run: &str, opts: rollback::Options, common: &Common) -> Result<
     let mut whole = record.clone();
     whole.hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let record_sha256 = sha256_hex(whole.to_json().as_bytes());
-    let built = rollback::build(&record, &inv.hosts, &seen, &key, opts).map_err(|e| {
-        errln!("error: {e}");
-        1
-    })?;
+    let built =
+        rollback::build(&record, &inv.hosts, &seen, &key, opts, &plumb_modules::package::removal).map_err(|e| {
+            errln!("error: {e}");
+            1
+        })?;
     Ok(Prepared {
         record,
         built,

@@ -339,6 +339,52 @@ fn a_package_is_installed_with_one_apt_get_and_removed_with_its_dependents() {
     assert_eq!(a.code, 0, "{}", a.stdout);
     assert!(!installed("plumb-hello") && !installed("plumb-hello-extra"));
     assert_eq!(h.plumb("diff", &[]).code, 0);
+
+    // A run that installs them, rolled back: packages stay unless asked;
+    // `--remove-packages` reviews their removal (disruptive) and does it.
+    h.plan("resources:\n  - id: hello\n    package: {name: [plumb-hello, plumb-hello-extra]}\n");
+    let a = h.plumb("apply", &[]);
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert!(installed("plumb-hello") && installed("plumb-hello-extra"));
+    let run = a.json()["run_id"].as_str().unwrap().to_string();
+    let inv = h.dir.path().join("inventory.yaml");
+    let rollback = |extra: &[&str]| {
+        Plumb::new()
+            .args(["rollback", &run, "--format", "json", "-i"])
+            .arg(&inv)
+            .arg("--ssh-config")
+            .arg(h.lab.ssh_config())
+            .args(extra)
+            .run()
+    };
+    let plain = rollback(&[]);
+    assert_eq!(plain.code, 0, "nothing else to undo: {}", plain.stdout);
+    assert!(
+        plain.json()["cannot_undo"].to_string().contains("--remove-packages"),
+        "{}",
+        plain.stdout
+    );
+    let saved = h.dir.path().join("rollback.plan");
+    let review = rollback(&["--remove-packages", "--out", saved.to_str().unwrap()]);
+    assert_eq!(review.code, 2, "{}{}", review.stdout, review.stderr);
+    let r = resource(&review.json(), "remove packages of hello").clone();
+    assert_eq!(r["risk"], "disruptive", "{r}");
+    let fields: Vec<&str> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["plumb-hello", "plumb-hello-extra"], "{r}");
+    assert!(installed("plumb-hello"), "a review removes nothing");
+    let applied = Plumb::new()
+        .arg("apply")
+        .arg(&saved)
+        .args(["--yes", "--format", "json", "--ssh-config"])
+        .arg(h.lab.ssh_config())
+        .run();
+    assert_eq!(applied.code, 0, "{}{}", applied.stdout, applied.stderr);
+    assert!(!installed("plumb-hello") && !installed("plumb-hello-extra"));
 }
 
 #[test]

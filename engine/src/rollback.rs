@@ -625,7 +625,7 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
         },
         "package" => (
             "the packages installed or removed".into(),
-            "packages are left as they are: removing one can remove what depends on it (remove it by hand, or with a `package` resource, `state: absent`)".into(),
+            "packages are left as they are: removing one can remove what depends on it (`plumb rollback RUN --remove-packages` removes those the run installed, reviewed with their dependents; or a `package` resource with `state: absent`)".into(),
         ),
         "command" => (
             "what the command did".into(),
@@ -637,6 +637,21 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
         ),
         _ => return None,
     })
+}
+
+/// The packages a `package` resource of the run installed (a change from
+/// nothing to a version).
+fn installed_packages(r: &crate::report::ResourceReport) -> Option<Vec<String>> {
+    if r.module != "package" {
+        return None;
+    }
+    let names: Vec<String> = r
+        .changes
+        .iter()
+        .filter(|c| c.from.is_none() && c.to.is_some())
+        .map(|c| c.field.clone())
+        .collect();
+    (!names.is_empty()).then_some(names)
 }
 
 /// The switch back of a migrated mount, when asked and its old copy was
@@ -690,7 +705,16 @@ pub struct Options {
     /// the new filesystem.
     #[serde(default)]
     pub switch_back: bool,
+    /// Remove the packages the run installed (`--remove-packages`):
+    /// disruptive, and apt removes what depends on them too (the review
+    /// names it).
+    #[serde(default)]
+    pub remove_packages: bool,
 }
+
+/// Makes a resource that removes packages (the `package` module lives
+/// with the other modules; the command line hands its constructor in).
+pub type PackageRemoval<'a> = &'a dyn Fn(Vec<String>) -> Box<dyn crate::module::Resource>;
 
 /// Build the rollback of `record` on `hosts` (the inventory's, by name):
 /// `seen` holds, per host, the state of [`items`] read on the host now.
@@ -703,6 +727,7 @@ pub fn build(
     seen: &BTreeMap<String, Vec<Option<Stat>>>,
     key: &Keyed,
     opts: Options,
+    remove_packages: PackageRemoval<'_>,
 ) -> Result<Built, String> {
     let mut out = Built {
         hosts: Vec::new(),
@@ -834,6 +859,19 @@ pub fn build(
                         }
                     }
                     resources.insert(0, switch);
+                } else if let Some(names) = installed_packages(r).filter(|_| opts.remove_packages) {
+                    resources.push(HostResource {
+                        id: format!("remove packages of {}", r.id),
+                        module: "package",
+                        check: false,
+                        resource: Some(remove_packages(names)),
+                        skip: None,
+                        requires: Vec::new(),
+                        notified_by: Vec::new(),
+                        become_: Become::Root,
+                        sensitive: false,
+                        deferred: false,
+                    });
                 } else if let Some((what, why)) = why_not(&r.module, &r.notes) {
                     cannot(&r.id, &r.module, what, why);
                 } else if !undone_by.contains_key(&r.id) && !hr.paths.iter().any(|p| p.resource == r.id) {

@@ -58,6 +58,17 @@ pub struct Params {
     update_cache: bool,
 }
 
+/// A `package` resource that removes `names` (what `plumb rollback
+/// --remove-packages` adds for the packages a run installed).
+#[must_use]
+pub fn removal(names: Vec<String>) -> Box<dyn plumb_engine::module::Resource> {
+    plumb_engine::module::resource_of::<Package>(Params {
+        name: Names(names),
+        state: Presence::Absent,
+        update_cache: false,
+    })
+}
+
 /// One package as the host has it.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Installed {
