@@ -25,10 +25,6 @@ use vm::Vm;
 /// part of `cargo test --workspace`.
 macro_rules! need_vm {
     () => {
-        if std::env::var_os("PLUMB_VM_REQUIRE").is_none() {
-            eprintln!("skipped: the VM tier runs with tests/vm/run-tests.sh");
-            return;
-        }
         if !Vm::available() {
             return;
         }
@@ -132,8 +128,12 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     need_vm!();
     let rig = VmRig::up(3);
 
-    // A volume group from two disks, two volumes with their filesystems.
-    let plan = rig.write_plan(&volumes_plan("1G", "1G", ""));
+    // A volume group from two disks, two volumes with their filesystems
+    // (and a configuration file that follows the sizes).
+    let conf = |size: &str| {
+        format!("  - id: app-conf\n    file: {{path: /etc/plumb-app.conf, content: \"data = {size}\\n\"}}\n")
+    };
+    let plan = rig.write_plan(&volumes_plan("1G", "1G", &conf("1G")));
     let d = rig.run("diff", &plan, &[]);
     expect(&d, 2, "fresh VM: everything pending");
     expect(&rig.run("apply", &plan, &[]), 0, "created");
@@ -149,7 +149,7 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     expect(&rig.run("diff", &plan, &[]), 0, "converged");
 
     // 1G → 2G: the mounted ext4 grows with it, the data stays.
-    let plan = rig.write_plan(&volumes_plan("2G", "1536M", ""));
+    let plan = rig.write_plan(&volumes_plan("2G", "1536M", &conf("2G")));
     let d = rig.run("diff", &plan, &[]);
     expect(&d, 2, "growth pending");
     let r = resource(&d, "data-lv");
@@ -168,6 +168,35 @@ fn logical_volumes_grow_with_their_filesystems_and_never_shrink_by_surprise() {
     let df = rig.df_bytes("/srv/logs");
     assert!(df > 1400 << 20, "xfs grown online to fill 1.5 GiB: {df}");
     rig.sh("sha256sum -c /root/blob.sum && sha256sum -c /root/log.sum");
+    // Its rollback restores the configuration and says that the volumes
+    // are not shrunk back (nor their filesystems).
+    let run = a.json()["run_id"].as_str().unwrap().to_string();
+    let saved = rig.dir.path().join("rollback.plan");
+    let review = Plumb::new()
+        .args(["rollback", &run, "--format", "json", "-i"])
+        .arg(rig.inventory())
+        .arg("--ssh-config")
+        .arg(rig.vm.ssh_config())
+        .arg("--out")
+        .arg(&saved)
+        .run();
+    expect(&review, 2, "the configuration to restore");
+    let cannot = review.json()["cannot_undo"].to_string();
+    assert!(
+        cannot.contains("data-lv") && cannot.contains("logs-lv") && cannot.contains("not shrunk back"),
+        "{cannot}"
+    );
+    let undone = Plumb::new()
+        .arg("apply")
+        .arg(&saved)
+        .args(["--yes", "--format", "json", "--ssh-config"])
+        .arg(rig.vm.ssh_config())
+        .run();
+    expect(&undone, 0, "rolled back");
+    assert_eq!(rig.sh("cat /etc/plumb-app.conf"), "data = 1G\n");
+    assert_eq!(rig.lv_bytes("vg0/data"), 2 * GIB, "the volume stays grown");
+    rig.sh("sha256sum -c /root/blob.sum");
+    let plan = rig.write_plan(&volumes_plan("2G", "1536M", ""));
     let again = rig.run("apply", &plan, &[]);
     expect(&again, 0, "re-apply");
     assert_eq!(
