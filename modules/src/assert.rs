@@ -166,13 +166,12 @@ impl Module for Assert {
         Ok(State { failures })
     }
 
-    type Plan = Changes;
+    /// A check changes nothing: its verdict is `check`'s.
+    type Plan = ();
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
-    }
+    fn plan(_p: &Params, _s: &State) {}
 
-    fn plan(_p: &Params, _s: &State) -> Changes {
+    fn changes(_p: &Params, _s: &State, _plan: &()) -> Changes {
         Changes::none()
     }
 
@@ -202,7 +201,7 @@ impl Module for Assert {
         Prediction::Unknown("checked then".into())
     }
 
-    fn apply(_p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
+    fn apply(_p: &Params, _s: &State, _plan: &()) -> Vec<Step> {
         Vec::new()
     }
 

@@ -132,22 +132,27 @@ impl Module for Command {
         })
     }
 
-    type Plan = Changes;
+    /// Run the command (`true`), or not.
+    type Plan = bool;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> bool {
+        s.needed() && !p.refresh_only
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(p: &Params, _s: &State, run: &bool) -> Changes {
         let mut c = Changes::none();
-        if s.needed() && !p.refresh_only {
+        if *run {
             c.push(Change::new("run", None, Some(p.run.clone())).risk(p.risk));
         }
         c
     }
 
-    fn apply(p: &Params, _s: &State, _c: &Changes) -> Vec<Step> {
-        vec![run_step(p)]
+    fn apply(p: &Params, _s: &State, run: &bool) -> Vec<Step> {
+        if *run {
+            vec![run_step(p)]
+        } else {
+            Vec::new()
+        }
     }
 
     fn verify(p: &Params, after: &State) -> Changes {
@@ -156,7 +161,7 @@ impl Module for Command {
         if p.creates.is_none() && p.unless.is_none() {
             return Changes::none();
         }
-        Self::plan(p, after)
+        Self::changes(p, after, &Self::plan(p, after))
     }
 
     /// Which guard still says "not done", in words.
@@ -171,7 +176,7 @@ impl Module for Command {
         (!still.is_empty()).then(|| format!("the command ran, but {}", still.join(", and ")))
     }
 
-    fn refresh(p: &Params, s: &State, _c: &Changes) -> Vec<Step> {
+    fn refresh(p: &Params, s: &State, _run: &bool) -> Vec<Step> {
         // A handler's guards, when it has some, still say whether it is needed.
         if p.refresh_only && !s.needed() {
             return Vec::new();

@@ -134,6 +134,13 @@ fn read_doc(text: &[u8]) -> Result<Value, String> {
     toml::from_str::<Value>(text).map_err(|e| format!("not valid TOML: {}", e.message()))
 }
 
+/// What to do: write the file (missing, unreadable, or its hosts differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostsPlan {
+    /// Write it.
+    write: bool,
+}
+
 impl Module for ContainerdHosts {
     const NAME: &'static str = "containerd.hosts";
     type Params = Params;
@@ -246,14 +253,23 @@ impl Module for ContainerdHosts {
         Ok(State { file, doc })
     }
 
-    type Plan = Changes;
+    type Plan = HostsPlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> HostsPlan {
+        HostsPlan {
+            write: s.file.info.kind != Kind::File
+                || match &s.doc {
+                    Err(_) => true,
+                    Ok(old) => !compare(old.as_ref(), Some(&p.doc)).is_empty(),
+                },
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(p: &Params, s: &State, plan: &HostsPlan) -> Changes {
         let mut c = Changes::none();
+        if !plan.write {
+            return c;
+        }
         let exists = s.file.info.kind == Kind::File;
         if !exists {
             c.push(Change::new("state", Some("absent".into()), Some("file".into())));
@@ -266,14 +282,15 @@ impl Module for ContainerdHosts {
                 }
             }
         }
-        if !c.is_empty() {
-            let old = if exists { s.file.text.as_deref() } else { None };
-            c.diff = text_diff(old, p.text.as_bytes(), &p.path);
-        }
+        let old = if exists { s.file.text.as_deref() } else { None };
+        c.diff = text_diff(old, p.text.as_bytes(), &p.path);
         c
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &HostsPlan) -> Vec<Step> {
+        if !plan.write {
+            return Vec::new();
+        }
         write_steps(&s.file, &p.path, p.text.clone(), None, None)
     }
 }

@@ -34,6 +34,20 @@ pub struct State {
     entries: u64,
 }
 
+/// What to do to the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirPlan {
+    /// Nothing.
+    Keep,
+    /// Make the folder (with its metadata).
+    Create,
+    /// Set its mode, owner or group.
+    Metadata,
+    /// Remove what is there (a folder with its contents only with
+    /// `recursive`, which `parse` checked).
+    Remove,
+}
+
 impl Module for Directory {
     const NAME: &'static str = "directory";
     type Params = Params;
@@ -168,16 +182,39 @@ impl Module for Directory {
         Ok(State { info, entries })
     }
 
-    type Plan = Changes;
+    type Plan = DirPlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> DirPlan {
+        if p.state == Presence::Absent {
+            return if s.info.kind == Kind::None {
+                DirPlan::Keep
+            } else {
+                DirPlan::Remove
+            };
+        }
+        if s.info.kind == Kind::None {
+            return DirPlan::Create;
+        }
+        let mut meta = Changes::none();
+        metadata_changes(
+            &s.info,
+            p.mode.map(|m| m.0),
+            p.owner.as_deref(),
+            p.group.as_deref(),
+            &mut meta,
+        );
+        if meta.is_empty() {
+            DirPlan::Keep
+        } else {
+            DirPlan::Metadata
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(p: &Params, s: &State, plan: &DirPlan) -> Changes {
         let mut c = Changes::none();
-        if p.state == Presence::Absent {
-            if s.info.kind != Kind::None {
+        match plan {
+            DirPlan::Keep => {}
+            DirPlan::Remove => {
                 let risk = if s.entries > 0 { Risk::Destructive } else { Risk::Safe };
                 let from = if s.entries > 0 {
                     format!("{} with {} entries", s.info.kind.describe(), s.entries)
@@ -186,57 +223,58 @@ impl Module for Directory {
                 };
                 c.push(Change::new("state", Some(from), Some("absent".into())).risk(risk));
             }
-            return c;
+            DirPlan::Create | DirPlan::Metadata => {
+                if *plan == DirPlan::Create {
+                    c.push(Change::new("state", Some("absent".into()), Some("directory".into())));
+                }
+                metadata_changes(
+                    &s.info,
+                    p.mode.map(|m| m.0),
+                    p.owner.as_deref(),
+                    p.group.as_deref(),
+                    &mut c,
+                );
+            }
         }
-        if s.info.kind == Kind::None {
-            c.push(Change::new("state", Some("absent".into()), Some("directory".into())));
-        }
-        metadata_changes(
-            &s.info,
-            p.mode.map(|m| m.0),
-            p.owner.as_deref(),
-            p.group.as_deref(),
-            &mut c,
-        );
         c
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &DirPlan) -> Vec<Step> {
         let mut sh = Sh::raw_start("set -e\n");
-        if p.state == Presence::Absent {
-            let cmd = if s.info.kind == Kind::Directory {
-                "rm -rf --"
-            } else {
-                "rm -f --"
-            };
-            let cmd = if s.info.kind == Kind::Directory && s.entries == 0 {
-                "rmdir --"
-            } else {
-                cmd
-            };
-            sh.line(&Sh::raw_start(cmd).arg(&p.path));
-            return vec![Step::run(format!("remove {}", p.path), sh)];
+        match plan {
+            DirPlan::Keep => Vec::new(),
+            DirPlan::Remove => {
+                let cmd = match (s.info.kind == Kind::Directory, s.entries) {
+                    (true, 0) => "rmdir --",
+                    (true, _) => "rm -rf --",
+                    (false, _) => "rm -f --",
+                };
+                sh.line(&Sh::raw_start(cmd).arg(&p.path));
+                vec![Step::run(format!("remove {}", p.path), sh)]
+            }
+            DirPlan::Create | DirPlan::Metadata => {
+                if *plan == DirPlan::Create {
+                    sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
+                    sh.line(&done(&format!("created {}", p.path)));
+                }
+                if let Some(m) = metadata_script(
+                    &p.path,
+                    &s.info,
+                    p.mode.map(|m| m.0),
+                    p.owner.as_deref(),
+                    p.group.as_deref(),
+                ) {
+                    sh.line(&m);
+                }
+                vec![Step::run(
+                    if *plan == DirPlan::Create {
+                        format!("create {}", p.path)
+                    } else {
+                        format!("set metadata of {}", p.path)
+                    },
+                    sh,
+                )]
+            }
         }
-        if s.info.kind == Kind::None {
-            sh.line(&Sh::raw_start("mkdir -p --").arg(&p.path));
-            sh.line(&done(&format!("created {}", p.path)));
-        }
-        if let Some(m) = metadata_script(
-            &p.path,
-            &s.info,
-            p.mode.map(|m| m.0),
-            p.owner.as_deref(),
-            p.group.as_deref(),
-        ) {
-            sh.line(&m);
-        }
-        vec![Step::run(
-            if s.info.kind == Kind::None {
-                format!("create {}", p.path)
-            } else {
-                format!("set metadata of {}", p.path)
-            },
-            sh,
-        )]
     }
 }

@@ -124,6 +124,15 @@ impl State {
     }
 }
 
+/// What to do: write these settings (the file is missing, not JSON, or
+/// differs from them), or nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonPlan {
+    /// The settings to write (the plan's, merged into the file's unless
+    /// `replace`).
+    write: Option<Map<String, Value>>,
+}
+
 impl Module for DockerDaemon {
     const NAME: &'static str = "docker.daemon";
     type Params = Params;
@@ -214,15 +223,28 @@ impl Module for DockerDaemon {
         }
     }
 
-    type Plan = Changes;
+    type Plan = DaemonPlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> DaemonPlan {
+        let want = p.desired(s.current());
+        let write = s.file.info.kind != Kind::File
+            || match &s.doc {
+                Err(_) => true,
+                Ok(cur) => {
+                    let old = cur.clone().map(Value::Object);
+                    !compare(old.as_ref(), Some(&Value::Object(want.clone()))).is_empty()
+                }
+            };
+        DaemonPlan {
+            write: write.then_some(want),
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(p: &Params, s: &State, plan: &DaemonPlan) -> Changes {
         let mut c = Changes::none();
-        let want = p.desired(s.current());
+        let Some(want) = &plan.write else {
+            return c;
+        };
         let exists = s.file.info.kind == Kind::File;
         if !exists {
             c.push(Change::new("state", Some("absent".into()), Some("file".into())));
@@ -241,19 +263,19 @@ impl Module for DockerDaemon {
                 }
             }
         }
-        if !c.is_empty() {
-            let old = if exists { s.file.text.as_deref() } else { None };
-            c.diff = text_diff(old, render(&want).as_bytes(), &p.path);
-        }
+        let old = if exists { s.file.text.as_deref() } else { None };
+        c.diff = text_diff(old, render(want).as_bytes(), &p.path);
         c
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
-        let want = p.desired(s.current());
+    fn apply(p: &Params, s: &State, plan: &DaemonPlan) -> Vec<Step> {
+        let Some(want) = &plan.write else {
+            return Vec::new();
+        };
         write_steps(
             &s.file,
             &p.path,
-            render(&want),
+            render(want),
             None,
             s.dockerd_validate.then(|| VALIDATE.to_string()),
         )

@@ -72,6 +72,19 @@ impl PhysicalVolume {
     }
 }
 
+/// What to do to the group: the commands, as data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VgPlan {
+    /// Devices to make physical volumes first.
+    pvcreate: Vec<String>,
+    /// Create the group from all of the plan's devices.
+    create: bool,
+    /// Devices to add to the existing group.
+    extend: Vec<String>,
+    /// Physical volumes whose disk grew, to resize.
+    pvresize: Vec<String>,
+}
+
 impl Module for VolumeGroup {
     const NAME: &'static str = "lvm.vg";
     type Params = Params;
@@ -268,13 +281,51 @@ impl Module for VolumeGroup {
         Ok(())
     }
 
-    type Plan = Changes;
+    type Plan = VgPlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> VgPlan {
+        let fresh = p
+            .pvs
+            .iter()
+            .zip(&s.devices)
+            .filter(|(_, d)| s.pv_of(d).is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let Some(g) = &s.group else {
+            return VgPlan {
+                pvcreate: fresh,
+                create: true,
+                extend: Vec::new(),
+                pvresize: Vec::new(),
+            };
+        };
+        let extend = p
+            .pvs
+            .iter()
+            .zip(&s.devices)
+            .filter(|(_, d)| s.pv_of(d).is_none_or(|pv| pv.vg != p.name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let pvresize = if p.pvresize {
+            p.pvs
+                .iter()
+                .zip(&s.devices)
+                .filter(|(_, d)| s.pv_of(d).is_some_and(|pv| pv.vg == p.name && pv.growth(g.extent) > 0))
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        VgPlan {
+            pvcreate: fresh,
+            create: false,
+            extend,
+            pvresize,
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    /// What apply changes, then the drift plumb only reports.
+    fn changes(p: &Params, s: &State, _plan: &VgPlan) -> Changes {
         let mut c = to_converge(p, s);
         c.items.extend(drift(p, s));
         c
@@ -286,7 +337,7 @@ impl Module for VolumeGroup {
         to_converge(p, after)
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, s: &State, plan: &VgPlan) -> Vec<Step> {
         // Every command sees only this group's devices (`--devices`): LVM
         // refuses to change anything while *any* group it sees has lost a
         // PV, and another group on the host is none of this plan's business.
@@ -299,54 +350,32 @@ impl Module for VolumeGroup {
         let devices = seen.join(",");
         let mut sh = lvm::env().raw("set -e\n");
         let mut label = Vec::new();
-        let fresh: Vec<&String> = p
-            .pvs
-            .iter()
-            .zip(&s.devices)
-            .filter(|(_, d)| s.pv_of(d).is_none())
-            .map(|(n, _)| n)
-            .collect();
-        for d in &fresh {
+        for d in &plan.pvcreate {
             sh.line(&Sh::raw_start("pvcreate -q --devices").arg(&devices).arg(d));
         }
-        match &s.group {
-            None => {
-                let mut cmd = Sh::raw_start("vgcreate -q --devices").arg(&devices);
-                if let Some(Size(b)) = p.pe_size {
-                    cmd = cmd.raw(" -s").arg(format!("{b}b"));
-                }
-                cmd = cmd.arg(&p.name);
-                for d in &p.pvs {
-                    cmd = cmd.arg(d);
-                }
-                sh.line(&cmd);
-                label.push(format!("vgcreate {}", p.name));
+        if plan.create {
+            let mut cmd = Sh::raw_start("vgcreate -q --devices").arg(&devices);
+            if let Some(Size(b)) = p.pe_size {
+                cmd = cmd.raw(" -s").arg(format!("{b}b"));
             }
-            Some(g) => {
-                let adding: Vec<&String> = p
-                    .pvs
-                    .iter()
-                    .zip(&s.devices)
-                    .filter(|(_, d)| s.pv_of(d).is_none_or(|pv| pv.vg != p.name))
-                    .map(|(n, _)| n)
-                    .collect();
-                if !adding.is_empty() {
-                    let mut cmd = Sh::raw_start("vgextend -q --devices").arg(&devices).arg(&p.name);
-                    for d in &adding {
-                        cmd = cmd.arg(d);
-                    }
-                    sh.line(&cmd);
-                    label.push(format!("vgextend {}", p.name));
-                }
-                if p.pvresize {
-                    for (name, d) in p.pvs.iter().zip(&s.devices) {
-                        if s.pv_of(d).is_some_and(|pv| pv.vg == p.name && pv.growth(g.extent) > 0) {
-                            sh.line(&Sh::raw_start("pvresize -q --devices").arg(&devices).arg(name));
-                            label.push(format!("pvresize {name}"));
-                        }
-                    }
-                }
+            cmd = cmd.arg(&p.name);
+            for d in &p.pvs {
+                cmd = cmd.arg(d);
             }
+            sh.line(&cmd);
+            label.push(format!("vgcreate {}", p.name));
+        }
+        if !plan.extend.is_empty() {
+            let mut cmd = Sh::raw_start("vgextend -q --devices").arg(&devices).arg(&p.name);
+            for d in &plan.extend {
+                cmd = cmd.arg(d);
+            }
+            sh.line(&cmd);
+            label.push(format!("vgextend {}", p.name));
+        }
+        for name in &plan.pvresize {
+            sh.line(&Sh::raw_start("pvresize -q --devices").arg(&devices).arg(name));
+            label.push(format!("pvresize {name}"));
         }
         if label.is_empty() {
             return Vec::new();

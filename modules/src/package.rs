@@ -69,6 +69,21 @@ pub fn removal(names: Vec<String>) -> Box<dyn plumb_engine::module::Resource> {
     })
 }
 
+/// What to do: install the missing packages, or remove those present (apt
+/// removes their dependents with them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackagePlan {
+    /// Install these.
+    Install(Vec<String>),
+    /// Remove these; apt takes `dependents` too.
+    Remove {
+        /// The named packages that are installed.
+        present: Vec<String>,
+        /// What depends on them (`apt-get -s remove` says).
+        dependents: Vec<String>,
+    },
+}
+
 /// One package as the host has it.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Installed {
@@ -274,38 +289,49 @@ impl Module for Package {
         Ok(())
     }
 
-    type Plan = Changes;
+    type Plan = PackagePlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> PackagePlan {
+        match p.state {
+            Presence::Present => PackagePlan::Install(s.missing().map(|m| m.name.clone()).collect()),
+            Presence::Absent => {
+                let present: Vec<String> = s.present().map(|i| i.name.clone()).collect();
+                let named: Vec<&str> = p.name.0.iter().map(|n| n.split(':').next().unwrap_or(n)).collect();
+                let dependents = if present.is_empty() {
+                    Vec::new()
+                } else {
+                    s.also_removed
+                        .iter()
+                        .filter(|r| !named.contains(&r.as_str()))
+                        .cloned()
+                        .collect()
+                };
+                PackagePlan::Remove { present, dependents }
+            }
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(_p: &Params, s: &State, plan: &PackagePlan) -> Changes {
         let mut c = Changes::none();
-        match p.state {
-            Presence::Present => {
-                for m in s.missing() {
-                    c.push(Change::new(
-                        m.name.clone(),
-                        None,
-                        Some(m.candidate.clone().unwrap_or_else(|| "latest".into())),
-                    ));
+        let find = |n: &str| s.packages.iter().find(|i| i.name == n);
+        match plan {
+            PackagePlan::Install(missing) => {
+                for n in missing {
+                    let to = find(n)
+                        .and_then(|m| m.candidate.clone())
+                        .unwrap_or_else(|| "latest".into());
+                    c.push(Change::new(n.clone(), None, Some(to)));
                 }
             }
-            Presence::Absent => {
-                for i in s.present() {
-                    c.push(Change::new(i.name.clone(), i.version.clone(), None).risk(Risk::Disruptive));
+            PackagePlan::Remove { present, dependents } => {
+                for n in present {
+                    let from = find(n).and_then(|i| i.version.clone());
+                    c.push(Change::new(n.clone(), from, None).risk(Risk::Disruptive));
                 }
-                let named: Vec<&str> = p.name.0.iter().map(|n| n.split(':').next().unwrap_or(n)).collect();
-                let others: Vec<&str> = s
-                    .also_removed
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|r| !named.contains(r))
-                    .collect();
-                if !c.is_empty() && !others.is_empty() {
+                if !dependents.is_empty() {
                     c.push(
-                        Change::new("also removed (dependents)", Some(others.join(", ")), None).risk(Risk::Disruptive),
+                        Change::new("also removed (dependents)", Some(dependents.join(", ")), None)
+                            .risk(Risk::Disruptive),
                     );
                 }
             }
@@ -313,19 +339,15 @@ impl Module for Package {
         c
     }
 
-    fn apply(p: &Params, s: &State, _changes: &Changes) -> Vec<Step> {
-        match p.state {
-            Presence::Present => {
-                let missing: Vec<&str> = s.missing().map(|m| m.name.as_str()).collect();
-                if missing.is_empty() {
-                    return Vec::new();
-                }
+    fn apply(p: &Params, _s: &State, plan: &PackagePlan) -> Vec<Step> {
+        match plan {
+            PackagePlan::Install(missing) if !missing.is_empty() => {
                 let mut sh = Sh::raw_start("set -e\n");
                 if p.update_cache {
                     sh = sh.then(&apt_get("update")).raw("\n");
                 }
                 sh = sh.then(&apt_get("install")).raw(" --");
-                for n in &missing {
+                for n in missing {
                     sh = sh.arg(n);
                 }
                 let label = format!(
@@ -335,17 +357,14 @@ impl Module for Package {
                 );
                 vec![Step::run(label, sh)]
             }
-            Presence::Absent => {
-                let present: Vec<&str> = s.present().map(|m| m.name.as_str()).collect();
-                if present.is_empty() {
-                    return Vec::new();
-                }
+            PackagePlan::Remove { present, .. } if !present.is_empty() => {
                 let mut sh = apt_get("remove").raw(" --");
-                for n in &present {
+                for n in present {
                     sh = sh.arg(n);
                 }
                 vec![Step::run(format!("apt-get remove {}", present.join(" ")), sh)]
             }
+            _ => Vec::new(),
         }
     }
 

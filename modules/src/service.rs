@@ -167,6 +167,17 @@ fn step(label: String, sh: Sh) -> Step {
     Step::run(label, sh)
 }
 
+/// What to do to a unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServicePlan {
+    /// systemd reads its unit files again first (one changed on disk).
+    daemon_reload: bool,
+    /// Enable (`true`) or disable it.
+    enable: Option<bool>,
+    /// Start or stop it.
+    state: Option<Running>,
+}
+
 impl Module for Service {
     const NAME: &'static str = "service";
     type Params = Params;
@@ -307,85 +318,91 @@ impl Module for Service {
         Prediction::Probed
     }
 
-    type Plan = Changes;
+    type Plan = ServicePlan;
 
-    fn changes(_p: &Params, _s: &State, plan: &Changes) -> Changes {
-        plan.clone()
+    fn plan(p: &Params, s: &State) -> ServicePlan {
+        let enable = p.enabled.filter(|&e| {
+            if e {
+                !counts_as_enabled(&s.enabled)
+            } else {
+                can_disable(&s.enabled)
+            }
+        });
+        let state = match p.state {
+            Some(Running::Running) if !is_running(&s.active) => Some(Running::Running),
+            Some(Running::Stopped) if !is_stopped(&s.active) => Some(Running::Stopped),
+            _ => None,
+        };
+        ServicePlan {
+            daemon_reload: s.need_reload,
+            enable,
+            state,
+        }
     }
 
-    fn plan(p: &Params, s: &State) -> Changes {
+    fn changes(_p: &Params, s: &State, plan: &ServicePlan) -> Changes {
         let mut c = Changes::none();
-        if s.need_reload {
+        if plan.daemon_reload {
             c.push(Change::new(
                 "daemon-reload",
                 None,
                 Some("the unit file changed on disk".into()),
             ));
         }
-        if let Some(e) = p.enabled {
-            let ok = if e {
-                counts_as_enabled(&s.enabled)
-            } else {
-                !can_disable(&s.enabled)
-            };
-            if !ok {
-                c.push(Change::new(
-                    "enabled",
-                    Some(if s.enabled.is_empty() {
-                        "unknown".into()
-                    } else {
-                        s.enabled.clone()
-                    }),
-                    Some(if e { "enabled" } else { "disabled" }.into()),
-                ));
-            }
+        if let Some(e) = plan.enable {
+            c.push(Change::new(
+                "enabled",
+                Some(if s.enabled.is_empty() {
+                    "unknown".into()
+                } else {
+                    s.enabled.clone()
+                }),
+                Some(if e { "enabled" } else { "disabled" }.into()),
+            ));
         }
-        match p.state {
-            Some(Running::Running) if !is_running(&s.active) => {
+        match plan.state {
+            Some(Running::Running) => {
                 c.push(Change::new("state", Some(s.active.clone()), Some("running".into())).risk(Risk::Restart));
             }
-            Some(Running::Stopped) if !is_stopped(&s.active) => {
+            Some(Running::Stopped) => {
                 c.push(Change::new("state", Some(s.active.clone()), Some("stopped".into())).risk(Risk::Disruptive));
             }
-            _ => {}
+            None => {}
         }
         c
     }
 
-    fn apply(p: &Params, _s: &State, changes: &Changes) -> Vec<Step> {
+    fn apply(p: &Params, _s: &State, plan: &ServicePlan) -> Vec<Step> {
         let u = &p.unit;
         let mut steps = Vec::new();
-        if changes.has("daemon-reload") {
+        if plan.daemon_reload {
             steps.push(step(
                 "systemctl daemon-reload".into(),
                 Sh::raw_start("systemctl daemon-reload"),
             ));
         }
-        if changes.has("enabled") {
-            let (verb, label) = if p.enabled == Some(true) {
+        if let Some(e) = plan.enable {
+            let (verb, label) = if e {
                 ("systemctl enable -- \"$u\"", format!("enable {u}"))
             } else {
                 ("systemctl disable -- \"$u\"", format!("disable {u}"))
             };
             steps.push(step(label, prelude(u).raw(verb)));
         }
-        if changes.has("state") {
-            match p.state {
-                Some(Running::Running) => steps.push(step(format!("start {u}"), start_like(u, "start"))),
-                Some(Running::Stopped) => {
-                    steps.push(step(format!("stop {u}"), Sh::raw_start("systemctl stop --").arg(u)))
-                }
-                None => {}
-            }
+        match plan.state {
+            Some(Running::Running) => steps.push(step(format!("start {u}"), start_like(u, "start"))),
+            Some(Running::Stopped) => steps.push(step(format!("stop {u}"), Sh::raw_start("systemctl stop --").arg(u))),
+            None => {}
         }
         steps
     }
 
     fn verify(p: &Params, after: &State) -> Changes {
-        let mut c = Self::plan(p, after);
+        let plan = Self::plan(p, after);
+        let mut c = Self::changes(p, after, &plan);
         // A unit that died right after `start` returned: say why.
-        for ch in &mut c.items {
-            if ch.field == "state" && p.state == Some(Running::Running) {
+        if plan.state == Some(Running::Running) {
+            for ch in c.items.iter_mut().filter(|ch| ch.field == "state") {
                 if let Some(from) = &mut ch.from {
                     from.push_str(&after.journal_note());
                 }
@@ -394,11 +411,12 @@ impl Module for Service {
         c
     }
 
-    fn refresh(p: &Params, s: &State, changes: &Changes) -> Vec<Step> {
+    fn refresh(p: &Params, s: &State, plan: &ServicePlan) -> Vec<Step> {
         let u = &p.unit;
         match p.state {
             Some(Running::Stopped) => Vec::new(),
-            Some(Running::Running) if changes.has("state") => Vec::new(),
+            // Started by this run: it reads its notifiers' changes already.
+            Some(Running::Running) if plan.state.is_some() => Vec::new(),
             Some(Running::Running) => vec![step(format!("restart {u}"), start_like(u, "restart"))],
             None if is_running(&s.active) => vec![step(format!("restart {u}"), start_like(u, "restart"))],
             None => Vec::new(),
@@ -451,7 +469,8 @@ mod tests {
 
     #[test]
     fn starting_is_a_restart_risk_and_stopping_is_disruptive() {
-        let c = Service::plan(
+        let changes = |p: &Params, s: &State| Service::changes(p, s, &Service::plan(p, s));
+        let c = changes(
             &params(Some(Running::Running), Some(true)),
             &state("inactive", "disabled"),
         );
@@ -460,26 +479,27 @@ mod tests {
             ["enabled", "state"]
         );
         assert_eq!(c.risk(), Some(Risk::Restart));
-        let c = Service::plan(&params(Some(Running::Stopped), None), &state("active", "enabled"));
+        let c = changes(&params(Some(Running::Stopped), None), &state("active", "enabled"));
         assert_eq!(c.risk(), Some(Risk::Disruptive));
-        assert!(Service::plan(&params(Some(Running::Running), Some(true)), &state("active", "static")).is_empty());
+        assert!(changes(&params(Some(Running::Running), Some(true)), &state("active", "static")).is_empty());
     }
 
     #[test]
     fn a_notify_restarts_only_what_runs_and_was_not_just_started() {
+        let nothing = ServicePlan::default();
         let running = params(Some(Running::Running), None);
         assert_eq!(
-            Service::refresh(&running, &state("active", "enabled"), &Changes::none()).len(),
+            Service::refresh(&running, &state("active", "enabled"), &nothing).len(),
             1
         );
         let starting = Service::plan(&running, &state("inactive", "enabled"));
         assert!(Service::refresh(&running, &state("inactive", "enabled"), &starting).is_empty());
         let stopped = params(Some(Running::Stopped), None);
-        assert!(Service::refresh(&stopped, &state("inactive", "enabled"), &Changes::none()).is_empty());
+        assert!(Service::refresh(&stopped, &state("inactive", "enabled"), &nothing).is_empty());
         let unmanaged = params(None, Some(true));
-        assert!(Service::refresh(&unmanaged, &state("inactive", "enabled"), &Changes::none()).is_empty());
+        assert!(Service::refresh(&unmanaged, &state("inactive", "enabled"), &nothing).is_empty());
         assert_eq!(
-            Service::refresh(&unmanaged, &state("active", "enabled"), &Changes::none()).len(),
+            Service::refresh(&unmanaged, &state("active", "enabled"), &nothing).len(),
             1
         );
     }
