@@ -265,7 +265,7 @@ fn a_connection_cut_mid_upload_names_the_step_and_the_next_run_finishes() {
         std::thread::sleep(Duration::from_millis(20));
     }
     lab.cut(&cut.name);
-    let o = Outcome::from_output(child.wait_with_output().unwrap());
+    let o = Outcome::from_output(&child.wait_with_output().unwrap());
     lab.heal(&cut.name);
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     let j = o.json();
@@ -366,8 +366,7 @@ fn probe_and_apply_work_when_sh_is_dash_bash_posix_or_busybox() {
         && std::process::Command::new("ldd")
             .arg(busybox)
             .output()
-            .map(|o| !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic"))
-            .unwrap_or(false);
+            .is_ok_and(|o| !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic"));
     if !static_busybox {
         let required = std::env::var("PLUMB_LAB_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
         assert!(
@@ -693,7 +692,7 @@ resources:
         std::thread::sleep(Duration::from_millis(20));
     }
     lab.cut(&n.name);
-    let o = Outcome::from_output(child.wait_with_output().unwrap());
+    let o = Outcome::from_output(&child.wait_with_output().unwrap());
     lab.heal(&n.name);
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     let j = o.json();

@@ -598,7 +598,7 @@ resources:
         .status()
         .unwrap()
         .success());
-    let o = common::Outcome::from_output(child.wait_with_output().unwrap());
+    let o = common::Outcome::from_output(&child.wait_with_output().unwrap());
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(o.status_of("slow"), "changed", "the running step finished");
     assert_eq!(o.status_of("after"), "skipped");

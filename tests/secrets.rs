@@ -218,7 +218,7 @@ resources:
     let copies: BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
     let want: BTreeSet<String> = ["/srv/sec/app.pw", "/srv/sec/token"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert_eq!(copies, want, "copies of the secret on the host");
     let mode = lab.ssh(n, "stat -c %a /srv/sec/app.pw");

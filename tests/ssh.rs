@@ -185,7 +185,7 @@ resources:
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     lab.cut(&cut);
-    let o = Outcome::from_output(child.wait_with_output().unwrap());
+    let o = Outcome::from_output(&child.wait_with_output().unwrap());
     assert_eq!(o.code, 1, "{o:?}");
     let j = o.json();
     let d = host(&j, &dead);

@@ -692,7 +692,7 @@ resources:
     assert!(!rig.path("data/new-file").exists());
     let leftovers: Vec<_> = fs::read_dir(rig.dir.path())
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_string_lossy().contains("plumb-old"))
         .collect();
     assert!(leftovers.is_empty(), "nothing was moved aside: {leftovers:?}");
@@ -738,9 +738,7 @@ fn a_filesystem_is_made_only_on_a_blank_device_unless_forced() {
     }
     // A partition table is a signature too.
     let other = rig.disk("pt", "64M");
-    if !has("sfdisk") {
-        storage::skip("`sfdisk` is not installed (apt-get install fdisk): partition tables untested");
-    } else {
+    if has("sfdisk") {
         sh(&format!("printf 'label: gpt\\n' | sfdisk -q {} >/dev/null", other.dev));
         assert_eq!(
             sh(&format!("blkid -p -o value -s PTTYPE {}", other.dev)).trim(),
@@ -755,6 +753,8 @@ fn a_filesystem_is_made_only_on_a_blank_device_unless_forced() {
             "{}",
             o.stdout
         );
+    } else {
+        storage::skip("`sfdisk` is not installed (apt-get install fdisk): partition tables untested");
     }
     // A label change is made in place.
     rig.plan("resources:\n  - id: fs\n    filesystem: {dev: \"{{ dev }}\", type: ext4, label: renamed}\n");

@@ -100,8 +100,6 @@ fn parse_mounts(json_text: &str) -> Result<Value, String> {
 }
 
 fn parse_blockdevs(json_text: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_str(json_text.trim()).map_err(|e| format!("facts: lsblk output: {e}"))?;
-    let mut out = Vec::new();
     fn walk(list: &Value, out: &mut Vec<Value>) {
         for d in list.as_array().into_iter().flatten() {
             out.push(json!({
@@ -115,6 +113,8 @@ fn parse_blockdevs(json_text: &str) -> Result<Value, String> {
             walk(&d["children"], out);
         }
     }
+    let v: Value = serde_json::from_str(json_text.trim()).map_err(|e| format!("facts: lsblk output: {e}"))?;
+    let mut out = Vec::new();
     walk(&v["blockdevices"], &mut out);
     Ok(Value::Array(out))
 }

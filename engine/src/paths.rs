@@ -255,7 +255,7 @@ impl PathBatch {
             if names.is_empty() {
                 continue;
             }
-            s.line(&names.iter().fold(Sh::raw_start("set --"), |sh, n| sh.arg(n)));
+            s.line(&names.iter().fold(Sh::raw_start("set --"), Sh::arg));
             s.line(&mark(&format!("{kind}s")));
             s.line(
                 &Sh::raw_start("if command -v getent >/dev/null 2>&1; then getent")
@@ -311,7 +311,7 @@ impl PathBatch {
                 .map(|(p, _)| p.as_str())
                 .collect();
             if !hashed.is_empty() {
-                s.line(&hashed.iter().fold(Sh::raw_start("set --"), |sh, p| sh.arg(p)));
+                s.line(&hashed.iter().fold(Sh::raw_start("set --"), Sh::arg));
                 // `-type f` without following symlinks: never a FIFO or a
                 // device, which `sha256sum` would block on or read whole.
                 s.line(&Sh::raw_start(

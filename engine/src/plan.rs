@@ -206,7 +206,7 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
                             sources,
                             &dir,
                             &f,
-                            Included {
+                            &mut Included {
                                 resources: &mut plan.resources,
                                 vars: &mut included_vars,
                                 broken: &mut plan.broken,
@@ -274,7 +274,7 @@ fn load_include(
     sources: &Sources,
     dir: &Path,
     file: &Located,
-    into: Included<'_>,
+    into: &mut Included<'_>,
     registry: &Registry,
     diags: &mut Vec<Diag>,
 ) {
@@ -405,7 +405,7 @@ fn string_list(node: &Node) -> Result<Vec<Located>, Diag> {
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
-        _ => Err(wrong_type(node, "a string or a list of strings")),
+        Value::Map(_) => Err(wrong_type(node, "a string or a list of strings")),
     }
 }
 
@@ -463,7 +463,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let module_params = entries
         .iter()
         .find_map(|e| registry.get(&e.key))
-        .map(|m| m.param_names())
+        .map(crate::module::ModuleEntry::param_names)
         .unwrap_or_default();
     let mut beside = Vec::new();
     for e in entries {

@@ -285,7 +285,7 @@ impl Templates {
 }
 
 fn template_diag(e: &minijinja::Error, span: Span) -> Diag {
-    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
     match e.kind() {
         ErrorKind::UndefinedError => Diag::new(
             "plumb::template::undefined",

@@ -356,7 +356,7 @@ async fn unreachable_refused_and_unauthorized_hosts_are_connect_errors() {
         let bad = host(&n1, "nosuchuser", 10);
         match SshConnector::new(opts(&lab)).connect(&bad).await {
             Err(TransportError::Connect(m)) => {
-                assert!(m.contains("authentication failed as `nosuchuser`"), "{m}")
+                assert!(m.contains("authentication failed as `nosuchuser`"), "{m}");
             }
             other => panic!("{:?}", other.map(|_| ())),
         }

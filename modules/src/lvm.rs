@@ -97,16 +97,16 @@ pub(crate) fn invalid_name(name: &str) -> Option<String> {
 /// Why `name` cannot name a logical volume, if it cannot: the rules of
 /// every LVM name, and the names lvm(8) reserves for its own volumes.
 pub(crate) fn invalid_lv_name(name: &str) -> Option<String> {
+    const RESERVED: [&str; 14] = [
+        "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage", "_rmeta", "_tdata",
+        "_tmeta", "_vdata", "_vorigin", "_wcorig",
+    ];
     if let Some(why) = invalid_name(name) {
         return Some(why);
     }
     if let Some(prefix) = ["snapshot", "pvmove"].into_iter().find(|p| name.starts_with(p)) {
         return Some(format!("names starting with `{prefix}` are reserved by LVM"));
     }
-    const RESERVED: [&str; 14] = [
-        "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage", "_rmeta", "_tdata",
-        "_tmeta", "_vdata", "_vorigin", "_wcorig",
-    ];
     RESERVED
         .into_iter()
         .find(|r| name.contains(r))

@@ -600,8 +600,7 @@ pub enum FstabEdit {
 fn migrate_change(p: &Params, s: &State) -> Change {
     let size = s
         .data_bytes
-        .map(|b| format!("{} ({b} bytes)", human(b)))
-        .unwrap_or_else(|| "the data".into());
+        .map_or_else(|| "the data".into(), |b| format!("{} ({b} bytes)", human(b)));
     let from = match s.foreign() {
         Some(f) => format!("{size} in `{}` (mounted from {})", p.path, f.source),
         None => format!("{size} in `{}` ({} entries)", p.path, s.path_entries),

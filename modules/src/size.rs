@@ -361,7 +361,7 @@ mod tests {
             let unit = ['K', 'M', 'G', 'T'][u];
             let want = n << (10 * (u + 1));
             prop_assert_eq!(parse_size(&format!("{n}{unit}")), Ok(want));
-            prop_assert_eq!(parse_size(&format!("{n}{}iB", unit)), Ok(want));
+            prop_assert_eq!(parse_size(&format!("{n}{unit}iB")), Ok(want));
             prop_assert_eq!(parse_size(&format!("{n}{}", unit.to_ascii_lowercase())), Ok(want));
         }
 

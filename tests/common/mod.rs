@@ -14,7 +14,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The outcome of a spawned `plumb` that has finished.
-    pub fn from_output(out: std::process::Output) -> Self {
+    pub fn from_output(out: &std::process::Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -133,8 +133,7 @@ impl Lab {
     fn start(n: usize, max_sessions: Option<u32>, systemd: bool) -> Lab {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let dir = std::env::temp_dir().join(format!(
             "plumb-lab-{}-{}-{nanos:x}",
             std::process::id(),
@@ -211,24 +210,24 @@ impl Lab {
 
     /// Takes the node's link down (connections time out / fail).
     pub fn cut(&self, name: &str) {
-        self.lab_cmd("cut", name)
+        self.lab_cmd("cut", name);
     }
 
     /// Undoes [`Lab::cut`].
     pub fn heal(&self, name: &str) {
-        self.lab_cmd("heal", name)
+        self.lab_cmd("heal", name);
     }
 
     /// SIGKILLs the node's sshd (its PID 1): the whole node dies, the address
     /// stays, so connections are refused.
     pub fn kill_sshd(&self, name: &str) {
-        self.lab_cmd("kill-sshd", name)
+        self.lab_cmd("kill-sshd", name);
     }
 
     /// Restarts the node with a new host key (known_hosts keeps the old one,
     /// so ssh refuses). The node's filesystem changes are lost.
     pub fn rekey(&self, name: &str) {
-        self.lab_cmd("rekey", name)
+        self.lab_cmd("rekey", name);
     }
 
     /// `ssh -F ssh_config root@IP CMD`.

@@ -138,8 +138,7 @@ impl Vm {
     fn boot(disks: usize, size: &str, stack: bool) -> Vm {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let dir = std::env::temp_dir().join(format!(
             "plumb-vm-{}-{}-{nanos:x}",
             std::process::id(),
