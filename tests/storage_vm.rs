@@ -507,7 +507,7 @@ fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
     assert!(
         review
             .stdout
-            .contains("| `go-docker-space` | /var/lib/docker must have at least 0 GiB free | checked once `docker-mount` is applied |"),
+            .contains("| `go-docker-space` | /var/lib/docker must have at least 0 GiB free | checked once `docker-mount`, `docker-lv` are applied |"),
         "a GO check is listed with the checks:\n{}",
         review.stdout
     );

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the tier-2 tests: every tests/*_vm.rs target, each test booting its
+# Runs the tier-2 tests: every tests/*_vm.rs target (output not captured, so
+# that the VM boot and step times are printed), each test booting its
 # own qemu VM (tests/vm/vm.sh; vm.sh allows two VMs at a time). CI calls
 # this after the main test suite. Needs root; builds the VM image on first
 # use (cached in /var/cache/plumb-vm).
@@ -28,7 +29,7 @@ echo "== VM images ready in $((SECONDS - t0))s"
 echo "== VM tier: ${targets[*]}"
 t1=$SECONDS
 status=0
-cargo test "${targets[@]}" -- --test-threads=2 "$@" || status=$?
+cargo test "${targets[@]}" -- --test-threads=2 --nocapture "$@" || status=$?
 if [ "$status" = 0 ]; then verdict=passed; else verdict="failed (exit $status)"; fi
 echo "== VM tier: tests $verdict in $((SECONDS - t1))s; $((SECONDS - t0))s in all, with the images"
 exit "$status"
