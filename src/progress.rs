@@ -55,8 +55,8 @@ impl Progress {
             Event::HostStarted(h) => bar(&mut bars, &h).set_message("connecting"),
             Event::Probed(h) => bar(&mut bars, &h).set_message("probed"),
             Event::Step(h, id, label) => bar(&mut bars, &h).set_message(format!("{id}: {label}")),
-            Event::Progress(h, id, p, elapsed) => {
-                bar(&mut bars, &h).set_message(format!("{id}: {}", copying(p, elapsed)));
+            Event::Progress(h, id, p, rate) => {
+                bar(&mut bars, &h).set_message(format!("{id}: {}", copying(p, rate)));
             }
             Event::HostDone(h, status) => {
                 let b = bar(&mut bars, &h);
@@ -84,18 +84,17 @@ impl Progress {
 }
 
 /// A copy's progress for people: `copying 1.2 GiB of 3.4 GiB (35 %),
-/// 28 MiB/s, about 1 min 20 s left`.
-pub(crate) fn copying(p: TransportProgress, elapsed: Duration) -> String {
+/// 28 MiB/s, about 1 min 20 s left` (the rate once it is known).
+pub(crate) fn copying(p: TransportProgress, rate: Option<u64>) -> String {
     let mut text = format!("copying {}", units::human(p.done));
     if p.total > 0 {
         let pct = (u128::from(p.done.min(p.total)) * 100 / u128::from(p.total)).min(100);
         text.push_str(&format!(" of {} ({pct} %)", units::human(p.total)));
     }
-    if let Some(rate) = units::rate(p.done, elapsed) {
-        text.push_str(&format!(", {rate}"));
-        let per_ms = p.done / u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).max(1);
-        if p.total > p.done && per_ms > 0 {
-            let left = Duration::from_millis((p.total - p.done) / per_ms);
+    if let Some(rate) = rate.filter(|&r| r > 0) {
+        text.push_str(&format!(", {}/s", units::human(rate)));
+        if p.total > p.done {
+            let left = Duration::from_secs((p.total - p.done) / rate);
             text.push_str(&format!(", about {} left", units::duration(left)));
         }
     }
@@ -114,7 +113,7 @@ pub(crate) struct Plain {
 impl Plain {
     /// Print what `e` says, when it is time to.
     pub(crate) fn on(&self, e: Event) {
-        if let Event::Progress(h, id, p, elapsed) = e {
+        if let Event::Progress(h, id, p, rate) = e {
             let mut last = self.last.lock().expect("progress lock");
             let now = Instant::now();
             let key = (h, id);
@@ -130,7 +129,7 @@ impl Plain {
                 "{}: {}: {}",
                 key.0,
                 key.1,
-                copying(p, elapsed)
+                copying(p, rate)
             );
             last.insert(key, now);
         }
@@ -148,10 +147,11 @@ mod tests {
             total: 4 << 30,
         };
         assert_eq!(
-            copying(p, Duration::from_secs(64)),
+            copying(p, Some(16 << 20)),
             "copying 1 GiB of 4 GiB (25 %), 16 MiB/s, about 3 min 12 s left"
         );
+        assert_eq!(copying(p, None), "copying 1 GiB of 4 GiB (25 %)", "no rate before a second of it");
         let unknown = TransportProgress { done: 4096, total: 0 };
-        assert_eq!(copying(unknown, Duration::from_millis(10)), "copying 4 KiB");
+        assert_eq!(copying(unknown, None), "copying 4 KiB");
     }
 }

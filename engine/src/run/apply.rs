@@ -223,14 +223,23 @@ async fn run_step(
         id.to_string(),
         label.clone(),
     ));
-    let started = Instant::now();
     let (host, resource) = (run.hp.host.name.as_str(), id);
+    // The rate counts from the first report (the step may have stopped
+    // services for a while before its copy began).
+    let first: std::sync::Mutex<Option<(Instant, u64)>> = std::sync::Mutex::new(None);
     let watch = |p: Progress| {
+        let now = Instant::now();
+        let rate = {
+            let mut f = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (t0, done0) = *f.get_or_insert((now, p.done));
+            let ms = u64::try_from(now.duration_since(t0).as_millis()).unwrap_or(u64::MAX);
+            (ms >= 1000).then(|| p.done.saturating_sub(done0).saturating_mul(1000) / ms)
+        };
         run.opts.emit(super::Event::Progress(
             host.to_string(),
             resource.to_string(),
             p,
-            started.elapsed(),
+            rate,
         ));
     };
     let o = match step {

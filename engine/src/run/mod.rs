@@ -23,7 +23,6 @@ mod verify;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::compile::HostPlan;
 use crate::module::{Account, Changes, Observed};
@@ -45,8 +44,8 @@ pub enum Event {
     /// A step started on a host: (host, resource id, step label).
     Step(String, String, String),
     /// A running step reported how far it has come: (host, resource id,
-    /// progress, time since the step started).
-    Progress(String, String, Progress, Duration),
+    /// progress, its rate in bytes per second once a second of it was seen).
+    Progress(String, String, Progress, Option<u64>),
     /// A host finished.
     HostDone(String, HostStatus),
 }
