@@ -365,10 +365,11 @@ fn compile_host(
             sensitive: raw.sensitive,
             deferred: false,
         };
-        if reads_facts(raw) {
+        let reads = reads_facts(raw);
+        if reads {
             diags.extend(unknown_facts(raw, sources));
         }
-        if !have_facts && reads_facts(raw) {
+        if !have_facts && reads {
             // Known once connected; the executor compiles it again then.
             needs_facts = true;
             hr.deferred = true;

@@ -724,11 +724,18 @@ pub const FACT_NAMES: &[&str] = &[
     "block_devices",
 ];
 
+/// One engine for the checks that need no state of their own (building one
+/// per call was most of their cost).
+fn shared() -> &'static Templates {
+    static SHARED: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Templates::new)
+}
+
 /// The facts `text` (a template or an expression) reads that no host
 /// reports (`facts.mount` for `facts.mounts`), each with a did-you-mean.
 #[must_use]
 pub fn unknown_facts(text: &str) -> Vec<(String, Option<String>)> {
-    let env = Templates::new().env;
+    let env = &shared().env;
     let names = if is_template(text) {
         env.template_from_str(text).map(|t| t.undeclared_variables(true))
     } else {
@@ -752,7 +759,7 @@ pub fn unknown_facts(text: &str) -> Vec<(String, Option<String>)> {
 /// # Errors
 /// The parser's message.
 pub fn check_expression(expr: &str) -> Result<(), String> {
-    let t = Templates::new();
+    let t = shared();
     let expr = single_expression(expr).unwrap_or(expr);
     t.env
         .compile_expression(expr)
@@ -766,7 +773,7 @@ pub fn check_expression(expr: &str) -> Result<(), String> {
 /// # Errors
 /// The expression fails (an undefined name, a type error).
 pub fn eval_condition(expr: &str, vars: &Vars) -> Result<bool, String> {
-    let t = Templates::new();
+    let t = shared();
     let expr = single_expression(expr).unwrap_or(expr);
     t.env
         .compile_expression(expr)
