@@ -124,13 +124,7 @@ impl Plain {
                 return;
             }
             // A terminal that went away must not end the run.
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "{}: {}: {}",
-                key.0,
-                key.1,
-                copying(p, rate)
-            );
+            let _ = writeln!(std::io::stderr().lock(), "{}: {}: {}", key.0, key.1, copying(p, rate));
             last.insert(key, now);
         }
     }
@@ -150,7 +144,11 @@ mod tests {
             copying(p, Some(16 << 20)),
             "copying 1 GiB of 4 GiB (25 %), 16 MiB/s, about 3 min 12 s left"
         );
-        assert_eq!(copying(p, None), "copying 1 GiB of 4 GiB (25 %)", "no rate before a second of it");
+        assert_eq!(
+            copying(p, None),
+            "copying 1 GiB of 4 GiB (25 %)",
+            "no rate before a second of it"
+        );
         let unknown = TransportProgress { done: 4096, total: 0 };
         assert_eq!(copying(unknown, None), "copying 4 KiB");
     }

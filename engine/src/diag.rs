@@ -224,6 +224,20 @@ pub fn render_plain(sources: &Sources, diags: Vec<Diag>) -> String {
     out
 }
 
+/// `` `a`, `b` ``: names in backticks, joined by commas (how messages and
+/// reports list names).
+pub fn ticked<I>(names: I) -> String
+where
+    I: IntoIterator,
+    I::Item: std::fmt::Display,
+{
+    names
+        .into_iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,16 +232,10 @@ pub fn load(sources: &Sources, path: &Path, registry: &Registry) -> (Option<RawP
                     e.key_span,
                     "not a plan key",
                 )
-                .with_help(did_you_mean(other, PLAN_KEYS.iter().copied()).unwrap_or_else(|| {
-                    format!(
-                        "a plan has the keys {}",
-                        PLAN_KEYS
-                            .iter()
-                            .map(|k| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })),
+                .with_help(
+                    did_you_mean(other, PLAN_KEYS.iter().copied())
+                        .unwrap_or_else(|| format!("a plan has the keys {}", crate::diag::ticked(PLAN_KEYS))),
+                ),
             ),
         }
     }
@@ -528,16 +522,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 {
                     unknown_module = true;
                     let help = modules_near.map_or_else(
-                        || {
-                            format!(
-                                "the modules are {}",
-                                registry
-                                    .names()
-                                    .map(|n| format!("`{n}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        },
+                        || format!("the modules are {}", crate::diag::ticked(registry.names())),
                         |m| format!("did you mean `{m}`?"),
                     );
                     diags.push(
@@ -554,11 +539,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                         || {
                             format!(
                                 "a resource has `id`, one module key, and optionally {}",
-                                ENVELOPE_KEYS[1..]
-                                    .iter()
-                                    .map(|k| format!("`{k}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                crate::diag::ticked(&ENVELOPE_KEYS[1..])
                             )
                         },
                         |k| format!("did you mean `{k}`?"),
@@ -577,11 +558,7 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
         }
     }
     if let (Some(m), Some(first)) = (modules.first(), beside.first()) {
-        let names = beside
-            .iter()
-            .map(|e| format!("`{}`", e.key))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let names = crate::diag::ticked(beside.iter().map(|e| &e.key));
         let empty = matches!(m.value.value, Value::Null);
         let are = if beside.len() == 1 { "is" } else { "are" };
         let message = if empty {

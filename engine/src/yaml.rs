@@ -628,7 +628,7 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let list = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+        let list = crate::diag::ticked(expected);
         Self {
             message: format!("unknown value `{variant}`, expected one of {list}"),
             span: None,
@@ -740,7 +740,7 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         let mut skip = Vec::new();
         for e in entries {
             if !fields.contains(&e.key.as_str()) {
-                let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+                let expected = crate::diag::ticked(fields);
                 let help = did_you_mean(&e.key, fields.iter().copied())
                     .unwrap_or_else(|| format!("the parameters here are {expected}"));
                 self.extra.borrow_mut().push(

@@ -31,17 +31,13 @@ pub struct Params {
     group: Option<String>,
     #[serde(default)]
     state: Presence,
-    #[serde(default = "yes")]
+    #[serde(default = "plumb_engine::module::yes")]
     backup: bool,
     validate: Option<String>,
     #[serde(skip)]
     payload: Option<Payload>,
     #[serde(skip)]
     fetch_old: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What the probe saw.

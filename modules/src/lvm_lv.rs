@@ -28,16 +28,12 @@ pub struct Params {
     vg: String,
     name: String,
     size: Option<LvSize>,
-    #[serde(default = "yes")]
+    #[serde(default = "plumb_engine::module::yes")]
     grow_fs: bool,
     #[serde(default)]
     allow_shrink: bool,
     #[serde(default)]
     state: Presence,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Params {

@@ -43,7 +43,7 @@ pub enum MountState {
 pub struct Migrate {
     #[serde(default)]
     stop: Vec<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "plumb_engine::module::yes")]
     keep_old: bool,
     stop_command: Option<String>,
 }
@@ -66,10 +66,6 @@ pub struct Params {
     #[serde(default = "etc_fstab")]
     fstab: String,
     migrate: Option<Migrate>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn defaults() -> Vec<String> {

@@ -282,7 +282,7 @@ impl Module for Package {
             if !unknown.is_empty() {
                 return Err(format!(
                     "apt has no installation candidate for {}: check the name, or set `update_cache: true` to run `apt-get update` first",
-                    unknown.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                    plumb_engine::diag::ticked(&unknown)
                 ));
             }
         }

@@ -21,7 +21,7 @@ mod step;
 pub use change::{text_diff, Change, Changes, Risk};
 pub use contract::{Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction};
 pub use erased::{resource_of, ModuleEntry, Observed, Planned, Predicted, Registry, Resource};
-pub use params::{parse_mode, CompileCx, FileMode, Presence, RenderFile};
+pub use params::{parse_mode, yes, CompileCx, FileMode, Presence, RenderFile};
 pub use probe::{Fields, ProbeOutput};
 pub use step::{sha256_hex, Content, FileWrite, Payload, Script, Step};
 

@@ -249,6 +249,13 @@ pub enum Presence {
     Absent,
 }
 
+/// `true`: the serde default of a parameter that is on unless turned off
+/// (`#[serde(default = "plumb_engine::module::yes")]`).
+#[must_use]
+pub fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

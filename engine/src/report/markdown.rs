@@ -133,7 +133,7 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
                 let _ = writeln!(
                     out,
                     "_Predicted after the pending change of {}._\n",
-                    x.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                    crate::diag::ticked(&x.after)
                 );
             }
             for c in &x.changes {

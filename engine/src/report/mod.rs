@@ -371,7 +371,7 @@ pub fn check_later(r: &ResourceReport) -> String {
     if r.after.is_empty() {
         "checked during apply".into()
     } else {
-        let list = r.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+        let list = crate::diag::ticked(&r.after);
         let verb = if r.after.len() == 1 { "is" } else { "are" };
         format!("checked once {list} {verb} applied")
     }

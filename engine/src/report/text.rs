@@ -161,7 +161,7 @@ fn resource(out: &mut String, r: &ResourceReport, mode: Mode, p: &Paint) {
     let risk = r.risk.map(|x| format!(" [{}]", p.risk(x))).unwrap_or_default();
     let _ = writeln!(out, "  {mark} {} ({}) {word}{risk}", p.bold(&r.id), r.module);
     if !r.after.is_empty() {
-        let list = r.after.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+        let list = crate::diag::ticked(&r.after);
         let _ = writeln!(out, "      {}", p.dim(&format!("follows the pending change of {list}")));
     }
     for c in &r.changes {

@@ -235,12 +235,8 @@ async fn run_step(
             let ms = u64::try_from(now.duration_since(t0).as_millis()).unwrap_or(u64::MAX);
             (ms >= 1000).then(|| p.done.saturating_sub(done0).saturating_mul(1000) / ms)
         };
-        run.opts.emit(super::Event::Progress(
-            host.to_string(),
-            resource.to_string(),
-            p,
-            rate,
-        ));
+        run.opts
+            .emit(super::Event::Progress(host.to_string(), resource.to_string(), p, rate));
     };
     let o = match step {
         Step::Run(s) => run.exec_watched(&s.sh, become_, s.stdin.as_ref(), &watch).await,

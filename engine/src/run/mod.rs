@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::compile::HostPlan;
+use crate::diag::ticked;
 use crate::module::{Account, Changes, Observed};
 use crate::plan::Become;
 use crate::report::{redact, FailureReport, HostReport, HostStatus, Mode, ResourceReport, RunReport, Status};
@@ -383,15 +384,6 @@ async fn gather_facts(t: &dyn Transport, hp: &HostPlan, opts: &RunOptions) -> Re
         .as_ref()
         .ok_or("this plan reads facts, but this run cannot compile with them")?;
     recompile(&hp.host, &facts)
-}
-
-/// `` `a`, `b` ``: names in backticks, joined by commas.
-fn ticked<S: AsRef<str>>(names: &[S]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{}`", n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
