@@ -595,16 +595,18 @@ async fn run_hosts(
         std::process::exit(EXIT_ABORTED);
     });
     let hosts = hosts.into_iter().map(Arc::new).collect();
-    let connector = connector(common);
-    let mut report = run(plan_name, hosts, connector.clone(), opts).await;
+    // One connection per host for the run and the journal after it.
+    let pool = Arc::new(plumb_engine::transport::reuse::Reusing::new(connector(common)));
+    let mut report = run(plan_name, hosts, pool.clone(), opts).await;
     report.inventory = inventory;
     watcher.abort();
     if let Some(d) = display {
         d.clear();
     }
     if let Some(j) = journal {
-        j.end(&report, connector).await;
+        j.end(&report, pool.clone()).await;
     }
+    pool.close_all().await;
     report
 }
 

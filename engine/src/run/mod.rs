@@ -93,14 +93,19 @@ impl RunOptions {
     }
 }
 
-/// A run id: UTC time and a random suffix (`20261126T211500Z-3f9a`).
+/// A run id: UTC time and the fraction of its second (`20261126T211500Z-3f9a`).
 #[must_use]
 pub fn new_run_id() -> String {
-    let secs = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{:04x}", rand::random::<u16>())
+        .unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(now.as_secs());
+    // The suffix is the fraction of the second, in 1/65536ths: ids sort in
+    // the order runs started, also within one second (pruning keeps the
+    // newest by id), and two runs share one only if they start within the
+    // same 15 µs.
+    let frac = u64::from(now.subsec_nanos()) * 65_536 / 1_000_000_000;
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{frac:04x}")
 }
 
 fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {

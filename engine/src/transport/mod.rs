@@ -7,6 +7,7 @@
 //! `run`, so every transport gets it for free.
 
 pub mod local;
+pub mod reuse;
 pub mod ssh;
 
 use std::sync::Arc;
