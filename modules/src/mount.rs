@@ -143,13 +143,17 @@ pub struct State {
     path_kind: String,
     /// Entries in the directory (but `lost+found`).
     path_entries: u64,
-    /// Bytes a migration would move (measured only when one would happen).
+    /// Bytes a migration would move (measured only when one would happen;
+    /// not part of the fingerprint a saved plan compares: data in use grows).
+    #[serde(skip)]
     data_bytes: Option<u64>,
     /// The size of the block device a migration would copy onto (measured
     /// with `data_bytes`).
     src_bytes: Option<u64>,
     /// The disk holding the data now, and how fast it read (bytes per
-    /// second), measured with `data_bytes` when it is a block device.
+    /// second), measured with `data_bytes` when it is a block device (a
+    /// measurement, not compared by a saved plan).
+    #[serde(skip)]
     read: Option<(String, u64)>,
     /// The units of `migrate.stop` and the units that trigger them, as
     /// systemd shows them (read only when a migration would happen, and
@@ -624,6 +628,7 @@ fn migrate_change(p: &Params, s: &State) -> Change {
         Some(format!("copied onto {}, verified by checksums; {kept}{stop}", p.src())),
     )
     .risk(Risk::Disruptive)
+    .measured()
 }
 
 /// The mount, as reported (with what `check` refuses once the

@@ -56,6 +56,11 @@ pub struct Change {
     /// Whether `from`/`to` are secret (never printed, whatever the resource says).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// Whether `from`/`to` hold figures measured now that keep moving while
+    /// the host runs (the size of data in use): a saved plan compares the
+    /// change's field and risk, not those figures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub measured: bool,
 }
 
 impl Change {
@@ -67,6 +72,7 @@ impl Change {
             to,
             risk: Risk::Safe,
             sensitive: false,
+            measured: false,
         }
     }
 
@@ -74,6 +80,14 @@ impl Change {
     #[must_use]
     pub fn risk(mut self, risk: Risk) -> Self {
         self.risk = risk;
+        self
+    }
+
+    /// The same change, marked as holding figures measured now (see
+    /// [`Change::measured`]).
+    #[must_use]
+    pub fn measured(mut self) -> Self {
+        self.measured = true;
         self
     }
 

@@ -343,7 +343,14 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
     let status = s.outcome.as_ref().map_or(Status::Skipped, Outcome::status);
     let (changes, diff) = redact(&s.changes, r.sensitive);
     let fingerprint = s.observed.as_ref().map(|o| {
-        let json = serde_json::to_string(&s.changes).unwrap_or_default();
+        // Figures measured now (the size of data in use) move between the
+        // review and the apply: the saved plan does not compare them.
+        let mut compared = s.changes.clone();
+        for c in compared.items.iter_mut().filter(|c| c.measured) {
+            c.from = None;
+            c.to = None;
+        }
+        let json = serde_json::to_string(&compared).unwrap_or_default();
         crate::module::sha256_hex(format!("{}\n{json}", o.fingerprint()).as_bytes())
     });
     ResourceReport {
