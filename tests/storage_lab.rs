@@ -777,7 +777,8 @@ fn a_rollback_switches_a_migrated_mount_back_to_the_old_copy_when_asked() {
     assert_eq!(node.sh("systemctl is-active plumb-writer"), "active");
     assert!(node.sh("ls -d /srv/app.plumb-old-* 2>/dev/null || true").is_empty());
     let down = resource(&applied, "switch back /srv/app")["downtime"][0]["actual_secs"].as_f64();
-    assert!(down.is_some_and(|s| s > 0.0), "{}", applied.stdout);
+    // Measured (a fast switch may take under 0.05 s: it prints 0.0).
+    assert!(down.is_some_and(|s| (0.0..60.0).contains(&s)), "{}", applied.stdout);
 
     let again = rollback(&["--switch-back"]);
     expect(&again, 0, "nothing left to undo");
