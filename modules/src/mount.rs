@@ -309,8 +309,8 @@ fn expected_downtime(s: &State) -> (Option<u64>, String) {
             (
                 Some(secs),
                 format!(
-                    "about {} or more: {} read at {}/s from {dev} now, once by the copy and twice by the check \
-                     (many small files take longer)",
+                    "at least {}: {} read at {}/s from {dev} now, once by the copy and twice by the check \
+                     (writing to the new disk, hashing and many small files take longer)",
                     plumb_engine::units::duration(std::time::Duration::from_secs(secs)),
                     human(bytes),
                     human(*rate)

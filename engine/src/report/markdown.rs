@@ -160,6 +160,9 @@ pub fn render_with(r: &RunReport, description: Option<&str>, cx: Context<'_>) ->
             for n in &x.notes {
                 let _ = writeln!(out, "- {n}");
             }
+            if x.status == Status::Ok && !x.notes.is_empty() {
+                out.push('\n');
+            }
             if !x.completed.is_empty() {
                 if !x.notes.is_empty() {
                     out.push('\n');
@@ -235,7 +238,10 @@ fn downtime(out: &mut String, h: &HostReport, mode: Mode) {
             "restarts only (as long as it takes to start)".to_string()
         } else if ds.iter().all(|d| d.expected_secs.is_some()) {
             let secs: u64 = ds.iter().filter_map(|d| d.expected_secs).sum();
-            format!("about {}", crate::units::duration(std::time::Duration::from_secs(secs)))
+            format!(
+                "at least {}",
+                crate::units::duration(std::time::Duration::from_secs(secs))
+            )
         } else {
             "unknown (see the steps)".to_string()
         };
