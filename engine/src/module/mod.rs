@@ -26,3 +26,4 @@ pub use probe::{Fields, ProbeOutput};
 pub use step::{sha256_hex, Content, FileWrite, Payload, Script, Step};
 
 pub use crate::paths::{Account, Fetch, FileType, PathObservation, PathQuery, PathStat};
+pub use crate::run::Failure;
