@@ -341,6 +341,11 @@ mod tests {
             ],
             "{errs:#?}"
         );
+        assert!(
+            errs.iter()
+                .any(|d| d.message == "wrong type: found string \"eighty\", expected a whole number from 0 to 65535"),
+            "a port is said as a user reads it: {errs:#?}"
+        );
     }
 
     #[test]

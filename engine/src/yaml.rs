@@ -788,7 +788,7 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        let expected = exp.to_string();
+        let expected = plain_expected(exp.to_string());
         let scalar = matches!(
             unexp,
             de::Unexpected::Bool(_)
@@ -809,6 +809,15 @@ impl de::Error for DeError {
         }
     }
 
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        Self {
+            message: format!("invalid value: {unexp}, expected {}", plain_expected(exp.to_string())),
+            span: None,
+            code: "plumb::plan::invalid_value",
+            help: None,
+        }
+    }
+
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let list = crate::diag::ticked(expected);
         Self {
@@ -826,6 +835,20 @@ impl de::Error for DeError {
             code: "plumb::plan::missing_param",
             help: None,
         }
+    }
+}
+
+/// What serde calls a Rust type (`u16`), as a user reads it.
+fn plain_expected(expected: String) -> String {
+    let range = |max: u64| format!("a whole number from 0 to {max}");
+    match expected.as_str() {
+        "u8" => range(u8::MAX.into()),
+        "u16" => range(u16::MAX.into()),
+        "u32" => range(u32::MAX.into()),
+        "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        _ => expected,
     }
 }
 
