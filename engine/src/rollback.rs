@@ -463,6 +463,7 @@ impl Module for SwitchBack {
             .val(&p.old)
             .raw("; units=")
             .val(p.units.join(" "));
+        sh.line(&crate::module::downtime_fn());
         sh.line(&Sh::raw_start(SWITCH_BACK));
         vec![Step::Run(Script {
             label: format!("switch {} back to {}", p.path, p.old),
@@ -484,9 +485,7 @@ t_stop=$(date +%s.%N)
 again() {
   [ -n "$active" ] || return 0
   systemctl start -- $active || say "could not start again:$active"
-  for u in $active; do
-    echo "plumb-downtime=$u $(awk -v a="$t_stop" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
-  done
+  plumb_downtime "$t_stop" $active
 }
 if [ -n "$active" ] && ! timeout 300 systemctl stop -- $active; then
   again; say "could not stop$active: nothing was switched"; exit 1

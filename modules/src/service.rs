@@ -10,8 +10,8 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk,
-    Step,
+    downtime_fn, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction,
+    ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,7 @@ fn prelude(unit: &str) -> Sh {
 fn start_like(unit: &str, verb: &'static str) -> Sh {
     let mut sh = prelude(unit);
     if verb == "restart" {
+        sh.line(&downtime_fn());
         sh = sh.raw("plumb_t0=$(date +%s.%N)\n");
     }
     sh = sh
@@ -157,9 +158,7 @@ fn start_like(unit: &str, verb: &'static str) -> Sh {
         .raw(verb)
         .raw(" -- \"$u\" || ! systemctl is-active --quiet -- \"$u\"; then\n  echo \"plumb: $u did not start; journalctl -u $u -n 20:\" >&2\n  journalctl -u \"$u\" -n 20 --no-pager -q >&2 || true\n  exit 1\nfi");
     if verb == "restart" {
-        sh = sh.raw(
-            "\necho \"plumb-downtime=$u $(awk -v a=\"$plumb_t0\" -v b=\"$(date +%s.%N)\" 'BEGIN { printf \"%.1f\", b - a }')\"",
-        );
+        sh = sh.raw("\nplumb_downtime \"$plumb_t0\" \"$u\"");
     }
     sh
 }
