@@ -170,6 +170,7 @@ fn a_unit_is_started_enabled_and_restarted_once_after_all_its_notifiers() {
     // The restart is downtime: expected as a restart, then measured.
     let expected = &demo["downtime"][0];
     assert_eq!(expected["unit"], "plumb-demo.service", "{demo}");
+    assert_eq!(expected["kind"], "restart", "{demo}");
     assert!(
         expected["expected"].as_str().unwrap().starts_with("a restart"),
         "{demo}"

@@ -748,6 +748,7 @@ fn a_rollback_switches_a_migrated_mount_back_to_the_old_copy_when_asked() {
         "{sw}"
     );
     assert_eq!(sw["downtime"][0]["unit"], "plumb-writer.service", "{sw}");
+    assert_eq!(sw["downtime"][0]["kind"], "stop", "{sw}");
     assert!(!review.json()["cannot_undo"]
         .to_string()
         .contains("the mount, and the data"));

@@ -23,7 +23,7 @@ use crate::module::{
     resource_of, Change, Changes, Claim, Claims, Failure, Module, ModuleDoc, ProbeOutput, Risk, Script, Step,
 };
 use crate::plan::Become;
-use crate::report::{Downtime, Status};
+use crate::report::{Downtime, DowntimeKind, Status};
 use crate::shell::Sh;
 use crate::write::backup_lines;
 
@@ -449,6 +449,7 @@ impl Module for SwitchBack {
             .iter()
             .map(|u| Downtime {
                 unit: u.clone(),
+                kind: DowntimeKind::Stop,
                 expected_secs: None,
                 expected: "as long as stopping and starting it takes: the data is not copied (a rename)".into(),
                 actual_secs: None,

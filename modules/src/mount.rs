@@ -10,7 +10,7 @@ use plumb_engine::module::{
     sha256_hex, Change, Changes, Claim, Claims, CompileCx, Failure, FileWrite, Module, ModuleDoc, ParamDoc, Payload,
     ProbeOutput, Risk, Step,
 };
-use plumb_engine::report::Downtime;
+use plumb_engine::report::{Downtime, DowntimeKind};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -1129,6 +1129,7 @@ impl Module for Mount {
             .into_iter()
             .map(|unit| Downtime {
                 unit,
+                kind: DowntimeKind::Stop,
                 expected_secs,
                 expected: expected.clone(),
                 actual_secs: None,

@@ -231,9 +231,7 @@ fn downtime(out: &mut String, h: &HostReport, mode: Mode) {
         ),
     };
     for (unit, ds) in units {
-        let restarts = ds
-            .iter()
-            .all(|d| d.expected_secs.is_none() && d.expected.starts_with("a restart"));
+        let restarts = ds.iter().all(|d| d.kind == crate::report::DowntimeKind::Restart);
         let expected = if restarts {
             "restarts only (as long as it takes to start)".to_string()
         } else if ds.iter().all(|d| d.expected_secs.is_some()) {

@@ -126,6 +126,9 @@ pub struct ResourceReport {
 pub struct Downtime {
     /// The unit (`docker.service`).
     pub unit: String,
+    /// What takes it down.
+    #[serde(default)]
+    pub kind: DowntimeKind,
     /// How long it is expected to be down, in seconds (`None`: not known,
     /// see [`Downtime::expected`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,12 +141,27 @@ pub struct Downtime {
     pub actual_secs: Option<f64>,
 }
 
+/// What takes a unit down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DowntimeKind {
+    /// A step stops it, does its work, and starts it again (a migration,
+    /// a switch back).
+    #[default]
+    Stop,
+    /// A restart: down for as long as it takes to start.
+    Restart,
+    /// A step reported it down although the review did not foresee it.
+    Unforeseen,
+}
+
 impl Downtime {
     /// A restart: down for the time the unit takes to start.
     #[must_use]
     pub fn restart(unit: &str) -> Self {
         Self {
             unit: unit.to_string(),
+            kind: DowntimeKind::Restart,
             expected_secs: None,
             expected: "a restart: as long as the unit takes to start".into(),
             actual_secs: None,

@@ -400,6 +400,7 @@ fn measured_downtime(o: &Output, downtime: &mut Vec<Downtime>) {
             Some(d) => d.actual_secs = Some(secs),
             None => downtime.push(Downtime {
                 unit: unit.to_string(),
+                kind: crate::report::DowntimeKind::Unforeseen,
                 expected_secs: None,
                 expected: "not foreseen by the review".into(),
                 actual_secs: Some(secs),
