@@ -223,15 +223,10 @@ fn unit_id(name: &str) -> String {
     }
 }
 
-/// Whether a unit is in the list already (alone, or with why it stops).
-fn named(list: &[String], id: &str) -> bool {
-    list.iter().any(|s| s.split(' ').next() == Some(id))
-}
-
 /// What a migration stops, in words for the review: the listed units that
 /// run, the running units that can start them again, and the listed ones
 /// that do not run (left alone).
-fn downtime(stop: &[String], units: &[UnitState]) -> String {
+fn stopped_in_words(stop: &[String], units: &[UnitState]) -> String {
     if stop.is_empty() {
         return String::new();
     }
@@ -239,25 +234,18 @@ fn downtime(stop: &[String], units: &[UnitState]) -> String {
         // No systemd to ask (or it did not answer): the plan's list as written.
         return format!("; services stopped meanwhile (those running): {}", stop.join(", "));
     }
-    let find = |id: &str| units.iter().find(|u| u.id == id);
-    let mut stopped: Vec<String> = Vec::new();
-    let mut idle = Vec::new();
-    for name in stop {
-        let id = unit_id(name);
-        match find(&id) {
-            Some(u) if u.runs() => {
-                if !named(&stopped, &id) {
-                    stopped.push(id.clone());
-                }
-            }
-            _ => idle.push(id.clone()),
-        }
-        for t in find(&id).map(|u| u.triggered_by.as_slice()).unwrap_or_default() {
-            if find(t).is_some_and(UnitState::runs) && !named(&stopped, t) {
-                stopped.push(format!("{t} (it can start {id})"));
-            }
-        }
-    }
+    let stopped: Vec<String> = units_stopped(stop, units)
+        .into_iter()
+        .map(|s| match s.starts {
+            Some(listed) => format!("{} (it can start {listed})", s.id),
+            None => s.id,
+        })
+        .collect();
+    let idle: Vec<String> = stop
+        .iter()
+        .map(|name| unit_id(name))
+        .filter(|id| !units.iter().any(|u| &u.id == id && u.runs()))
+        .collect();
     let mut out = if stopped.is_empty() {
         "; no unit to stop".to_string()
     } else {
@@ -277,19 +265,34 @@ fn read_rate(dev: Option<&str>, rate: Option<&str>) -> Option<(String, u64)> {
     (bytes > 0.0 && secs > 0.0).then(|| (dev.unwrap_or("?").trim().to_string(), (bytes / secs) as u64))
 }
 
+/// A unit a migration stops.
+struct Stopped {
+    /// Its id.
+    id: String,
+    /// For a unit not in the list: the listed one it can start again
+    /// (a socket, a path unit).
+    starts: Option<String>,
+}
+
 /// The units a migration stops (those of `stop` that run, and the running
-/// units that trigger them), by id.
-fn units_stopped(stop: &[String], units: &[UnitState]) -> Vec<String> {
+/// units that trigger them), in the order they are named.
+fn units_stopped(stop: &[String], units: &[UnitState]) -> Vec<Stopped> {
     let find = |id: &str| units.iter().find(|u| u.id == id);
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<Stopped> = Vec::new();
     for name in stop {
         let id = unit_id(name);
-        if find(&id).is_some_and(UnitState::runs) && !out.contains(&id) {
-            out.push(id.clone());
+        if find(&id).is_some_and(UnitState::runs) && !out.iter().any(|s| s.id == id) {
+            out.push(Stopped {
+                id: id.clone(),
+                starts: None,
+            });
         }
         for t in find(&id).map(|u| u.triggered_by.as_slice()).unwrap_or_default() {
-            if find(t).is_some_and(UnitState::runs) && !out.contains(t) {
-                out.push(t.clone());
+            if find(t).is_some_and(UnitState::runs) && !out.iter().any(|s| &s.id == t) {
+                out.push(Stopped {
+                    id: t.clone(),
+                    starts: Some(id.clone()),
+                });
             }
         }
     }
@@ -619,7 +622,7 @@ fn migrate_change(p: &Params, s: &State) -> Change {
                 .as_deref()
                 .map(|c| format!("; then `{c}` runs"))
                 .unwrap_or_default();
-            format!("{}{then}", downtime(&m.stop, &s.units))
+            format!("{}{then}", stopped_in_words(&m.stop, &s.units))
         })
         .unwrap_or_default();
     Change::new(
@@ -1127,8 +1130,8 @@ impl Module for Mount {
         let (expected_secs, expected) = expected_downtime(s);
         units_stopped(&m.stop, &s.units)
             .into_iter()
-            .map(|unit| Downtime {
-                unit,
+            .map(|stopped| Downtime {
+                unit: stopped.id,
                 kind: DowntimeKind::Stop,
                 expected_secs,
                 expected: expected.clone(),
@@ -1444,19 +1447,19 @@ mod tests {
         assert_eq!(units.len(), 5);
         let stop = opts(&["docker", "containerd", "k3s"]);
         assert_eq!(
-            downtime(&stop, &units),
+            stopped_in_words(&stop, &units),
             "; units stopped meanwhile: docker.service, docker.socket (it can start docker.service), \
              containerd.service, k3s.path (it can start k3s.service); not running, left alone: k3s.service"
         );
         // Where systemd could not be asked, the list as the plan gives it.
         assert_eq!(
-            downtime(&stop, &[]),
+            stopped_in_words(&stop, &[]),
             "; services stopped meanwhile (those running): docker, containerd, k3s"
         );
-        assert_eq!(downtime(&[], &units), "");
+        assert_eq!(stopped_in_words(&[], &units), "");
         // A socket the plan lists itself is named once.
         assert_eq!(
-            downtime(&opts(&["docker.socket", "docker"]), &units),
+            stopped_in_words(&opts(&["docker.socket", "docker"]), &units),
             "; units stopped meanwhile: docker.socket, docker.service"
         );
     }
