@@ -141,18 +141,11 @@ impl Module for Undo {
     type State = UndoState;
 
     fn doc() -> ModuleDoc {
-        ModuleDoc {
-            summary: "Undoes what a run did to one path (made by `plumb rollback`).",
-            params: &[],
-            example: "",
-        }
+        ModuleDoc::internal("Undoes what a run did to one path (made by `plumb rollback`).")
     }
 
     fn claims(p: &UndoParams) -> Claims {
-        Claims {
-            manages: vec![Claim::Path(p.path.clone())],
-            ..Claims::default()
-        }
+        Claims::managing(Claim::Path(p.path.clone()))
     }
 
     fn probe(p: &UndoParams) -> Sh {
@@ -373,18 +366,11 @@ impl Module for SwitchBack {
     type State = SwitchState;
 
     fn doc() -> ModuleDoc {
-        ModuleDoc {
-            summary: "Switches a migrated mount point back to the old copy of its data (made by `plumb rollback --switch-back`).",
-            params: &[],
-            example: "",
-        }
+        ModuleDoc::internal("Switches a migrated mount point back to the old copy of its data (made by `plumb rollback --switch-back`).")
     }
 
     fn claims(p: &SwitchParams) -> Claims {
-        Claims {
-            manages: vec![Claim::Key("switch back", p.path.clone())],
-            ..Claims::default()
-        }
+        Claims::managing(Claim::Key("switch back", p.path.clone()))
     }
 
     fn probe(p: &SwitchParams) -> Sh {
@@ -535,18 +521,11 @@ impl Module for Restart {
     const REFRESHABLE: bool = true;
 
     fn doc() -> ModuleDoc {
-        ModuleDoc {
-            summary: "Restarts a service that a rolled-back file notifies (made by `plumb rollback`).",
-            params: &[],
-            example: "",
-        }
+        ModuleDoc::internal("Restarts a service that a rolled-back file notifies (made by `plumb rollback`).")
     }
 
     fn claims(p: &RestartParams) -> Claims {
-        Claims {
-            manages: vec![Claim::Key("service", p.unit.clone())],
-            ..Claims::default()
-        }
+        Claims::managing(Claim::Key("service", p.unit.clone()))
     }
 
     fn probe(p: &RestartParams) -> Sh {

@@ -12,7 +12,7 @@
 //! it replaces the old one.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, Prediction,
+    text_diff, Change, Changes, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, Prediction,
     ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
@@ -178,11 +178,7 @@ impl Module for DockerDaemon {
     }
 
     fn claims(p: &Params) -> Claims {
-        Claims {
-            provides: Vec::new(),
-            needs: vec![Claim::Path(p.path.clone())],
-            manages: vec![Claim::Path(p.path.clone())],
-        }
+        Claims::file(&p.path)
     }
 
     fn probe(_p: &Params) -> Sh {

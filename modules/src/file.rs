@@ -3,8 +3,8 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Account, Change, Changes, Claim, Claims, CompileCx, Failure, Fetch, FileMode, FileWrite, Module,
-    ModuleDoc, ParamDoc, PathQuery, Payload, Presence, ProbeOutput, Risk, Step,
+    text_diff, Account, Change, Changes, Claims, CompileCx, Failure, Fetch, FileMode, FileWrite, Module, ModuleDoc,
+    ParamDoc, PathQuery, Payload, Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
@@ -162,11 +162,7 @@ impl Module for File {
     }
 
     fn claims(p: &Params) -> Claims {
-        Claims {
-            provides: Vec::new(),
-            needs: vec![Claim::Path(p.path.clone())],
-            manages: vec![Claim::Path(p.path.clone())],
-        }
+        Claims::file(&p.path)
     }
 
     fn inspect(p: &Params) -> Vec<PathQuery> {

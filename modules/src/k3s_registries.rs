@@ -10,8 +10,7 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput,
-    Step,
+    text_diff, Change, Changes, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -247,11 +246,7 @@ impl Module for K3sRegistries {
     }
 
     fn claims(p: &Params) -> Claims {
-        Claims {
-            provides: Vec::new(),
-            needs: vec![Claim::Path(p.path.clone())],
-            manages: vec![Claim::Path(p.path.clone())],
-        }
+        Claims::file(&p.path)
     }
 
     fn inspect(p: &Params) -> Vec<PathQuery> {

@@ -34,6 +34,28 @@ pub struct Claims {
     pub manages: Vec<Claim>,
 }
 
+impl Claims {
+    /// A file's: it needs its folder (a path's managed ancestors) and
+    /// alone manages the path itself.
+    #[must_use]
+    pub fn file(path: &str) -> Self {
+        Claims {
+            provides: Vec::new(),
+            needs: vec![Claim::Path(path.to_string())],
+            manages: vec![Claim::Path(path.to_string())],
+        }
+    }
+
+    /// Only what it alone manages.
+    #[must_use]
+    pub fn managing(claim: Claim) -> Self {
+        Claims {
+            manages: vec![claim],
+            ..Claims::default()
+        }
+    }
+}
+
 /// Documentation of a module, shown by `plumb doc`.
 #[derive(Debug)]
 pub struct ModuleDoc {
@@ -43,6 +65,19 @@ pub struct ModuleDoc {
     pub params: &'static [ParamDoc],
     /// A resource in YAML.
     pub example: &'static str,
+}
+
+impl ModuleDoc {
+    /// A module plumb makes for itself (a rollback's steps): not written in
+    /// plans, so without parameters or an example.
+    #[must_use]
+    pub fn internal(summary: &'static str) -> Self {
+        ModuleDoc {
+            summary,
+            params: &[],
+            example: "",
+        }
+    }
 }
 
 /// Documentation of one parameter.
