@@ -719,11 +719,16 @@ fn load_with(plan: &Path, inventory: InventoryUsed, common: &Common, registry: &
     // Compile what is sound even when the plan has errors, so that every
     // problem is reported in one go.
     match compile(raw, &inv, registry, &sources, &opts) {
-        Ok(compiled) if diags.is_empty() => Ok(Loaded {
-            compiled,
-            sources,
-            inventory,
-        }),
+        Ok(compiled) if diags.is_empty() => {
+            for w in &compiled.warnings {
+                errln!("warning: {w}");
+            }
+            Ok(Loaded {
+                compiled,
+                sources,
+                inventory,
+            })
+        }
         Ok(_) => Err(report_diags(diags, &sources)),
         Err(d) => {
             diags.extend(d);

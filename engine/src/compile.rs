@@ -99,6 +99,9 @@ pub struct Compiled {
     pub sources: Sources,
     /// The options it was compiled with.
     pub options: CompileOptions,
+    /// What is worth saying but does not stop the run (a `--var` that
+    /// nothing reads), one sentence each.
+    pub warnings: Vec<String>,
 }
 
 /// Where a string in `node` (its keys included) holds a NUL byte: the
@@ -195,6 +198,8 @@ pub fn compile(
             Err(d) => per_host.push(dedup(d)),
         }
     }
+    let (unused, warnings) = unused_vars(&plan, inventory, sources, opts);
+    diags.extend(unused);
     if exact {
         diags.extend(per_host.into_iter().flatten());
     } else if let Some((first, others)) = per_host.split_first() {
@@ -214,7 +219,63 @@ pub fn compile(
         inventory: Arc::new(inventory.clone()),
         sources: sources.clone(),
         options: opts.clone(),
+        warnings,
     })
+}
+
+/// The `--var` names that nothing reads: neither a variable the plan or the
+/// inventory declares, nor a name written in the plan, its includes or the
+/// templates it read (as a word: `{{ docker_size }}`, `when: "docker_size"`).
+/// One spelt like a declared variable is an error: a misspelt
+/// `--var docker_sise=150G` would otherwise change nothing, and the diff
+/// would say so as if the volume were already that size. Any other is a
+/// warning (a wrapper may pass the same values to every plan).
+fn unused_vars(
+    plan: &RawPlan,
+    inventory: &Inventory,
+    sources: &Sources,
+    opts: &CompileOptions,
+) -> (Vec<Diag>, Vec<String>) {
+    let declared: BTreeSet<&str> = plan
+        .vars
+        .keys()
+        .chain(inventory.hosts.iter().flat_map(|h| h.vars.keys()))
+        .map(String::as_str)
+        .collect();
+    let texts = sources.all();
+    let written = |name: &str| {
+        texts.iter().any(|f| {
+            let t = f.text.as_bytes();
+            let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+            f.text.match_indices(name).any(|(at, _)| {
+                let end = at + name.len();
+                (at == 0 || !word(t[at - 1])) && (end == t.len() || !word(t[end]))
+            })
+        })
+    };
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    for name in opts
+        .vars
+        .keys()
+        .filter(|n| !declared.contains(n.as_str()) && !written(n))
+    {
+        let unused = format!(
+            "`--var {name}` is not used: the plan does not read it, and neither the plan nor the inventory declares it"
+        );
+        match crate::diag::did_you_mean(name, declared.iter().copied()) {
+            Some(near) => errors.push(
+                Diag {
+                    code: "plumb::cli::unused_var",
+                    message: unused,
+                    labels: Vec::new(),
+                    help: None,
+                }
+                .with_help(near),
+            ),
+            None => warnings.push(unused),
+        }
+    }
+    (errors, warnings)
 }
 
 /// Compile `plan` for one host again, now that its facts are known.
