@@ -448,7 +448,7 @@ fn the_phase1_storage_plan_previews_the_whole_chain_applies_then_converges() {
 /// fresh VM: previewed, applied, re-applied with nothing to do, and a hand
 /// edit of daemon.json reported as drift. The VM runs no systemd, Docker or
 /// k3s: `manage_services=false` skips the service resources and the pod
-/// check (the services are tested on real systemd in tests/services.rs), and
+/// check (the services are tested on real systemd in tests/lab/services.rs), and
 /// there is no Harbor to answer (`check_registry=false`).
 #[test]
 fn the_complete_phase1_plan_applies_converges_and_reports_drift() {
