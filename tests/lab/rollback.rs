@@ -328,7 +328,7 @@ fn a_rollback_reports_an_lv_growth_as_not_undoable_and_still_restores_the_config
     let dir = tempfile::Builder::new().prefix("plumb-rollback-lv-").tempdir().unwrap();
     let disk = storage::LoopDev::new(dir.path(), "pv", "64M");
     let vg = format!("plumb_rb_{}", std::process::id());
-    let _guard = VgGuard(vg.clone(), disk.dev.clone());
+    let _guard = storage::VgGuard(vg.clone(), vec![disk.dev.clone()]);
     storage::sh(&format!(
         "export LVM_SUPPRESS_FD_WARNINGS=1; vgcreate -q {vg} {0} >/dev/null && lvcreate -q -y -L 8M -n data {vg} >/dev/null",
         disk.dev
@@ -374,19 +374,4 @@ fn a_rollback_reports_an_lv_growth_as_not_undoable_and_still_restores_the_config
         "LVM_SUPPRESS_FD_WARNINGS=1 lvs --noheadings --units b --nosuffix -o lv_size {vg}/data"
     ));
     assert_eq!(size.trim(), (16 * 1024 * 1024).to_string(), "the growth stays");
-}
-
-/// Removes the test volume group before its loop device goes.
-struct VgGuard(String, String);
-
-impl Drop for VgGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -q -f {} >/dev/null 2>&1; pvremove -q -ff -y {} >/dev/null 2>&1",
-                self.0, self.1
-            ))
-            .status();
-    }
 }

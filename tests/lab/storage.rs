@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{expect, resource, Outcome};
-use storage::{has, manifest, sh, tricky_tree_script, LoopDev, MountNs};
+use storage::{has, manifest, sh, tricky_tree_script, LoopDev, MountNs, VgGuard};
 
 /// A test's machine: a temp folder, a mount namespace, and the fstab file.
 struct Rig {
@@ -842,23 +842,6 @@ fn filesystems_grow_to_fill_their_device_once() {
         } else {
             storage::skip(&format!("`{tool}` is not installed: {fstype} growth untested"));
         }
-    }
-}
-
-/// Removes a test volume group and its PVs' labels before the loop devices go.
-struct VgGuard(String, Vec<String>);
-
-impl Drop for VgGuard {
-    fn drop(&mut self) {
-        // `pvremove -ff` also clears a PV of a group that lost another PV.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -q -f {} >/dev/null 2>&1; pvremove -q -ff -y {} >/dev/null 2>&1",
-                self.0,
-                self.1.join(" ")
-            ))
-            .status();
     }
 }
 
