@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use crate::diag::{did_you_mean, Diag};
 use crate::plan::{read_source, Become, Located};
-use crate::source::{Sources, Span};
-use crate::yaml::{self, Value};
+use crate::source::Sources;
+use crate::yaml;
 
 /// How plumb reaches a host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -28,19 +28,68 @@ struct HostSpec {
     port: Option<u16>,
     user: Option<String>,
     #[serde(rename = "become")]
-    become_: Option<serde_json::Value>,
+    become_: Option<Become>,
     identity: Option<String>,
     connection: Option<Connection>,
     max_sessions: Option<u32>,
-    vars: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    vars: Vars,
 }
+
+/// Variables as written (see [`crate::template::written`]).
+type Vars = BTreeMap<String, yaml::Written>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupSpec {
     #[serde(default)]
-    hosts: Vec<String>,
-    vars: Option<BTreeMap<String, serde_json::Value>>,
+    hosts: Vec<Located>,
+    #[serde(default)]
+    vars: Vars,
+}
+
+/// An inventory file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    #[serde(default)]
+    defaults: Option<HostSpec>,
+    #[serde(default)]
+    hosts: Named<Option<HostSpec>>,
+    #[serde(default)]
+    groups: Named<Option<GroupSpec>>,
+}
+
+/// A mapping of names to settings, in file order, each name with its place.
+struct Named<T>(Vec<(Located, T)>);
+
+impl<T> Default for Named<T> {
+    fn default() -> Self {
+        Named(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Named<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of names to their settings")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Named<T>, E> {
+                Ok(Named::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Named<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = map.next_entry()? {
+                    items.push(item);
+                }
+                Ok(Named(items))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// One host, resolved from the inventory's defaults and its own settings.
@@ -177,167 +226,81 @@ pub fn load(sources: &Sources, path: &Path) -> Result<Inventory, Vec<Diag>> {
     let display = path.display().to_string();
     let id = read_source(sources, path, &display).map_err(|d| vec![d])?;
     let root = yaml::parse(sources, id).map_err(|d| vec![d])?;
-    let mut diags = Vec::new();
-    let mut defaults = HostSpec::default();
-    let mut hosts: Vec<(String, Span, HostSpec)> = Vec::new();
-    let mut groups: Vec<(String, GroupSpec, Vec<Located>)> = Vec::new();
-    let Some(entries) = root.as_map() else {
+    if root.as_map().is_none() {
         return Err(vec![Diag::new(
             "plumb::inventory::not_a_mapping",
             "an inventory is a mapping with `hosts:`",
             root.span,
             "",
         )]);
+    }
+    let (file, mut diags) = yaml::from_node_lenient::<InventoryFile>(&root, root.span);
+    let Some(file) = file else {
+        return Err(diags);
     };
-    for e in entries {
-        match e.key.as_str() {
-            "defaults" => match yaml::from_node::<HostSpec>(&e.value, e.key_span) {
-                Ok(mut d) => {
-                    d.vars = written_vars(&e.value).or(d.vars);
-                    defaults = d;
-                }
-                Err(d) => diags.extend(d),
-            },
-            "hosts" => match &e.value.value {
-                Value::Map(m) => {
-                    for h in m {
-                        let spec = if h.value.value == Value::Null {
-                            Ok(HostSpec::default())
-                        } else {
-                            yaml::from_node::<HostSpec>(&h.value, h.key_span)
-                        };
-                        match spec {
-                            Ok(mut s) => {
-                                s.vars = written_vars(&h.value).or(s.vars);
-                                hosts.push((h.key.clone(), h.key_span, s));
-                            }
-                            Err(d) => diags.extend(d),
-                        }
-                    }
-                }
-                Value::Null => {}
-                _ => diags.push(Diag::new(
-                    "plumb::plan::wrong_type",
-                    "`hosts` is a mapping of host names to their settings",
-                    e.value.span,
-                    "",
-                )),
-            },
-            "groups" => match &e.value.value {
-                Value::Map(m) => {
-                    for g in m {
-                        match yaml::from_node::<GroupSpec>(&g.value, g.key_span) {
-                            Ok(mut s) => {
-                                s.vars = written_vars(&g.value).or(s.vars);
-                                let members = g
-                                    .value
-                                    .get("hosts")
-                                    .and_then(|h| match &h.value.value {
-                                        Value::Seq(items) => Some(
-                                            items
-                                                .iter()
-                                                .map(|n| Located {
-                                                    value: n.as_str().unwrap_or_default().to_string(),
-                                                    span: n.span,
-                                                })
-                                                .collect(),
-                                        ),
-                                        _ => None,
-                                    })
-                                    .unwrap_or_default();
-                                groups.push((g.key.clone(), s, members));
-                            }
-                            Err(d) => diags.extend(d),
-                        }
-                    }
-                }
-                Value::Null => {}
-                _ => diags.push(Diag::new(
-                    "plumb::plan::wrong_type",
-                    "`groups` is a mapping of group names",
-                    e.value.span,
-                    "",
-                )),
-            },
-            other => diags.push(
+    let defaults = file.defaults.unwrap_or_default();
+    let groups: Vec<(String, GroupSpec)> = file
+        .groups
+        .0
+        .into_iter()
+        .map(|(name, spec)| (name.value, spec.unwrap_or_default()))
+        .collect();
+    let host_names: Vec<&str> = file.hosts.0.iter().map(|h| h.0.value.as_str()).collect();
+    diags.extend(
+        groups
+            .iter()
+            .flat_map(|g| &g.1.hosts)
+            .filter(|m| !host_names.contains(&m.value.as_str()))
+            .map(|m| {
                 Diag::new(
-                    "plumb::inventory::unknown_key",
-                    format!("unknown key `{other}` in inventory"),
-                    e.key_span,
+                    "plumb::inventory::unknown_host",
+                    format!("group member `{}` is not a host", m.value),
+                    m.span,
                     "",
                 )
-                .with_help_opt(did_you_mean(other, ["defaults", "hosts", "groups"])),
-            ),
-        }
+                .with_help_opt(did_you_mean(&m.value, host_names.iter().copied()))
+            }),
+    );
+    if !diags.is_empty() {
+        return Err(diags);
     }
-    let host_names: Vec<&str> = hosts.iter().map(|h| h.0.as_str()).collect();
-    for (_, _, members) in &groups {
-        for m in members {
-            if !host_names.contains(&m.value.as_str()) {
-                diags.push(
-                    Diag::new(
-                        "plumb::inventory::unknown_host",
-                        format!("group member `{}` is not a host", m.value),
-                        m.span,
-                        "",
-                    )
-                    .with_help_opt(did_you_mean(&m.value, host_names.iter().copied())),
-                );
-            }
-        }
-    }
-    let mut inv = Inventory {
-        path: Some(path.to_path_buf()),
-        hosts: Vec::new(),
-        groups: groups.iter().map(|(n, s, _)| (n.clone(), s.hosts.clone())).collect(),
-    };
-    for (name, span, spec) in hosts {
-        let become_ = match spec.become_.as_ref().or(defaults.become_.as_ref()) {
-            None | Some(serde_json::Value::Bool(false)) => Become::No,
-            Some(serde_json::Value::Bool(true)) => Become::Root,
-            Some(serde_json::Value::String(u)) if u == "root" => Become::Root,
-            Some(serde_json::Value::String(u)) => Become::User(u.clone()),
-            Some(_) => {
-                diags.push(Diag::new(
-                    "plumb::plan::wrong_type",
-                    "`become` is `true`, `false` or a user name",
-                    span,
-                    "",
-                ));
-                Become::No
-            }
-        };
-        let mut vars = defaults.vars.clone().unwrap_or_default();
+    let hosts = file.hosts.0.into_iter().map(|(name, spec)| {
+        let spec = spec.unwrap_or_default();
+        let name = name.value;
+        let mut vars = defaults.vars.clone();
         let mut member_of = Vec::new();
-        for (g, gs, _) in &groups {
-            if gs.hosts.contains(&name) {
+        for (g, gs) in &groups {
+            if gs.hosts.iter().any(|m| m.value == name) {
                 member_of.push(g.clone());
-                vars.extend(gs.vars.clone().unwrap_or_default());
+                vars.extend(gs.vars.clone());
             }
         }
-        vars.extend(spec.vars.clone().unwrap_or_default());
-        inv.hosts.push(Host {
-            address: spec.address.clone().unwrap_or_else(|| name.clone()),
+        vars.extend(spec.vars);
+        Host {
+            address: spec.address.unwrap_or_else(|| name.clone()),
             port: spec.port.or(defaults.port),
-            user: spec.user.clone().or_else(|| defaults.user.clone()),
+            user: spec.user.or_else(|| defaults.user.clone()),
             identity: spec
                 .identity
                 .as_ref()
                 .or(defaults.identity.as_ref())
                 .map(|p| expand_home(p)),
             connection: spec.connection.or(defaults.connection).unwrap_or_default(),
-            become_,
+            become_: spec.become_.or_else(|| defaults.become_.clone()).unwrap_or(Become::No),
             max_sessions: spec.max_sessions.or(defaults.max_sessions).unwrap_or(10).max(1),
-            vars,
+            vars: vars.into_iter().map(|(k, v)| (k, v.0)).collect(),
             groups: member_of,
             name,
-        });
-    }
-    if diags.is_empty() {
-        Ok(inv)
-    } else {
-        Err(diags)
-    }
+        }
+    });
+    Ok(Inventory {
+        path: Some(path.to_path_buf()),
+        hosts: hosts.collect(),
+        groups: groups
+            .iter()
+            .map(|(n, s)| (n.clone(), s.hosts.iter().map(|m| m.value.clone()).collect()))
+            .collect(),
+    })
 }
 
 fn expand_home(p: &str) -> PathBuf {
@@ -347,9 +310,72 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// The `vars:` of a host, group or the defaults, numbers and booleans with
-/// their spelling kept.
-fn written_vars(spec: &yaml::Node) -> Option<BTreeMap<String, serde_json::Value>> {
-    let vars = spec.get("vars")?.value.as_map()?;
-    Some(vars.iter().map(|v| (v.key.clone(), v.value.to_var_json())).collect())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(name: &str, text: &str) -> Result<Inventory, Vec<Diag>> {
+        let dir = std::env::temp_dir().join(format!("plumb-inventory-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inventory.yaml");
+        std::fs::write(&path, text).unwrap();
+        let r = load(&Sources::new(), &path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn every_bad_setting_of_every_host_and_every_unknown_member_is_reported_at_its_place() {
+        let text = "hosts:\n  a:\n    port: eighty\n  b:\n    port: 99999\n    adress: x\ngroups:\n  web:\n    hosts: [a, c]\n";
+        let errs = load_text("bad", text).unwrap_err();
+        let at = |d: &Diag| d.labels[0].0.offset;
+        let mut found: Vec<(usize, &str)> = errs.iter().map(|d| (at(d), d.code)).collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                (text.find("eighty").unwrap(), "plumb::plan::wrong_type"),
+                (text.find("99999").unwrap(), "plumb::plan::invalid_value"),
+                (text.find("adress").unwrap(), "plumb::plan::unknown_param"),
+                (text.find("c]").unwrap(), "plumb::inventory::unknown_host"),
+            ],
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|d| d.message == "wrong type: found string \"eighty\", expected a whole number from 0 to 65535"),
+            "a port is said as a user reads it: {errs:#?}"
+        );
+    }
+
+    #[test]
+    fn settings_and_variables_merge_in_order_and_keep_their_spelling() {
+        let text = "defaults:\n  user: ops\n  become: true\n  vars: {mode: 0640, who: d}\n\
+                    hosts:\n  a:\n    vars: {who: h}\n  b:\n    become: deploy\n    port: 2222\n\
+                    groups:\n  web:\n    hosts: [b]\n    vars: {who: g, n: 1e3}\n";
+        let inv = load_text("merge", text).unwrap();
+        let (a, b) = (inv.host("a").unwrap(), inv.host("b").unwrap());
+        assert_eq!(
+            (a.user.as_deref(), &a.become_, a.port),
+            (Some("ops"), &Become::Root, None)
+        );
+        assert_eq!((&b.become_, b.port), (&Become::User("deploy".into()), Some(2222)));
+        assert_eq!(a.vars["who"], "h");
+        assert_eq!(b.vars["who"], "g");
+        assert_eq!(b.groups, ["web"]);
+        assert_eq!(inv.groups, [("web".to_string(), vec!["b".to_string()])]);
+        let spelled = |v: &serde_json::Value| crate::template::written(v.clone(), "");
+        assert_ne!(a.vars["mode"], spelled(&640.into()), "the spelling 0640 is kept");
+        assert_eq!(crate::template::typed_value(&a.vars["mode"]), 640);
+        assert_eq!(crate::template::typed_value(&b.vars["n"]), 1000.0);
+    }
+
+    #[test]
+    fn a_become_that_is_not_a_user_name_is_refused_at_its_value() {
+        let text = "hosts:\n  a:\n    become: \"-oProxyCommand=x\"\n";
+        let errs = load_text("become", text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].message.contains("is not a user name"), "{}", errs[0].message);
+        assert_eq!(errs[0].labels[0].0.offset, text.find("\"-o").unwrap());
+    }
 }

@@ -9,6 +9,8 @@ use crate::diag::{did_you_mean, nearest, Diag};
 use crate::module::Registry;
 use crate::source::{SourceId, Sources, Span};
 use crate::yaml::{self, Node, Value};
+use serde::de::{self, Visitor};
+use serde::Deserialize;
 
 /// Keys of a resource beside its module key.
 pub const ENVELOPE_KEYS: &[&str] = &["id", "requires", "notify", "when", "hosts", "become", "sensitive"];
@@ -25,6 +27,17 @@ pub struct Located {
     pub span: Span,
 }
 
+impl<'de> Deserialize<'de> for Located {
+    /// A scalar as written, with its place (through [`yaml::from_node`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = yaml::Spanned::<String>::deserialize(d)?;
+        Ok(Located {
+            value: s.value,
+            span: s.span,
+        })
+    }
+}
+
 /// How a resource's commands are run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Become {
@@ -34,6 +47,160 @@ pub enum Become {
     Root,
     /// Through `sudo -n -u USER`.
     User(String),
+}
+
+impl<'de> Deserialize<'de> for Become {
+    /// `true`, `false` or a user name (one word, not an option), as a
+    /// resource's `become:` and an inventory's are written.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Become;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a user name")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Become, E> {
+                Ok(if b { Become::Root } else { Become::No })
+            }
+            fn visit_str<E: de::Error>(self, u: &str) -> Result<Become, E> {
+                if u == "root" {
+                    Ok(Become::Root)
+                } else if u.is_empty()
+                    || u.starts_with('-')
+                    || u.contains(|c: char| c.is_whitespace() || c.is_control())
+                {
+                    Err(E::custom(format!(
+                        "`{}` is not a user name\nhelp: `become` is `true`, `false` or the user to run as (`sudo -u USER`): one word, not starting with `-`",
+                        u.escape_debug()
+                    )))
+                } else {
+                    Ok(Become::User(u.to_string()))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The keys of a resource beside its module key, as written.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<ResourceId>,
+    #[serde(default)]
+    requires: StringList,
+    #[serde(default)]
+    notify: StringList,
+    #[serde(default, deserialize_with = "present")]
+    when: Option<yaml::Spanned<When>>,
+    #[serde(default, deserialize_with = "present")]
+    hosts: Option<StringList>,
+    #[serde(rename = "become", default, deserialize_with = "present")]
+    become_: Option<Become>,
+    #[serde(default)]
+    sensitive: bool,
+}
+
+/// A key that is present is read even when its value is null (`hosts:`
+/// with nothing after it selects no host, `become:` alone is an error).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A resource id: lowercase letters, digits, `-` and `_`.
+struct ResourceId(Located);
+
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = Located::deserialize(d)?;
+        if valid_id(&id.value) {
+            Ok(ResourceId(id))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid id `{}`\nhelp: ids are lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+                id.value
+            )))
+        }
+    }
+}
+
+/// `when:`: an expression or a boolean.
+enum When {
+    Expr(String),
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for When {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = When;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an expression (a string) or a boolean")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<When, E> {
+                Ok(When::Bool(b))
+            }
+            fn visit_str<E: de::Error>(self, e: &str) -> Result<When, E> {
+                Ok(When::Expr(e.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or a list of strings (null: none).
+#[derive(Default)]
+struct StringList(Vec<Located>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// One scalar, as text, or a list.
+        enum Written {
+            One(String),
+            Many(Vec<Located>),
+        }
+        impl<'de> Deserialize<'de> for Written {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Written;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string or a list of strings")
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<Written, E> {
+                        Ok(Written::One(s.to_string()))
+                    }
+                    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Written, E> {
+                        Ok(Written::One(b.to_string()))
+                    }
+                    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Written, E> {
+                        Ok(Written::One(i.to_string()))
+                    }
+                    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Written, E> {
+                        Ok(Written::One(f.to_string()))
+                    }
+                    fn visit_unit<E: de::Error>(self) -> Result<Written, E> {
+                        Ok(Written::Many(Vec::new()))
+                    }
+                    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Written, A::Error> {
+                        let mut items = Vec::new();
+                        while let Some(item) = seq.next_element::<Located>()? {
+                            items.push(item);
+                        }
+                        Ok(Written::Many(items))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        let w = yaml::Spanned::<Written>::deserialize(d)?;
+        Ok(StringList(match w.value {
+            Written::One(value) => vec![Located { value, span: w.span }],
+            Written::Many(items) => items,
+        }))
+    }
 }
 
 /// One resource as written.
@@ -443,14 +610,10 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
         return None;
     };
     let before = diags.len();
-    let mut id = None;
+    // Which key is the module is the one thing read by hand: the envelope
+    // around it is a struct.
+    let mut envelope = Vec::new();
     let mut modules = Vec::new();
-    let mut requires = Vec::new();
-    let mut notify = Vec::new();
-    let mut when = None;
-    let mut hosts = None;
-    let mut become_ = None;
-    let mut sensitive = false;
     let mut unknown_module = false;
     // Parameters of the resource's module written beside its key instead
     // of under it (a missing indentation): reported together, below.
@@ -462,127 +625,31 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
     let mut beside = Vec::new();
     for e in entries {
         match e.key.as_str() {
-            "id" => match e.value.scalar_text().as_deref() {
-                Some(s) if valid_id(s) => {
-                    id = Some(Located {
-                        value: s.to_string(),
-                        span: e.value.span,
-                    });
-                }
-                Some(s) => diags.push(
-                    Diag::new("plumb::plan::invalid_id", format!("invalid id `{s}`"), e.value.span, "")
-                        .with_help("ids are lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
-                ),
-                None => diags.push(wrong_type(&e.value, "a string")),
-            },
-            "requires" => match string_list(&e.value) {
-                Ok(v) => requires = v,
-                Err(d) => diags.push(d),
-            },
-            "notify" => match string_list(&e.value) {
-                Ok(v) => notify = v,
-                Err(d) => diags.push(d),
-            },
-            "when" => match &e.value.value {
-                Value::Str(_) | Value::Bool(_) => when = Some(e.value.clone()),
-                _ => diags.push(wrong_type(&e.value, "an expression (a string) or a boolean")),
-            },
-            "hosts" => match string_list(&e.value) {
-                Ok(v) => hosts = Some(v),
-                Err(d) => diags.push(d),
-            },
-            "become" => match &e.value.value {
-                Value::Bool(true) => become_ = Some(Become::Root),
-                Value::Bool(false) => become_ = Some(Become::No),
-                Value::Str(u) if u == "root" => become_ = Some(Become::Root),
-                Value::Str(u)
-                    if u.is_empty()
-                        || u.starts_with('-')
-                        || u.contains(|c: char| c.is_whitespace() || c.is_control()) =>
-                {
-                    diags.push(
-                        Diag::new("plumb::plan::invalid_value", format!("`{}` is not a user name", u.escape_debug()), e.value.span, "")
-                            .with_help("`become` is `true`, `false` or the user to run as (`sudo -u USER`): one word, not starting with `-`"),
-                    );
-                }
-                Value::Str(u) => become_ = Some(Become::User(u.clone())),
-                _ => diags.push(wrong_type(&e.value, "`true`, `false` or a user name")),
-            },
-            "sensitive" => match &e.value.value {
-                Value::Bool(b) => sensitive = *b,
-                _ => diags.push(wrong_type(&e.value, "a boolean")),
-            },
+            key if ENVELOPE_KEYS.contains(&key) => envelope.push(e.clone()),
             key if registry.get(key).is_some() => modules.push(e),
             key if module_params.contains(&key) => beside.push(e),
-            key => {
-                let modules_near = nearest(key, registry.names());
-                let envelope_near = nearest(key, ENVELOPE_KEYS.iter().copied());
-                let looks_like_module = matches!(e.value.value, Value::Map(_)) || key.contains('.');
-                if (looks_like_module && envelope_near.is_none()) || (modules_near.is_some() && envelope_near.is_none())
-                {
-                    unknown_module = true;
-                    let help = modules_near.map_or_else(
-                        || format!("the modules are {}", crate::diag::ticked(registry.names())),
-                        |m| format!("did you mean `{m}`?"),
-                    );
-                    diags.push(
-                        Diag::new(
-                            "plumb::plan::unknown_module",
-                            format!("unknown module `{key}`"),
-                            e.key_span,
-                            "no such module",
-                        )
-                        .with_help(help),
-                    );
-                } else {
-                    let help = envelope_near.map_or_else(
-                        || {
-                            format!(
-                                "a resource has `id`, one module key, and optionally {}",
-                                crate::diag::ticked(&ENVELOPE_KEYS[1..])
-                            )
-                        },
-                        |k| format!("did you mean `{k}`?"),
-                    );
-                    diags.push(
-                        Diag::new(
-                            "plumb::plan::unknown_key",
-                            format!("unknown key `{key}` in resource"),
-                            e.key_span,
-                            "not a resource key",
-                        )
-                        .with_help(help),
-                    );
-                }
-            }
+            _ => unknown_module |= unknown_key(e, registry, diags),
         }
     }
+    let envelope = Node {
+        value: Value::Map(envelope),
+        span: item.span,
+        raw: None,
+    };
+    let (envelope, errors, _) = yaml::from_node_partial::<Envelope>(&envelope, item.span);
+    diags.extend(errors);
+    let Envelope {
+        id,
+        requires,
+        notify,
+        when,
+        hosts,
+        become_,
+        sensitive,
+    } = envelope.unwrap_or_default();
+    let id = id.map(|i| i.0);
     if let (Some(m), Some(first)) = (modules.first(), beside.first()) {
-        let names = crate::diag::ticked(beside.iter().map(|e| &e.key));
-        let empty = matches!(m.value.value, Value::Null);
-        let are = if beside.len() == 1 { "is" } else { "are" };
-        let message = if empty {
-            format!("`{}:` has no parameters; {names} {are} written beside it", m.key)
-        } else {
-            format!("{names} {are} written beside `{}:` instead of under it", m.key)
-        };
-        let mut d = Diag::new(
-            "plumb::plan::params_beside_module",
-            message,
-            first.key_span,
-            "beside the module key",
-        );
-        for e in &beside[1..] {
-            d = d.with_label(e.key_span, "beside the module key");
-        }
-        diags.push(
-            d.with_label(m.key_span, if empty { "empty" } else { "its parameters" })
-                .with_help(if empty {
-                    format!("indent them under `{}:`", m.key)
-                } else {
-                    format!("move them into `{}:`'s parameters", m.key)
-                }),
-        );
+        diags.push(params_beside(m, first, &beside[1..]));
     }
     let span = item.span;
     if id.is_none() && diags.len() == before {
@@ -591,38 +658,8 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
                 .with_help("give every resource a unique `id: name`"),
         );
     }
-    let name = id.as_ref().map_or_else(String::new, |i| format!(" `{}`", i.value));
-    match modules.len() {
-        0 if !unknown_module => diags.push(
-            Diag::new(
-                "plumb::plan::no_module",
-                format!("resource{name} has no module key"),
-                id.as_ref().map_or(span, |i| i.span),
-                "",
-            )
-            .with_help("add one module key, such as `file:` or `directory:`; `plumb doc` lists every module"),
-        ),
-        0 | 1 => {}
-        _ => {
-            let mut d = Diag::new(
-                "plumb::plan::two_modules",
-                format!(
-                    "resource{name} has {} module keys: {}",
-                    modules.len(),
-                    modules
-                        .iter()
-                        .map(|m| format!("`{}`", m.key))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                ),
-                modules[0].key_span,
-                "one module",
-            );
-            for m in &modules[1..] {
-                d = d.with_label(m.key_span, "another module");
-            }
-            diags.push(d.with_help("a resource manages one thing: split it into two resources with their own ids"));
-        }
+    if !(modules.is_empty() && unknown_module) {
+        diags.extend(module_count(&modules, id.as_ref(), span));
     }
     if diags.len() != before {
         return None;
@@ -635,14 +672,127 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
             span: m.key_span,
         },
         params: m.value.clone(),
-        requires,
-        notify,
-        when,
-        hosts,
+        requires: requires.0,
+        notify: notify.0,
+        when: when.map(|w| Node {
+            value: match w.value {
+                When::Expr(e) => Value::Str(e),
+                When::Bool(b) => Value::Bool(b),
+            },
+            span: w.span,
+            raw: None,
+        }),
+        hosts: hosts.map(|h| h.0),
         become_,
         sensitive,
         span,
     })
+}
+
+/// A resource without a module key, or with two: the error (`id`: its
+/// id, if it has a valid one).
+fn module_count(modules: &[&yaml::Entry], id: Option<&Located>, span: Span) -> Option<Diag> {
+    let name = id.map_or_else(String::new, |i| format!(" `{}`", i.value));
+    match modules {
+        [] => Some(
+            Diag::new(
+                "plumb::plan::no_module",
+                format!("resource{name} has no module key"),
+                id.map_or(span, |i| i.span),
+                "",
+            )
+            .with_help("add one module key, such as `file:` or `directory:`; `plumb doc` lists every module"),
+        ),
+        [_] => None,
+        [first, rest @ ..] => {
+            let keys: Vec<String> = modules.iter().map(|m| format!("`{}`", m.key)).collect();
+            let mut d = Diag::new(
+                "plumb::plan::two_modules",
+                format!(
+                    "resource{name} has {} module keys: {}",
+                    modules.len(),
+                    keys.join(" and ")
+                ),
+                first.key_span,
+                "one module",
+            );
+            for m in rest {
+                d = d.with_label(m.key_span, "another module");
+            }
+            Some(d.with_help("a resource manages one thing: split it into two resources with their own ids"))
+        }
+    }
+}
+
+/// A key that is neither the envelope's nor a module's: reported as an
+/// unknown module when it looks like one (true), else as an unknown key.
+fn unknown_key(e: &yaml::Entry, registry: &Registry, diags: &mut Vec<Diag>) -> bool {
+    let key = e.key.as_str();
+    let modules_near = nearest(key, registry.names());
+    let envelope_near = nearest(key, ENVELOPE_KEYS.iter().copied());
+    let looks_like_module = matches!(e.value.value, Value::Map(_)) || key.contains('.');
+    if (looks_like_module || modules_near.is_some()) && envelope_near.is_none() {
+        let help = modules_near.map_or_else(
+            || format!("the modules are {}", crate::diag::ticked(registry.names())),
+            |m| format!("did you mean `{m}`?"),
+        );
+        diags.push(
+            Diag::new(
+                "plumb::plan::unknown_module",
+                format!("unknown module `{key}`"),
+                e.key_span,
+                "no such module",
+            )
+            .with_help(help),
+        );
+        return true;
+    }
+    let help = envelope_near.map_or_else(
+        || {
+            format!(
+                "a resource has `id`, one module key, and optionally {}",
+                crate::diag::ticked(&ENVELOPE_KEYS[1..])
+            )
+        },
+        |k| format!("did you mean `{k}`?"),
+    );
+    diags.push(
+        Diag::new(
+            "plumb::plan::unknown_key",
+            format!("unknown key `{key}` in resource"),
+            e.key_span,
+            "not a resource key",
+        )
+        .with_help(help),
+    );
+    false
+}
+
+/// Parameters of module `m` written beside its key (`first`, `rest`).
+fn params_beside(m: &yaml::Entry, first: &yaml::Entry, rest: &[&yaml::Entry]) -> Diag {
+    let names = crate::diag::ticked(std::iter::once(first).chain(rest.iter().copied()).map(|e| &e.key));
+    let empty = matches!(m.value.value, Value::Null);
+    let are = if rest.is_empty() { "is" } else { "are" };
+    let message = if empty {
+        format!("`{}:` has no parameters; {names} {are} written beside it", m.key)
+    } else {
+        format!("{names} {are} written beside `{}:` instead of under it", m.key)
+    };
+    let mut d = Diag::new(
+        "plumb::plan::params_beside_module",
+        message,
+        first.key_span,
+        "beside the module key",
+    );
+    for e in rest {
+        d = d.with_label(e.key_span, "beside the module key");
+    }
+    d.with_label(m.key_span, if empty { "empty" } else { "its parameters" })
+        .with_help(if empty {
+            format!("indent them under `{}:`", m.key)
+        } else {
+            format!("move them into `{}:`'s parameters", m.key)
+        })
 }
 
 fn check_references(plan: &RawPlan, registry: &Registry, diags: &mut Vec<Diag>) {

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{EdgeKind, HostPlan, HostResource};
 use crate::inventory::Host;
 use crate::journal::{parse_stats, stat_script, Keyed, PathRecord, PathState, RunRecord, Stat};
-use crate::module::{resource_of, Change, Changes, Claim, Claims, Module, ModuleDoc, ProbeOutput, Risk, Script, Step};
+use crate::module::{
+    resource_of, Change, Changes, Claim, Claims, Failure, Module, ModuleDoc, ProbeOutput, Risk, Script, Step,
+};
 use crate::plan::Become;
 use crate::report::{Downtime, Status};
 use crate::shell::Sh;
@@ -161,7 +163,7 @@ impl Module for Undo {
         stat_script(&items)
     }
 
-    fn parse(p: &UndoParams, out: &ProbeOutput) -> Result<UndoState, String> {
+    fn parse(p: &UndoParams, out: &ProbeOutput) -> Result<UndoState, Failure> {
         let n = if p.backup().is_some() { 2 } else { 1 };
         let mut stats = parse_stats(&out.stdout, n).into_iter();
         let now = stats
@@ -184,41 +186,44 @@ impl Module for Undo {
         })
     }
 
-    fn check(p: &UndoParams, s: &UndoState) -> Result<(), String> {
+    fn check(p: &UndoParams, s: &UndoState) -> Result<(), Failure> {
         if let Action::Restore { backup, sha256 } = &p.action {
             let Some(b) = &s.backup else {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "the backup `{backup}` of `{}` is missing: cannot restore it",
                     p.path
-                ));
+                )));
             };
             if b.kind == "directory" {
                 // A folder the rollback removed (empty): its metadata is
                 // all there is to restore.
                 return if s.now.as_ref().is_some_and(|n| n.kind != "directory") {
-                    Err(format!(
+                    Err(Failure::from(format!(
                         "`{}` is a {} now: not replaced by a folder",
                         p.path,
                         s.now.as_ref().map_or("", |n| n.kind.as_str())
-                    ))
+                    )))
                 } else {
                     Ok(())
                 };
             }
             let Some(want) = sha256 else {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "the record of run {} holds no hash of the backup `{backup}`: it cannot be verified, so it is not used",
                     p.run
-                ));
+                )));
             };
             if b.kind != "file" || b.sha256.as_ref() != Some(want) {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "the backup `{backup}` of `{}` was altered since run {} (its sha256 differs from the run's record): refusing to restore from it",
                     p.path, p.run
-                ));
+                )));
             }
             if s.now.as_ref().is_some_and(|n| n.kind == "directory") {
-                return Err(format!("`{}` is a directory now: not replaced by the backup", p.path));
+                return Err(Failure::from(format!(
+                    "`{}` is a directory now: not replaced by the backup",
+                    p.path
+                )));
             }
         }
         Ok(())
@@ -390,7 +395,7 @@ impl Module for SwitchBack {
             .raw("\necho \"mounted=$(findmnt -n -o SOURCE --mountpoint \"$path\" 2>/dev/null | head -n 1)\"\nif [ -d \"$old\" ] && [ ! -L \"$old\" ]; then echo old=1; else echo old=0; fi")
     }
 
-    fn parse(_p: &SwitchParams, out: &ProbeOutput) -> Result<SwitchState, String> {
+    fn parse(_p: &SwitchParams, out: &ProbeOutput) -> Result<SwitchState, Failure> {
         let text = String::from_utf8_lossy(&out.stdout);
         let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
         Ok(SwitchState {
@@ -399,12 +404,12 @@ impl Module for SwitchBack {
         })
     }
 
-    fn check(p: &SwitchParams, s: &SwitchState) -> Result<(), String> {
+    fn check(p: &SwitchParams, s: &SwitchState) -> Result<(), Failure> {
         if s.mounted.is_some() && !s.old_there {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "the old copy `{}` is gone: `{}` cannot be switched back to it",
                 p.old, p.path
-            ));
+            )));
         }
         Ok(())
     }
@@ -458,6 +463,7 @@ impl Module for SwitchBack {
             .val(&p.old)
             .raw("; units=")
             .val(p.units.join(" "));
+        sh.line(&crate::module::downtime_fn());
         sh.line(&Sh::raw_start(SWITCH_BACK));
         vec![Step::Run(Script {
             label: format!("switch {} back to {}", p.path, p.old),
@@ -479,9 +485,7 @@ t_stop=$(date +%s.%N)
 again() {
   [ -n "$active" ] || return 0
   systemctl start -- $active || say "could not start again:$active"
-  for u in $active; do
-    echo "plumb-downtime=$u $(awk -v a="$t_stop" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
-  done
+  plumb_downtime "$t_stop" $active
 }
 if [ -n "$active" ] && ! timeout 300 systemctl stop -- $active; then
   again; say "could not stop$active: nothing was switched"; exit 1
@@ -550,7 +554,7 @@ impl Module for Restart {
             .raw(" 2>/dev/null || true")
     }
 
-    fn parse(_p: &RestartParams, out: &ProbeOutput) -> Result<RestartState, String> {
+    fn parse(_p: &RestartParams, out: &ProbeOutput) -> Result<RestartState, Failure> {
         Ok(RestartState {
             active: String::from_utf8_lossy(&out.stdout).trim().to_string(),
         })

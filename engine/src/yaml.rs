@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::Spanned as SaphyrSpanned;
 
 use crate::diag::{did_you_mean, Diag};
 use crate::source::{offset_of, SourceId, Sources, Span};
@@ -242,7 +242,7 @@ pub fn parse(sources: &Sources, id: SourceId) -> Result<Node, Diag> {
     if text.trim().is_empty() {
         return Ok(Node::synthetic(Value::Map(Vec::new()), Span::new(id, 0, 0)));
     }
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+    match serde_saphyr::from_str::<SaphyrSpanned<Raw>>(text) {
         Ok(raw) => Ok(convert(raw, id, text)),
         Err(e) => {
             let msg = e
@@ -344,8 +344,8 @@ enum Raw {
     Int(i64),
     Float(f64),
     Str(String),
-    Seq(Vec<Spanned<Raw>>),
-    Map(Vec<(Spanned<String>, Spanned<Raw>)>),
+    Seq(Vec<SaphyrSpanned<Raw>>),
+    Map(Vec<(SaphyrSpanned<String>, SaphyrSpanned<Raw>)>),
 }
 
 impl<'de> Deserialize<'de> for Raw {
@@ -404,7 +404,7 @@ impl<'de> Deserialize<'de> for Raw {
     }
 }
 
-fn span_of<T>(s: &Spanned<T>, id: SourceId, text: &str) -> Span {
+fn span_of<T>(s: &SaphyrSpanned<T>, id: SourceId, text: &str) -> Span {
     let loc = s.referenced;
     let sp = loc.span();
     let offset = sp.byte_offset().map_or_else(
@@ -415,7 +415,7 @@ fn span_of<T>(s: &Spanned<T>, id: SourceId, text: &str) -> Span {
     Span::new(id, offset.min(text.len()), len)
 }
 
-fn convert(raw: Spanned<Raw>, id: SourceId, text: &str) -> Node {
+fn convert(raw: SaphyrSpanned<Raw>, id: SourceId, text: &str) -> Node {
     let span = span_of(&raw, id, text);
     let value = match raw.value {
         Raw::Null => Value::Null,
@@ -504,23 +504,35 @@ fn flow_len(text: &str) -> Option<usize> {
 /// no better place (e.g. a missing key: the mapping's owner key).
 ///
 /// # Errors
-/// Every unknown key (with did-you-mean) and the first type error, each as a
-/// diagnostic at its place.
+/// Every unknown key (with did-you-mean) and every type error that can be
+/// pinned to a mapping entry, nested ones included (a bad port of two
+/// hosts: both), each as a diagnostic at its place.
 pub fn from_node<T: DeserializeOwned>(node: &Node, anchor: Span) -> Result<T, Vec<Diag>> {
-    match from_node_partial(node, anchor) {
+    match read(node, anchor, true) {
         (Some(v), diags, _) if diags.is_empty() => Ok(v),
         (_, diags, _) => Err(diags),
     }
 }
 
 /// As [`from_node`], and also what could be read: the value without the
-/// mapping entries that hold errors (their keys are the third item), when
-/// the rest reads.
+/// entries that hold errors, when the rest reads.
+pub fn from_node_lenient<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Option<T>, Vec<Diag>) {
+    let (v, diags, _) = read(node, anchor, true);
+    (v, diags)
+}
+
+/// As [`from_node`] for a mapping of parameters, and also what could be
+/// read: the value without the top-level entries that hold errors (their
+/// keys are the third item), when the rest reads.
 pub fn from_node_partial<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Option<T>, Vec<Diag>, Vec<String>) {
+    read(node, anchor, false)
+}
+
+fn read<T: DeserializeOwned>(node: &Node, anchor: Span, deep: bool) -> (Option<T>, Vec<Diag>, Vec<String>) {
     // serde stops at a struct's first bad field. To report every bad
-    // parameter of a mapping at once, the entry that holds the error is
-    // left out and the rest is read again, until it reads or an error
-    // cannot be pinned to one entry.
+    // entry at once, the entry that holds the error is left out (`deep`:
+    // the innermost one) and the rest is read again, until it reads or an
+    // error cannot be pinned to an entry.
     let mut current: Option<Node> = None;
     let mut diags = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
@@ -531,9 +543,13 @@ pub fn from_node_partial<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Opt
             anchor,
             extra: &extra,
         });
-        // Unknown keys and the like: the first reading finds them all.
-        if current.is_none() {
-            diags.extend(extra.into_inner());
+        // Unknown keys and the like: the first reading finds those of the
+        // top level; nested ones (`deep`) may show up only once an entry
+        // before them is left out.
+        for d in extra.into_inner() {
+            if (current.is_none() || deep) && !diags.iter().any(|k: &Diag| k.code == d.code && k.labels == d.labels) {
+                diags.push(d);
+            }
         }
         let e = match result {
             Ok(v) => return (Some(v), diags, left_out),
@@ -546,19 +562,178 @@ pub fn from_node_partial<T: DeserializeOwned>(node: &Node, anchor: Span) -> (Opt
             diags.push(e.into_diag(anchor));
         }
         let next = current.get_or_insert_with(|| node.clone());
-        let (Some(at), Value::Map(entries)) = (at, &mut next.value) else {
-            return (None, diags, left_out);
-        };
+        match at.and_then(|at| remove_entry_at(next, at, deep)) {
+            Some(key) => left_out.push(key),
+            None => return (None, diags, left_out),
+        }
+    }
+}
+
+/// Remove the mapping entry of `node` whose key or value holds `at` (`deep`:
+/// the innermost such entry, through nested mappings and lists); its key.
+fn remove_entry_at(node: &mut Node, at: Span, deep: bool) -> Option<String> {
+    if !deep {
         let inside = |outer: Span| {
             at.source == outer.source && at.offset >= outer.offset && at.offset + at.len <= outer.offset + outer.len
         };
-        match entries
+        let Value::Map(entries) = &mut node.value else {
+            return None;
+        };
+        let i = entries
             .iter()
-            .position(|en| inside(en.value.span) || inside(en.key_span))
-        {
-            Some(i) => left_out.push(entries.remove(i).key),
-            None => return (None, diags, left_out),
+            .position(|en| inside(en.value.span) || inside(en.key_span))?;
+        return Some(entries.remove(i).key);
+    }
+    // A block collection's span does not cover its items: an entry runs
+    // from its key to the next one.
+    let within = |value: &Node| at.offset > value.span.offset && matches!(value.value, Value::Map(_) | Value::Seq(_));
+    match &mut node.value {
+        Value::Map(entries) => {
+            let i = entries
+                .iter()
+                .rposition(|en| en.key_span.source == at.source && en.key_span.offset <= at.offset)?;
+            if within(&entries[i].value) {
+                if let Some(key) = remove_entry_at(&mut entries[i].value, at, true) {
+                    return Some(key);
+                }
+            }
+            Some(entries.remove(i).key)
         }
+        Value::Seq(items) => items
+            .iter_mut()
+            .rev()
+            .find(|n| n.span.source == at.source && n.span.offset <= at.offset)
+            .filter(|n| within(n))
+            .and_then(|n| remove_entry_at(n, at, true)),
+        _ => None,
+    }
+}
+
+/// A value with the place it is written. Read through [`from_node`] it
+/// carries the span of its node (of its key, as a mapping's key);
+/// elsewhere, an empty span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// The newtype name by which [`Spanned`] asks [`NodeDe`] for its span.
+const SPANNED: &str = "$plumb::yaml::Spanned";
+/// The newtype name by which [`Written`] asks for the value as a variable.
+const WRITTEN: &str = "$plumb::yaml::Written";
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Spanned<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Spanned<T>, D::Error> {
+                Ok(Spanned {
+                    value: T::deserialize(d)?,
+                    span: Span::default(),
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Spanned<T>, A::Error> {
+                let mut n = || -> Result<usize, A::Error> {
+                    let v: u64 = seq.next_element()?.ok_or_else(|| de::Error::custom("span expected"))?;
+                    usize::try_from(v).map_err(de::Error::custom)
+                };
+                let (source, offset, len) = (n()?, n()?, n()?);
+                let source = SourceId(u32::try_from(source).map_err(de::Error::custom)?);
+                let value = seq.next_element()?.ok_or_else(|| de::Error::custom("value expected"))?;
+                Ok(Spanned {
+                    value,
+                    span: Span::new(source, offset, len),
+                })
+            }
+        }
+        d.deserialize_newtype_struct(SPANNED, V(std::marker::PhantomData))
+    }
+}
+
+/// A variable's value as written: numbers and booleans keep their spelling
+/// (see [`Node::to_var_json`]) when read through [`from_node`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written(pub serde_json::Value);
+
+impl<'de> Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Written;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Written, D::Error> {
+                serde_json::Value::deserialize(d).map(Written)
+            }
+        }
+        d.deserialize_newtype_struct(WRITTEN, V)
+    }
+}
+
+/// The three numbers of a span, then the value: what [`Spanned`] reads.
+struct SpanSeq<D> {
+    span: Span,
+    step: u8,
+    value: Option<D>,
+}
+
+impl<'de, D: serde::Deserializer<'de, Error = DeError>> de::SeqAccess<'de> for SpanSeq<D> {
+    type Error = DeError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+        self.step += 1;
+        let number = match self.step {
+            1 => u64::from(self.span.source.0),
+            2 => self.span.offset as u64,
+            3 => self.span.len as u64,
+            _ => {
+                return match self.value.take() {
+                    Some(d) => seed.deserialize(d).map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        seed.deserialize(IntoDeserializer::<DeError>::into_deserializer(number))
+            .map(Some)
+    }
+}
+
+/// A mapping's key, which may be read as a [`Spanned`] string.
+struct KeyDe<'a> {
+    key: &'a str,
+    span: Span,
+}
+
+impl<'de> serde::Deserializer<'de> for KeyDe<'_> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_str(self.key)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+        if name == SPANNED {
+            let value: de::value::StrDeserializer<'_, DeError> = self.key.into_deserializer();
+            visitor.visit_seq(SpanSeq {
+                span: self.span,
+                step: 0,
+                value: Some(value),
+            })
+        } else {
+            visitor.visit_newtype_struct(self)
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
     }
 }
 
@@ -613,8 +788,15 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        let expected = exp.to_string();
-        let help = if expected.contains("string") || expected.contains("path") {
+        let expected = plain_expected(exp.to_string());
+        let scalar = matches!(
+            unexp,
+            de::Unexpected::Bool(_)
+                | de::Unexpected::Signed(_)
+                | de::Unexpected::Unsigned(_)
+                | de::Unexpected::Float(_)
+        );
+        let help = if scalar && (expected.contains("string") || expected.contains("path")) {
             Some("quote the value to make it a string".to_string())
         } else {
             None
@@ -624,6 +806,15 @@ impl de::Error for DeError {
             span: None,
             code: "plumb::plan::wrong_type",
             help,
+        }
+    }
+
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        Self {
+            message: format!("invalid value: {unexp}, expected {}", plain_expected(exp.to_string())),
+            span: None,
+            code: "plumb::plan::invalid_value",
+            help: None,
         }
     }
 
@@ -644,6 +835,20 @@ impl de::Error for DeError {
             code: "plumb::plan::missing_param",
             help: None,
         }
+    }
+}
+
+/// What serde calls a Rust type (`u16`), as a user reads it.
+fn plain_expected(expected: String) -> String {
+    let range = |max: u64| format!("a whole number from 0 to {max}");
+    match expected.as_str() {
+        "u8" => range(u8::MAX.into()),
+        "u16" => range(u16::MAX.into()),
+        "u32" => range(u32::MAX.into()),
+        "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        _ => expected,
     }
 }
 
@@ -669,7 +874,7 @@ impl<'a> NodeDe<'a> {
 
     fn unexpected(&self) -> de::Unexpected<'a> {
         match &self.node.value {
-            Value::Null => de::Unexpected::Unit,
+            Value::Null => de::Unexpected::Other("null"),
             Value::Bool(b) => de::Unexpected::Bool(*b),
             Value::Int(i) => de::Unexpected::Signed(*i),
             Value::Float(f) => de::Unexpected::Float(*f),
@@ -787,8 +992,19 @@ impl<'de> serde::Deserializer<'de> for NodeDe<'_> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+        let span = self.node.span;
+        match name {
+            SPANNED => visitor.visit_seq(SpanSeq {
+                span,
+                step: 0,
+                value: Some(self),
+            }),
+            WRITTEN => visitor
+                .visit_newtype_struct(self.node.to_var_json())
+                .map_err(|e| <DeError as de::Error>::custom(e).at(span)),
+            _ => visitor.visit_newtype_struct(self),
+        }
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -834,7 +1050,10 @@ impl<'de> de::MapAccess<'de> for MapDe<'_, '_> {
                 continue;
             }
             self.value = Some(&e.value);
-            let key: de::value::StrDeserializer<'_, DeError> = e.key.as_str().into_deserializer();
+            let key = KeyDe {
+                key: &e.key,
+                span: e.key_span,
+            };
             return seed.deserialize(key).map(Some).map_err(|err| err.at(e.key_span));
         }
         Ok(None)

@@ -6,7 +6,7 @@
 //! assertion's own probe, so a check that follows a change (growing a volume)
 //! sees the new state. `command` runs a read-only check on the host.
 
-use plumb_engine::module::{Changes, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Step};
+use plumb_engine::module::{Changes, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Step};
 use plumb_engine::shell::Sh;
 use plumb_engine::template::Vars;
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ impl Module for Assert {
         Sh::raw_start(":")
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let mut failures = Vec::new();
         if let Some(cmd) = &p.command {
             let rc: i32 = out
@@ -186,15 +186,15 @@ impl Module for Assert {
         }
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         if s.failures.is_empty() {
             return Ok(());
         }
         let detail = s.failures.join("\n");
-        Err(match &p.message {
+        Err(Failure::from(match &p.message {
             Some(m) => format!("assertion failed: {m}\n{detail}"),
             None => format!("assertion failed: {detail}"),
-        })
+        }))
     }
 
     fn predict(_p: &Params, _s: &State) -> Prediction<State> {

@@ -2,7 +2,7 @@
 //! `unless`, `onlyif`), so that a second run converges instead of running it
 //! again; guards are read-only checks evaluated in the batched probe.
 
-use plumb_engine::module::{Change, Changes, CompileCx, Module, ModuleDoc, ParamDoc, ProbeOutput, Risk, Step};
+use plumb_engine::module::{Change, Changes, CompileCx, Failure, Module, ModuleDoc, ParamDoc, ProbeOutput, Risk, Step};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +122,7 @@ impl Module for Command {
         s
     }
 
-    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let flag = |k: &str| f.get(k).map(|v| v == "1");
         Ok(State {

@@ -7,7 +7,8 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput, Step,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput,
+    Step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -247,7 +248,7 @@ impl Module for ContainerdHosts {
         inspect_config(&p.path)
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let file = parse_config(&p.path, out)?;
         let doc = file.document(read_doc);
         Ok(State { file, doc })

@@ -2,8 +2,8 @@
 //! needs `recursive: true` and is a destructive change.
 
 use plumb_engine::module::{
-    Account, Change, Changes, Claim, Claims, CompileCx, FileMode, Module, ModuleDoc, ParamDoc, PathQuery, Presence,
-    ProbeOutput, Risk, Step,
+    Account, Change, Changes, Claim, Claims, CompileCx, Failure, FileMode, Module, ModuleDoc, ParamDoc, PathQuery,
+    Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -158,26 +158,24 @@ impl Module for Directory {
         }
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let (info, _) = observed(out, &p.path)?;
         let entries = f.get("entries").and_then(|e| e.trim().parse().ok()).unwrap_or(0);
         match info.kind {
             Kind::None | Kind::Directory => {}
             k if p.state == Presence::Present => {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "`{}` exists and is a {}, not a directory",
                     p.path,
                     k.describe()
-                ))
+                )))
             }
             _ => {}
         }
         if p.state == Presence::Absent && entries > 0 && !p.recursive {
-            return Err(format!(
-                "`{}` is not empty ({entries} entries): set `recursive: true` to remove it with its contents",
-                p.path
-            ));
+            return Err(Failure::from(format!("`{}` is not empty ({entries} entries)", p.path))
+                .with_hint("set `recursive: true` to remove it with its contents"));
         }
         Ok(State { info, entries })
     }

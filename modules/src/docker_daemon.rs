@@ -12,7 +12,7 @@
 //! it replaces the old one.
 
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, Prediction,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, Prediction,
     ProbeOutput, Step,
 };
 use plumb_engine::shell::Sh;
@@ -195,7 +195,7 @@ impl Module for DockerDaemon {
         inspect_config(&p.path)
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let file = parse_config(&p.path, out)?;
         let doc = file.document(read_doc);
         Ok(State {
@@ -205,13 +205,13 @@ impl Module for DockerDaemon {
         })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         match &s.doc {
-            Err(e) if !p.replace => Err(format!(
-                "`{}` is not valid JSON ({e}); plumb leaves it untouched: fix it by hand, or set \
-                 `replace: true` to overwrite it with exactly `settings`",
+            Err(e) if !p.replace => Err(Failure::from(format!(
+                "`{}` is not valid JSON ({e}); plumb leaves it untouched",
                 p.path
-            )),
+            ))
+            .with_hint("fix it by hand, or set `replace: true` to overwrite it with exactly `settings`")),
             _ => Ok(()),
         }
     }

@@ -3,8 +3,8 @@
 //! (`template`); it is written atomically and verified by sha256 on the host.
 
 use plumb_engine::module::{
-    text_diff, Account, Change, Changes, Claim, Claims, CompileCx, Fetch, FileMode, FileWrite, Module, ModuleDoc,
-    ParamDoc, PathQuery, Payload, Presence, ProbeOutput, Risk, Step,
+    text_diff, Account, Change, Changes, Claim, Claims, CompileCx, Failure, Fetch, FileMode, FileWrite, Module,
+    ModuleDoc, ParamDoc, PathQuery, Payload, Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use plumb_engine::write::backup_lines;
@@ -189,12 +189,15 @@ impl Module for File {
         }
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let (info, sha256) = observed(out, &p.path)?;
         match (info.kind, p.state) {
-            (Kind::Directory, _) => return Err(format!("`{}` is a directory, not a file", p.path)),
+            (Kind::Directory, _) => return Err(Failure::from(format!("`{}` is a directory, not a file", p.path))),
             (Kind::Other, Presence::Present) => {
-                return Err(format!("`{}` is a special file, not a regular file", p.path))
+                return Err(Failure::from(format!(
+                    "`{}` is a special file, not a regular file",
+                    p.path
+                )))
             }
             _ => {}
         }

@@ -6,7 +6,8 @@
 //! filesystem's own rounding).
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk, Step,
+    Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk,
+    Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -176,34 +177,38 @@ impl Module for Filesystem {
         blockdev::probe("dev", &p.dev)
     }
 
-    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         Ok(State {
             dev: blockdev::parse("dev", &f)?,
         })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         let d = &s.dev;
         if !d.exists() {
-            return Err(format!("device `{}` does not exist (or is not a block device)", p.dev));
+            return Err(Failure::from(format!(
+                "device `{}` does not exist (or is not a block device)",
+                p.dev
+            )));
         }
         if p.matches(d) {
             return Ok(());
         }
         if let Some(what) = d.holds() {
             if let Some(m) = &d.mount {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "`{}` holds {what} and is mounted at `{m}`: plumb never formats a mounted device",
                     p.dev
-                ));
+                )));
             }
             if !p.force {
-                return Err(format!(
-                    "`{}` holds {what}, not {}: refusing to format it; set `force: true` to erase it (destructive)",
+                return Err(Failure::from(format!(
+                    "`{}` holds {what}, not {}: refusing to format it",
                     p.dev,
                     p.fstype.as_str()
-                ));
+                ))
+                .with_hint("set `force: true` to erase it (destructive)"));
             }
         }
         Ok(())

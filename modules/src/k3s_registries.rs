@@ -10,7 +10,8 @@
 
 use indexmap::IndexMap;
 use plumb_engine::module::{
-    text_diff, Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput, Step,
+    text_diff, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, PathQuery, ProbeOutput,
+    Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -257,7 +258,7 @@ impl Module for K3sRegistries {
         inspect_config(&p.path)
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let file = parse_config(&p.path, out)?;
         let doc = file.document(read_doc);
         Ok(State { file, doc })

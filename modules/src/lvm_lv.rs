@@ -7,8 +7,8 @@
 //! always for XFS, which cannot shrink.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, Presence, ProbeOutput, Risk,
-    Step,
+    Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction, Presence, ProbeOutput,
+    Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -250,7 +250,7 @@ impl Module for LogicalVolume {
         s
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let dev = blockdev::parse("lv", &f)?;
         let sec = sections(out.body().unwrap_or_default(), "");
@@ -275,63 +275,70 @@ impl Module for LogicalVolume {
         Ok(State { group, volume, dev })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         let lv = format!("{}/{}", p.vg, p.name);
         let Some(g) = &s.group else {
             if p.state == Presence::Absent {
                 return Ok(());
             }
-            return Err(format!("volume group `{}` does not exist", p.vg));
+            return Err(Failure::from(format!("volume group `{}` does not exist", p.vg)));
         };
         match plan(p, s) {
             Plan::Converged => Ok(()),
             Plan::Remove => {
                 if let Some(m) = &s.dev.mount {
-                    return Err(format!("`{lv}` is mounted at `{m}`: unmount it before removing it"));
+                    return Err(
+                        Failure::from(format!("`{lv}` is mounted at `{m}`")).with_hint("unmount it before removing it")
+                    );
                 }
                 if s.volume.as_ref().is_some_and(VolumeInfo::open) {
-                    return Err(format!(
+                    return Err(Failure::from(format!(
                         "`{lv}` is open (in use by a process or another device): refusing to remove it"
-                    ));
+                    )));
                 }
                 Ok(())
             }
             Plan::Create(want) => {
                 if want == 0 {
-                    return Err(format!("volume group `{}` has no free space for `{lv}`", p.vg));
+                    return Err(Failure::from(format!(
+                        "volume group `{}` has no free space for `{lv}`",
+                        p.vg
+                    )));
                 }
                 if want > g.free_extents {
-                    return Err(format!(
+                    return Err(Failure::from(format!(
                         "`{lv}` needs {} but volume group `{}` has {} free",
                         human(want * g.extent),
                         p.vg,
                         human(g.free_extents * g.extent)
-                    ));
+                    )));
                 }
                 Ok(())
             }
             Plan::Grow(want) => {
                 let cur = s.volume.as_ref().map_or(0, |v| v.extents);
                 if want - cur > g.free_extents {
-                    return Err(format!(
+                    return Err(Failure::from(format!(
                         "growing `{lv}` to {} needs {} more but volume group `{}` has {} free",
                         human(want * g.extent),
                         human((want - cur) * g.extent),
                         p.vg,
                         human(g.free_extents * g.extent)
-                    ));
+                    )));
                 }
                 if p.grow_fs && !s.dev.exists() {
-                    return Err(format!(
-                        "`{lv}` is not active, so its filesystem cannot be grown with it: activate it (lvchange -ay {lv}) or set `grow_fs: false`"
-                    ));
+                    return Err(Failure::from(format!(
+                        "`{lv}` is not active, so its filesystem cannot be grown with it"
+                    ))
+                    .with_hint(format!("activate it (lvchange -ay {lv}) or set `grow_fs: false`")));
                 }
                 if p.grow_fs {
                     if let Some(t) = s.dev.sig_type.as_deref().filter(|t| FsType::growable(t).is_none()) {
-                        return Err(format!(
-                            "`{lv}` holds {} which plumb cannot grow: set `grow_fs: false` to grow the volume alone",
+                        return Err(Failure::from(format!(
+                            "`{lv}` holds {} which plumb cannot grow",
                             s.dev.holds().unwrap_or_else(|| t.to_string())
-                        ));
+                        ))
+                        .with_hint("set `grow_fs: false` to grow the volume alone"));
                     }
                 }
                 Ok(())
@@ -340,29 +347,30 @@ impl Module for LogicalVolume {
                 let cur = s.volume.as_ref().map_or(0, |v| v.extents);
                 let what = format!("{} to {}", human(cur * g.extent), human(want * g.extent));
                 if !p.allow_shrink {
-                    return Err(format!(
-                        "`{lv}` would shrink from {what}: refused; set `allow_shrink: true` if data past the new end may be lost"
-                    ));
+                    return Err(Failure::from(format!("`{lv}` would shrink from {what}: refused"))
+                        .with_hint("set `allow_shrink: true` if data past the new end may be lost"));
                 }
                 if !s.dev.exists() {
-                    return Err(format!(
+                    return Err(Failure::from(format!(
                         "`{lv}` is not active, so what it holds cannot be checked: refusing to shrink it from {what}"
-                    ));
+                    )));
                 }
                 match (s.dev.sig_type.as_deref().and_then(FsType::growable), &s.dev.mount) {
-                    (Some(FsType::Xfs), _) => Err(format!(
+                    (Some(FsType::Xfs), _) => Err(Failure::from(format!(
                         "`{lv}` holds XFS, which cannot shrink: refusing to shrink it from {what}"
-                    )),
-                    (Some(FsType::Ext4), Some(m)) => Err(format!(
-                        "`{lv}` holds ext4 mounted at `{m}`, which cannot shrink while mounted: unmount it first"
-                    )),
-                    (Some(FsType::Btrfs), None) => Err(format!(
-                        "`{lv}` holds Btrfs, which shrinks only while mounted: mount it first"
-                    )),
-                    (None, _) if s.dev.sig_type.is_some() => Err(format!(
+                    ))),
+                    (Some(FsType::Ext4), Some(m)) => Err(Failure::from(format!(
+                        "`{lv}` holds ext4 mounted at `{m}`, which cannot shrink while mounted"
+                    ))
+                    .with_hint("unmount it first")),
+                    (Some(FsType::Btrfs), None) => Err(Failure::from(format!(
+                        "`{lv}` holds Btrfs, which shrinks only while mounted"
+                    ))
+                    .with_hint("mount it first")),
+                    (None, _) if s.dev.sig_type.is_some() => Err(Failure::from(format!(
                         "`{lv}` holds {}, which plumb cannot shrink",
                         s.dev.holds().unwrap_or_default()
-                    )),
+                    ))),
                     _ => Ok(()),
                 }
             }
@@ -557,6 +565,11 @@ mod tests {
     fn shrinking_is_refused_by_default() {
         let p = params("1G");
         let e = LogicalVolume::check(&p, &state(1000, 0, Some(512))).unwrap_err();
-        assert!(e.contains("allow_shrink"), "{e}");
+        assert!(e.what == "`vg/lv` would shrink from 2 GiB to 1 GiB: refused", "{e}");
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("set `allow_shrink: true` if data past the new end may be lost"),
+            "what to do is a hint of its own"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! but not in the plan is reported as drift. Other groups on the host, even
 //! broken ones (missing PVs), are left alone and do not disturb the probe.
 
-use plumb_engine::module::{Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, ProbeOutput, Step};
+use plumb_engine::module::{
+    Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, ProbeOutput, Step,
+};
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +208,7 @@ impl Module for VolumeGroup {
         s
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let devices = (0..p.pvs.len())
             .map(|i| blockdev::parse(&format!("pv{i}"), &f))
@@ -245,35 +247,38 @@ impl Module for VolumeGroup {
         Ok(State { group, pvs, devices })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         if let Some(g) = &s.group {
             if g.missing_pvs > 0 {
-                return Err(format!(
-                    "volume group `{}` has {} missing PV(s): repair it (vgreduce --removemissing, or bring the disk back) first",
-                    p.name, g.missing_pvs
-                ));
+                return Err(
+                    Failure::from(format!("volume group `{}` has {} missing PV(s)", p.name, g.missing_pvs))
+                        .with_hint("repair it (vgreduce --removemissing, or bring the disk back) first"),
+                );
             }
         }
         for (name, d) in p.pvs.iter().zip(&s.devices) {
             if !d.exists() {
-                return Err(format!("device `{name}` does not exist (or is not a block device)"));
+                return Err(Failure::from(format!(
+                    "device `{name}` does not exist (or is not a block device)"
+                )));
             }
             match s.pv_of(d) {
                 Some(pv) if pv.vg == p.name || pv.vg.is_empty() => {}
                 Some(pv) => {
-                    return Err(format!(
+                    return Err(Failure::from(format!(
                         "`{name}` is a physical volume of another volume group, `{}`: plumb does not move PVs between groups",
                         pv.vg
-                    ))
+                    )))
                 }
                 None => {
                     if let Some(what) = d.holds() {
-                        return Err(format!(
-                            "`{name}` holds {what}: refusing to make it a physical volume (wipe it yourself if its data is not needed)"
-                        ));
+                        return Err(Failure::from(format!(
+                            "`{name}` holds {what}: refusing to make it a physical volume"
+                        ))
+                        .with_hint("wipe it yourself if its data is not needed"));
                     }
                     if let Some(m) = &d.mount {
-                        return Err(format!("`{name}` is mounted at `{m}`"));
+                        return Err(Failure::from(format!("`{name}` is mounted at `{m}`")));
                     }
                 }
             }

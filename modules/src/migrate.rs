@@ -23,6 +23,7 @@
 //! old data where and as it was; a failure to mount at the path undoes the
 //! switch the same way.
 
+use plumb_engine::module::downtime_fn;
 use plumb_engine::shell::Sh;
 
 /// What the migration needs to know.
@@ -71,6 +72,7 @@ pub(crate) fn script(m: &Migration<'_>) -> Sh {
     for svc in m.stop {
         s = s.arg(svc);
     }
+    s.line(&downtime_fn());
     s.then(&Sh::raw_start(BODY))
 }
 
@@ -122,11 +124,9 @@ start_again() {
 t_stop=
 downtime() {
   [ -n "$t_stop" ] || return 0
-  t_now=$(date +%s.%N)
-  for u in $active; do
-    live "$u" || continue
-    echo "plumb-downtime=$u $(awk -v a="$t_stop" -v b="$t_now" 'BEGIN { printf "%.1f", b - a }')"
-  done
+  up=
+  for u in $active; do live "$u" && up="$up $u"; done
+  plumb_downtime "$t_stop" $up
 }
 # A unit that runs again after it was stopped, named with the units that
 # can start it (that trigger it, or pull it in when they start) and were

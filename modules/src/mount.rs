@@ -7,7 +7,7 @@
 //! and only its line for this mount point changes.
 
 use plumb_engine::module::{
-    sha256_hex, Change, Changes, Claim, Claims, CompileCx, FileWrite, Module, ModuleDoc, ParamDoc, Payload,
+    sha256_hex, Change, Changes, Claim, Claims, CompileCx, Failure, FileWrite, Module, ModuleDoc, ParamDoc, Payload,
     ProbeOutput, Risk, Step,
 };
 use plumb_engine::report::Downtime;
@@ -867,7 +867,7 @@ impl Module for Mount {
         s
     }
 
-    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let sec = sections(out.body().unwrap_or_default(), "fstab");
         let fstab = sec.get("fstab").cloned().unwrap_or_default();
@@ -896,7 +896,7 @@ impl Module for Mount {
         let nonempty = |k: &str| f.get(k).filter(|v| !v.is_empty()).map(str::to_string);
         let path_kind = f.get("path.kind").unwrap_or("none").to_string();
         if path_kind == "other" {
-            return Err(format!("`{}` exists and is not a directory", p.path));
+            return Err(Failure::from(format!("`{}` exists and is not a directory", p.path)));
         }
         Ok(State {
             fstab_exists: f.get("fstab.exists") == Some("1"),
@@ -914,29 +914,30 @@ impl Module for Mount {
         })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         if p.state != MountState::Absent && s.entries.len() > 1 {
             let lines: Vec<String> = s.entries.iter().map(|(n, _, _)| n.to_string()).collect();
-            return Err(format!(
-                "`{}` has {} entries for `{}` (lines {}): remove all but one by hand first",
+            return Err(Failure::from(format!(
+                "`{}` has {} entries for `{}` (lines {})",
                 p.fstab,
                 s.entries.len(),
                 p.path,
                 lines.join(", ")
-            ));
+            ))
+            .with_hint("remove all but one by hand first"));
         }
         if p.state != MountState::Mounted || s.mounted_ours() {
             return Ok(());
         }
         if p.src_is_device() && s.src_real.is_none() {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "`{}` does not exist: nothing to mount at `{}`",
                 p.src(),
                 p.path
-            ));
+            )));
         }
         if let (Some(other), None) = (s.foreign(), &p.migrate) {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "`{}` is mounted from `{}` ({}), not from `{}`: plumb does not mount over another filesystem; \
                  unmount it, or add `migrate:` to move its data onto `{}`",
                 p.path,
@@ -944,28 +945,28 @@ impl Module for Mount {
                 other.fstype,
                 p.src(),
                 p.src()
-            ));
+            )));
         }
         if let (Some(_), Some(data), Some(room)) = (&p.migrate, s.data_bytes, s.src_bytes) {
             if data > room {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "`{}` holds {} of data, more than all of `{}` ({}): the migration cannot fit; \
                      make the new volume larger (nothing was stopped or copied)",
                     p.path,
                     crate::size::human(data),
                     p.src(),
                     crate::size::human(room)
-                ));
+                )));
             }
         }
         if s.foreign().is_none() && s.holds_data() && p.migrate.is_none() {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "`{}` holds {} entries that mounting over it would hide: add `migrate:` to move them onto `{}`, \
                  or empty it first",
                 p.path,
                 s.path_entries,
                 p.src()
-            ));
+            )));
         }
         Ok(())
     }
@@ -1406,12 +1407,14 @@ mod tests {
 
     #[test]
     fn data_at_the_mount_point_needs_migrate_and_a_migration_is_disruptive() {
-        let e = Mount::check(&params(false), &state(None, 3)).unwrap_err();
+        let e = Mount::check(&params(false), &state(None, 3)).unwrap_err().to_string();
         assert!(e.contains("holds 3 entries"), "{e}");
         let c = changes(&params(true), &state(None, 3));
         assert_eq!(c.items[0].field, "migrate");
         assert_eq!(c.risk(), Some(Risk::Disruptive));
-        let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0)).unwrap_err();
+        let e = Mount::check(&params(false), &state(Some(("/dev/sdz1", false)), 0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mounted from `/dev/sdz1`"), "{e}");
         assert!(Mount::check(&params(false), &state(Some(("/dev/vdb1", true)), 5)).is_ok());
     }
@@ -1421,7 +1424,7 @@ mod tests {
         let mut s = state(None, 3);
         s.data_bytes = Some(64 << 20);
         s.src_bytes = Some(32 << 20);
-        let e = Mount::check(&params(true), &s).unwrap_err();
+        let e = Mount::check(&params(true), &s).unwrap_err().to_string();
         assert!(
             e.contains("holds 64 MiB of data, more than all of `/dev/vdb1` (32 MiB)"),
             "{e}"

@@ -10,7 +10,7 @@
 //! package; the probe simulates the removal and the diff names them.
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Presence, ProbeOutput, Risk, Step,
+    Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -231,7 +231,7 @@ impl Module for Package {
         s
     }
 
-    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let manager = f.get("manager").unwrap_or("none").to_string();
         let mut packages = Vec::new();
@@ -258,19 +258,18 @@ impl Module for Package {
         })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         match s.manager.as_str() {
             "apt" => {}
             "none" => {
-                return Err(
-                    "this host has no supported package manager: the `package` module uses apt (dpkg-query, apt-get)"
-                        .into(),
-                )
+                return Err(Failure::from(
+                    "this host has no supported package manager: the `package` module uses apt (dpkg-query, apt-get)",
+                ))
             }
             other => {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "this host uses `{other}`, which the `package` module does not support yet: it uses apt (dpkg-query, apt-get)"
-                ))
+                )))
             }
         }
         if p.state == Presence::Present && !p.update_cache {
@@ -280,10 +279,10 @@ impl Module for Package {
                 .map(|m| m.name.as_str())
                 .collect();
             if !unknown.is_empty() {
-                return Err(format!(
+                return Err(Failure::from(format!(
                     "apt has no installation candidate for {}: check the name, or set `update_cache: true` to run `apt-get update` first",
                     plumb_engine::diag::ticked(&unknown)
-                ));
+                )));
             }
         }
         Ok(())

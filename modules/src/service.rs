@@ -10,7 +10,8 @@
 //! after (seen by the verifying probe).
 
 use plumb_engine::module::{
-    Change, Changes, Claim, Claims, CompileCx, Module, ModuleDoc, ParamDoc, Prediction, ProbeOutput, Risk, Step,
+    downtime_fn, Change, Changes, Claim, Claims, CompileCx, Failure, Module, ModuleDoc, ParamDoc, Prediction,
+    ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,7 @@ fn prelude(unit: &str) -> Sh {
 fn start_like(unit: &str, verb: &'static str) -> Sh {
     let mut sh = prelude(unit);
     if verb == "restart" {
+        sh.line(&downtime_fn());
         sh = sh.raw("plumb_t0=$(date +%s.%N)\n");
     }
     sh = sh
@@ -156,9 +158,7 @@ fn start_like(unit: &str, verb: &'static str) -> Sh {
         .raw(verb)
         .raw(" -- \"$u\" || ! systemctl is-active --quiet -- \"$u\"; then\n  echo \"plumb: $u did not start; journalctl -u $u -n 20:\" >&2\n  journalctl -u \"$u\" -n 20 --no-pager -q >&2 || true\n  exit 1\nfi");
     if verb == "restart" {
-        sh = sh.raw(
-            "\necho \"plumb-downtime=$u $(awk -v a=\"$plumb_t0\" -v b=\"$(date +%s.%N)\" 'BEGIN { printf \"%.1f\", b - a }')\"",
-        );
+        sh = sh.raw("\nplumb_downtime \"$plumb_t0\" \"$u\"");
     }
     sh
 }
@@ -263,13 +263,13 @@ impl Module for Service {
         )
     }
 
-    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, String> {
+    fn parse(_p: &Params, out: &ProbeOutput) -> Result<State, Failure> {
         let f = fields(out)?;
         let systemd = match f.get("systemd") {
             Some("running") => Systemd::Running,
             Some("absent") => Systemd::Absent,
             Some("offline") => Systemd::Offline,
-            other => return Err(format!("unexpected probe output (systemd {other:?})")),
+            other => return Err(Failure::from(format!("unexpected probe output (systemd {other:?})"))),
         };
         let get = |k: &str| f.get(k).unwrap_or_default().to_string();
         Ok(State {
@@ -282,31 +282,30 @@ impl Module for Service {
         })
     }
 
-    fn check(p: &Params, s: &State) -> Result<(), String> {
+    fn check(p: &Params, s: &State) -> Result<(), Failure> {
         match s.systemd {
             Systemd::Absent => {
-                return Err(
-                    "this host has no systemd (`systemctl` not found): the `service` module manages systemd units only"
-                        .into(),
-                )
+                return Err(Failure::from(
+                    "this host has no systemd (`systemctl` not found): the `service` module manages systemd units only",
+                ))
             }
             Systemd::Offline => {
-                return Err(
-                    "systemd is not this host's init (no /run/systemd/system, e.g. a container or chroot): units cannot be started or enabled here"
-                        .into(),
-                )
+                return Err(Failure::from(
+                    "systemd is not this host's init (no /run/systemd/system, e.g. a container or chroot): units cannot be started or enabled here",
+                ))
             }
             Systemd::Running => {}
         }
         match s.load.as_str() {
-            "not-found" => Err(format!(
+            "not-found" => Err(Failure::from(format!(
                 "unit `{}` not found: is its package installed, or its unit file written?",
                 p.unit
-            )),
-            "masked" if p.state == Some(Running::Running) || p.enabled == Some(true) => Err(format!(
-                "unit `{}` is masked: it can be neither started nor enabled (`systemctl unmask` it first)",
+            ))),
+            "masked" if p.state == Some(Running::Running) || p.enabled == Some(true) => Err(Failure::from(format!(
+                "unit `{}` is masked: it can be neither started nor enabled",
                 p.unit
-            )),
+            ))
+            .with_hint("`systemctl unmask` it first")),
             _ => Ok(()),
         }
     }
@@ -510,10 +509,12 @@ mod tests {
         s.systemd = Systemd::Absent;
         assert!(Service::check(&params(None, None), &s)
             .unwrap_err()
+            .to_string()
             .contains("no systemd"));
         s.systemd = Systemd::Offline;
         assert!(Service::check(&params(None, None), &s)
             .unwrap_err()
+            .to_string()
             .contains("not this host's init"));
     }
 }

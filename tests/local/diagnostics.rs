@@ -45,6 +45,7 @@ diagnostic!(two_modules);
 diagnostic!(unknown_param);
 diagnostic!(params_beside_module);
 diagnostic!(wrong_type);
+diagnostic!(bad_envelope_values);
 diagnostic!(bad_mode);
 diagnostic!(bad_values_of_one_resource);
 diagnostic!(relative_path);

@@ -194,6 +194,15 @@ fn directory_absent_needs_recursive_for_contents() {
     let d = s.run("diff", &[]);
     assert_eq!(d.code, 1, "{}", d.stdout);
     assert!(d.stdout.contains("recursive: true"), "{}", d.stdout);
+    let failure = &d.json()["hosts"][0]["resources"][0]["failure"];
+    assert_eq!(
+        failure["hint"], "set `recursive: true` to remove it with its contents",
+        "{failure}"
+    );
+    assert!(
+        failure["what"].as_str().unwrap().ends_with("is not empty (1 entries)"),
+        "{failure}"
+    );
     assert!(s.root().join("d/sub/f").exists());
     s.plan("resources:\n  - id: d\n    directory: {path: \"{{ root }}/d\", state: absent, recursive: true}\n");
     let d = s.run("diff", &[]);

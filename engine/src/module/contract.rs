@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Account, Changes, CompileCx, PathQuery, ProbeOutput, Step};
+use super::{Account, Changes, CompileCx, Failure, PathQuery, ProbeOutput, Step};
 use crate::shell::Sh;
 
 /// Something a resource manages (`provides`) or relies on (`needs`), from
@@ -112,8 +112,9 @@ pub trait Module: Send + Sync + 'static {
     ///
     /// # Errors
     /// The output cannot be understood, or shows a problem that blocks the
-    /// resource (a message for the user).
-    fn parse(p: &Self::Params, out: &ProbeOutput) -> Result<Self::State, String>;
+    /// resource: what, for the user, and what to do about it
+    /// ([`Failure::with_hint`]); the engine adds where it happened.
+    fn parse(p: &Self::Params, out: &ProbeOutput) -> Result<Self::State, Failure>;
 
     /// What to do, as data: the decision that [`Module::apply`] carries
     /// out and [`Module::changes`] explains. The engine never reads the
@@ -134,8 +135,9 @@ pub trait Module: Send + Sync + 'static {
     /// a prediction plans without them.
     ///
     /// # Errors
-    /// Why the resource cannot be converged, for the user.
-    fn check(_p: &Self::Params, _current: &Self::State) -> Result<(), String> {
+    /// Why the resource cannot be converged, and what to do about it, for
+    /// the user.
+    fn check(_p: &Self::Params, _current: &Self::State) -> Result<(), Failure> {
         Ok(())
     }
 

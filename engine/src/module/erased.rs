@@ -10,6 +10,7 @@ use super::{
     sha256_hex, Account, Changes, Claims, CompileCx, Module, ModuleDoc, PathQuery, Prediction, ProbeOutput, Step,
 };
 use crate::diag::Diag;
+use crate::run::Failure;
 use crate::shell::Sh;
 use crate::source::Span;
 use crate::yaml;
@@ -67,14 +68,14 @@ pub trait Resource: Send + Sync {
     ///
     /// # Errors
     /// As [`Module::parse`].
-    fn observe(&self, out: &ProbeOutput) -> Result<Observed, String>;
+    fn observe(&self, out: &ProbeOutput) -> Result<Observed, Failure>;
     /// See [`Module::plan`]: the typed plan, with its changes.
     fn plan(&self, s: &Observed) -> Planned;
     /// See [`Module::check`].
     ///
     /// # Errors
     /// As [`Module::check`].
-    fn check(&self, s: &Observed) -> Result<(), String>;
+    fn check(&self, s: &Observed) -> Result<(), Failure>;
     /// See [`Module::predict`]: the changes predicted while a requirement
     /// is pending.
     fn predict(&self, s: &Observed) -> Predicted;
@@ -127,7 +128,7 @@ impl<M: Module> Resource for Typed<M> {
     fn probe(&self) -> Sh {
         M::probe(&self.params)
     }
-    fn observe(&self, out: &ProbeOutput) -> Result<Observed, String> {
+    fn observe(&self, out: &ProbeOutput) -> Result<Observed, Failure> {
         let state = M::parse(&self.params, out)?;
         let json = serde_json::to_vec(&state).unwrap_or_default();
         Ok(Observed(Box::new(state), sha256_hex(&json)))
@@ -140,7 +141,7 @@ impl<M: Module> Resource for Typed<M> {
             plan: Box::new(plan),
         }
     }
-    fn check(&self, s: &Observed) -> Result<(), String> {
+    fn check(&self, s: &Observed) -> Result<(), Failure> {
         M::check(&self.params, self.state(s))
     }
     fn predict(&self, s: &Observed) -> Predicted {

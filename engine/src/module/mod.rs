@@ -23,6 +23,7 @@ pub use contract::{Claim, Claims, Module, ModuleDoc, ParamDoc, Prediction};
 pub use erased::{resource_of, ModuleEntry, Observed, Planned, Predicted, Registry, Resource};
 pub use params::{parse_mode, yes, CompileCx, FileMode, Presence, RenderFile};
 pub use probe::{Fields, ProbeOutput};
-pub use step::{sha256_hex, Content, FileWrite, Payload, Script, Step};
+pub use step::{downtime_fn, sha256_hex, Content, FileWrite, Payload, Script, Step};
 
 pub use crate::paths::{Account, Fetch, FileType, PathObservation, PathQuery, PathStat};
+pub use crate::run::Failure;

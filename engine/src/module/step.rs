@@ -78,6 +78,19 @@ impl Payload {
     }
 }
 
+/// Shell defining `plumb_downtime SINCE UNIT…`, for a step that takes
+/// units down: for each unit, a `plumb-downtime=UNIT SECONDS` line on
+/// stdout, SECONDS from `SINCE` (a `date +%s.%N` taken at the stop) until
+/// now. The engine reads those lines into the report's measured downtime.
+#[must_use]
+pub fn downtime_fn() -> Sh {
+    Sh::raw_start(
+        "plumb_downtime() {\n  pd_since=$1; shift\n  pd_now=$(date +%s.%N)\n  for pd_unit in \"$@\"; do\n    \
+         echo \"plumb-downtime=$pd_unit $(awk -v a=\"$pd_since\" -v b=\"$pd_now\" 'BEGIN { printf \"%.1f\", b - a }')\"\n  \
+         done\n}\n",
+    )
+}
+
 /// Hex sha256 of `data`.
 #[must_use]
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -52,7 +52,7 @@ impl Decision {
 /// Decide one resource from its fresh observation: its preconditions, then
 /// what differs, then what its notifiers ask of it.
 pub(super) fn decide(res: &dyn Resource, obs: &Observed, notify: &Notify<'_>) -> Result<Decision, Failure> {
-    res.check(obs).map_err(Failure::new)?;
+    res.check(obs)?;
     let own = res.plan(obs);
     Ok(with_refresh(res, obs, own, notify))
 }

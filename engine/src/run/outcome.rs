@@ -125,6 +125,13 @@ impl Failure {
         }
     }
 
+    /// The same failure, with what to do about it.
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// The same failure, said as part of `phase` (`probe: …`).
     #[must_use]
     pub fn during(mut self, phase: &str) -> Self {
@@ -192,6 +199,12 @@ impl fmt::Display for Failure {
 
 impl From<String> for Failure {
     fn from(what: String) -> Self {
+        Failure::new(what)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(what: &str) -> Self {
         Failure::new(what)
     }
 }

@@ -196,7 +196,7 @@ pub(super) fn record(hp: &HostPlan, slots: &mut [Slot], probed: Probed, round: u
         let Some(res) = hp.resources[i].resource.as_deref() else {
             continue;
         };
-        let observed = out.and_then(|o| res.observe(&o).map(|obs| (obs, o.missing)).map_err(Failure::new));
+        let observed = out.and_then(|o| res.observe(&o).map(|obs| (obs, o.missing)));
         match observed {
             Ok((obs, missing)) => {
                 slots[i].observed = Some(obs);

@@ -62,7 +62,7 @@ fn settle(hp: &HostPlan, i: usize, out: Option<Result<ProbeOutput, Failure>>) ->
         return Outcome::failed("verification probe: not compiled");
     };
     let out = out.unwrap_or_else(|| Err(Failure::new("no answer")));
-    let obs = match out.and_then(|o| res.observe(&o).map_err(Failure::new)) {
+    let obs = match out.and_then(|o| res.observe(&o)) {
         Ok(obs) => obs,
         Err(f) => return Outcome::Failed(f.during("verification probe")),
     };
