@@ -9,6 +9,13 @@
 //! The default number of cases keeps each property to a few seconds; set
 //! `PROPTEST_CASES` to run longer, e.g.
 //! `PROPTEST_CASES=20000 cargo test --release props` (see README).
+//!
+//! A test target of its own (the other targets are folders: `tests/local`,
+//! `tests/lab`, `tests/vm`): it is also run alone, in release mode and for
+//! long (`PROPTEST_CASES=20000 cargo test --release --test props`), which
+//! then builds only this target in release, and it is the only user of
+//! proptest: CPU-bound cases in-process, where the others mostly wait on
+//! the plumb binary, on ssh or on the disk.
 
 mod common;
 

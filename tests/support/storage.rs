@@ -125,6 +125,25 @@ impl Drop for LoopDev {
     }
 }
 
+/// A test's volume group (name) on loop devices (their paths): removed, and
+/// the devices' PV labels cleared, when this is dropped, which must be
+/// before the loop devices go.
+pub struct VgGuard(pub String, pub Vec<String>);
+
+impl Drop for VgGuard {
+    fn drop(&mut self) {
+        // `pvremove -ff` also clears a PV of a group that lost another PV.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -q -f {} >/dev/null 2>&1; pvremove -q -ff -y {} >/dev/null 2>&1",
+                self.0,
+                self.1.join(" ")
+            ))
+            .status();
+    }
+}
+
 /// A private mount namespace, alive while this value is.
 #[derive(Debug)]
 pub struct MountNs {

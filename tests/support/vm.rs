@@ -99,7 +99,7 @@ impl Vm {
     pub fn available() -> bool {
         let flag = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
         if !flag("PLUMB_VM_REQUIRE") && !flag("PLUMB_VM") {
-            eprintln!("skipping: the VM tier runs with tests/vm/run-tests.sh (or PLUMB_VM=1 cargo test --test <name>)");
+            eprintln!("skipping: the VM tier runs with tests/vm/run-tests.sh (or PLUMB_VM=1 cargo test --test vm)");
             return false;
         }
         match Self::unavailable_reason() {

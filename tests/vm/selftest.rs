@@ -1,6 +1,6 @@
 //! Self-test of the tier-2 VM lab and its Rust helper. Not a cargo test
-//! target (cargo only picks up tests/*.rs and tests/*/main.rs); run it
-//! standalone, as root:
+//! target, nor a module of the `vm` target beside it (tests/vm/main.rs does
+//! not declare it); run it standalone, as root:
 //!
 //!   rustc --edition 2021 --test tests/vm/selftest.rs -o /tmp/vm-selftest && /tmp/vm-selftest --nocapture
 #[path = "../support/vm.rs"]
