@@ -211,6 +211,52 @@ resources:
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
 }
 
+#[test]
+fn a_misspelt_var_is_refused_and_an_unused_one_is_warned_about() {
+    let s = Scratch::new();
+    s.plan(
+        r#"
+vars:
+  lv_size: 1G
+resources:
+  - id: root
+    directory: {path: "{{ root }}"}
+  - id: size
+    file: {path: "{{ root }}/size", content: "{{ lv_size }} {{ from_cli }}\n"}
+"#,
+    );
+    // One letter off a declared variable: refused, nothing changed.
+    let a = s.run("apply", &["--var", "lv_sise=3G", "--var", "from_cli=x"]);
+    assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
+    assert!(
+        a.stderr.contains("`--var lv_sise` is not used") && a.stderr.contains("did you mean `lv_size`?"),
+        "{}",
+        a.stderr
+    );
+    assert!(!s.root().join("size").exists(), "nothing changed");
+    // A name the plan reads without declaring it is used; one like nothing
+    // at all is said on stderr and the run goes on.
+    let a = s.run(
+        "apply",
+        &[
+            "--var",
+            "lv_size=3G",
+            "--var",
+            "from_cli=x",
+            "--var",
+            "wrapper_env=prod",
+        ],
+    );
+    assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    assert!(
+        a.stderr.contains("warning: `--var wrapper_env` is not used"),
+        "{}",
+        a.stderr
+    );
+    assert!(!a.stderr.contains("from_cli"), "{}", a.stderr);
+    assert_eq!(std::fs::read_to_string(s.root().join("size")).unwrap(), "3G x\n");
+}
+
 /// `plumb ARGS` with stdout (and, with `stderr_too`, stderr) writing into a
 /// pipe whose reader is already gone, as in `plumb doc | head -1`: the reader
 /// is closed while a shell waits, then the shell becomes `plumb`.
