@@ -64,6 +64,9 @@ pub struct HostResource {
     pub sensitive: bool,
     /// It reads facts, which are known only once connected: compiled then.
     pub deferred: bool,
+    /// What a check that `when` skips would verify (for the review's GO
+    /// criteria; a compiled check says it itself).
+    pub criterion: Option<String>,
 }
 
 /// Everything to do on one host.
@@ -395,6 +398,40 @@ fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
     diags.into_iter().filter(|d| seen.insert(problem(d))).collect()
 }
 
+/// One resource's parameters templated with `vars` and read by its module.
+fn compile_resource(
+    plan: &RawPlan,
+    raw: &RawResource,
+    module: &dyn crate::module::ModuleEntry,
+    templates: &Templates,
+    vars: &Vars,
+    sources: &Sources,
+) -> Result<Box<dyn crate::module::Resource>, Vec<Diag>> {
+    let params = templates.render_node(&raw.params, vars, sources)?;
+    if let Some(span) = nul_byte(&params, true) {
+        return Err(vec![Diag::new(
+            "plumb::plan::nul_byte",
+            "a value holds a NUL byte (`\\0`), which no command, path or name can carry",
+            span,
+            "NUL byte in here",
+        )
+        .with_help(
+            "a file's `content` may hold one; elsewhere remove it (for binary files use `source:`)",
+        )]);
+    }
+    let render = |text: &str, id| templates.render_file(text, id, vars);
+    let cx = CompileCx::new(
+        &params,
+        raw.module.span,
+        &plan.dir,
+        sources,
+        &render,
+        raw.sensitive,
+        vars,
+    );
+    module.compile(cx)
+}
+
 fn compile_host(
     plan: &RawPlan,
     host: &Host,
@@ -408,7 +445,6 @@ fn compile_host(
     let mut diags = Vec::new();
     let mut resources = Vec::new();
     let mut needs_facts = false;
-    let render = |text: &str, id| templates.render_file(text, id, vars);
     for raw in raws {
         let become_ = raw.become_.clone().unwrap_or_else(|| host.become_.clone());
         let module = registry
@@ -425,6 +461,7 @@ fn compile_host(
             become_,
             sensitive: raw.sensitive,
             deferred: false,
+            criterion: None,
         };
         let reads = reads_facts(raw);
         if reads {
@@ -440,7 +477,16 @@ fn compile_host(
         if let Some(w) = &raw.when {
             match templates.condition(w, vars, sources) {
                 Ok(false) => {
-                    hr.skip = Some("`when` is false".into());
+                    hr.skip = Some(match &w.value {
+                        yaml::Value::Str(expr) => format!("`when` is false: `{}`", expr.trim()),
+                        _ => "`when` is false".into(),
+                    });
+                    // The review still says what a skipped check verifies.
+                    if hr.check && !raw.sensitive {
+                        hr.criterion = compile_resource(plan, raw, module, templates, vars, sources)
+                            .ok()
+                            .and_then(|r| r.criterion());
+                    }
                     resources.push(hr);
                     continue;
                 }
@@ -454,36 +500,7 @@ fn compile_host(
                 }
             }
         }
-        let params = match templates.render_node(&raw.params, vars, sources) {
-            Ok(p) => p,
-            Err(d) => {
-                diags.extend(d);
-                resources.push(hr);
-                continue;
-            }
-        };
-        if let Some(span) = nul_byte(&params, true) {
-            diags.push(
-                Diag::new(
-                    "plumb::plan::nul_byte",
-                    "a value holds a NUL byte (`\\0`), which no command, path or name can carry",
-                    span,
-                    "NUL byte in here",
-                )
-                .with_help("a file's `content` may hold one; elsewhere remove it (for binary files use `source:`)"),
-            );
-            continue;
-        }
-        let cx = CompileCx::new(
-            &params,
-            raw.module.span,
-            &plan.dir,
-            sources,
-            &render,
-            raw.sensitive,
-            vars,
-        );
-        match module.compile(cx) {
+        match compile_resource(plan, raw, module, templates, vars, sources) {
             Ok(r) => hr.resource = Some(r),
             Err(d) => diags.extend(d),
         }

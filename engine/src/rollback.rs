@@ -667,6 +667,7 @@ fn switch_back(r: &crate::report::ResourceReport, opts: Options) -> Option<HostR
         become_: Become::Root,
         sensitive: false,
         deferred: false,
+        criterion: None,
     })
 }
 
@@ -808,6 +809,7 @@ pub fn build(
                 become_: Become::Root,
                 sensitive: p.sensitive,
                 deferred: false,
+                criterion: None,
             };
             if remove {
                 removals.push((p.path.clone(), r));
@@ -855,6 +857,7 @@ pub fn build(
                         become_: Become::Root,
                         sensitive: false,
                         deferred: false,
+                        criterion: None,
                     });
                 } else if let Some((what, why)) = why_not(&r.module, &r.notes) {
                     cannot(&r.id, &r.module, what, why);
@@ -890,6 +893,7 @@ pub fn build(
                 become_: Become::Root,
                 sensitive: false,
                 deferred: false,
+                criterion: None,
             });
         }
         let order = (0..resources.len()).collect();

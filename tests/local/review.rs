@@ -91,6 +91,38 @@ fn checks_are_not_counted_as_changes() {
 }
 
 #[test]
+fn a_check_skipped_by_when_still_shows_its_criterion_and_its_condition() {
+    let s = Scratch::new();
+    s.plan(
+        r#"
+plan: skipped
+vars: {has_k3s: false, pods: 3}
+resources:
+  - id: go-pods
+    when: "{{ has_k3s }}"
+    assert: {that: ["{{ pods }} > 0"], message: "every one of the {{ pods }} pods is Running"}
+  - id: go-secret
+    when: false
+    sensitive: true
+    assert: {that: ["1 == 1"], message: hidden words}
+"#,
+    );
+    let md = run_as(&s, "diff", "markdown");
+    assert!(
+        md.stdout
+            .contains("| `go-pods` | every one of the 3 pods is Running | skipped: `when` is false: `{{ has_k3s }}` |"),
+        "the meeting sees what the skipped check verifies and why it is skipped:\n{}",
+        md.stdout
+    );
+    assert!(
+        md.stdout.contains("| `go-secret` | — | skipped: `when` is false |"),
+        "{}",
+        md.stdout
+    );
+    assert!(!md.stdout.contains("hidden words"), "{}", md.stdout);
+}
+
+#[test]
 fn a_failing_check_fails_diff_as_a_failure_not_a_change() {
     let s = Scratch::new();
     s.plan(

@@ -376,7 +376,12 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
         },
         sensitive: r.sensitive,
         check: r.check,
-        criterion: r.resource.as_ref().filter(|_| !r.sensitive).and_then(|x| x.criterion()),
+        criterion: r
+            .resource
+            .as_ref()
+            .and_then(|x| x.criterion())
+            .or_else(|| r.criterion.clone())
+            .filter(|_| !r.sensitive),
         downtime: std::mem::take(&mut s.downtime),
     }
 }
