@@ -82,10 +82,7 @@ resources:
 fn an_owner_made_by_a_pending_resource_is_unknown_until_apply() {
     need_lab!();
     let lab = Lab::up(1);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         r#"
 resources:
   - id: app-user
@@ -93,9 +90,8 @@ resources:
   - id: app-dir
     directory: {path: /srv/app, owner: plumbapp, mode: "0750"}
 "#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let run = |cmd: &str| Plumb::over_ssh(cmd, &plan, &inv, &lab.ssh_config(), "json").run();
     let d = run("diff");
     expect(&d, 2, "pending, not failed");
@@ -124,14 +120,10 @@ resources:
 fn a_failed_resource_reports_the_steps_it_completed() {
     need_lab!();
     let lab = Lab::up(1);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         "resources:\n  - id: d\n    directory: {path: /tmp/plumb-half, mode: \"0700\", owner: root}\n",
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "    user: nosudo\n");
+        "    user: nosudo\n",
+    );
     let run = |format: &str| Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), format).run();
     let a = run("json");
     expect(&a, 1, "chown is refused");

@@ -178,10 +178,7 @@ fn a_read_only_filesystem_a_missing_folder_and_a_file_in_the_path_fail_in_words(
         "mkdir -p /srv/ro && mount -t tmpfs -o size=1m tmpfs /srv/ro && echo old > /srv/ro/conf && \
          mount -o remount,ro /srv/ro && echo keep > /srv/afile",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         r#"
 resources:
   - id: ro
@@ -193,9 +190,8 @@ resources:
   - id: fine
     file: {path: /srv/fine, content: "fine\n"}
 "#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let a = plumb(&lab, "apply", &plan, &inv);
     assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
     let j = a.json();
@@ -299,14 +295,10 @@ fn a_write_removes_the_stale_temp_files_of_interrupted_runs_and_says_so() {
          echo live > .plumb-20261204T090000Z-live.Qq11Ww22 && \
          echo mine > .plumbing && touch -d '1 hour ago' .plumbing",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         "resources:\n  - id: conf\n    file: {path: /srv/stale/app.conf, content: \"x = 1\\n\"}\n",
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let o = plumb(&lab, "apply", &plan, &inv);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     let notes = resource(host(&o.json(), &n.name), "conf")["notes"].to_string();
@@ -388,10 +380,7 @@ fn probe_and_apply_work_when_sh_is_dash_bash_posix_or_busybox() {
         let as_deploy = lab.ssh_as("deploy", n, "sudo -n sh -c 'readlink /proc/$$/exe'");
         assert!(as_deploy.status.success(), "{as_deploy:?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(&plan, SHELL_PLAN).unwrap();
-    let inv = lab.inventory(dir.path(), "    user: deploy\n");
+    let (_dir, plan, inv) = lab.job(SHELL_PLAN, "    user: deploy\n");
     for n in [dash, posix, bb] {
         on(
             &lab,
@@ -439,14 +428,10 @@ fn a_host_whose_stat_and_sha256sum_print_nonsense_fails_and_writes_nothing() {
          chmod 755 /usr/local/bin/stat /usr/local/bin/sha256sum",
     );
     on(&lab, fine, "mkdir -p /srv/odd && echo old > /srv/odd/conf");
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         "resources:\n  - id: conf\n    file: {path: /srv/odd/conf, content: \"new\\n\", mode: \"0644\"}\n",
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let a = plumb(&lab, "apply", &plan, &inv);
     assert_eq!(a.code, 1, "{}{}", a.stdout, a.stderr);
     let j = a.json();
@@ -487,14 +472,10 @@ fn a_probe_that_prints_without_end_fails_in_bounded_memory() {
         loud,
         "printf '#!/bin/sh\\nexec yes this-is-not-stat\\n' > /usr/local/bin/stat && chmod 755 /usr/local/bin/stat",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         "resources:\n  - id: f\n    file: {path: /srv/loud, content: \"x\\n\"}\n",
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let mut child = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json").spawn();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -724,10 +705,7 @@ fn a_folder_swapped_for_a_symlink_into_etc_after_the_diff_is_refused() {
         n,
         "mkdir -p /srv/app/conf && chown -R deploy /srv/app && mkdir -p /srv/real && ln -s /srv/real /srv/by-root",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (dir, plan, inv) = lab.job(
         r#"
 resources:
   - id: evil
@@ -735,9 +713,8 @@ resources:
   - id: via-root-link
     file: {path: /srv/by-root/ok.conf, content: "ok\n"}
 "#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+        "",
+    );
     let saved = dir.path().join("reviewed.plan");
     let d = Plumb::over_ssh("diff", &plan, &inv, &lab.ssh_config(), "json")
         .arg("--out")

@@ -117,10 +117,7 @@ fn a_secret_never_shows_in_a_process_list_or_a_file_others_can_read() {
         "mkdir -p /srv/sec && echo 'pw=old-Xq77' > /srv/sec/app.pw && chmod 644 /srv/sec/app.pw",
     );
     assert!(setup.status.success(), "{setup:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (_dir, plan, inv) = lab.job(
         r#"
 resources:
   - id: token
@@ -137,9 +134,8 @@ resources:
       content: "pw={{ env('PLUMB_TEST_SECRET') }}\n"
       validate: "grep -q '^pw=' %s && sleep 2"
 "#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "    user: deploy\n");
+        "    user: deploy\n",
+    );
     // Sample the host's command lines (as an unprivileged user, as any
     // user of the host could) for the whole run.
     let sampler = std::process::Command::new("ssh")

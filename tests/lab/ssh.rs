@@ -49,10 +49,7 @@ resources:
 fn the_core_lifecycle_runs_on_five_hosts_at_once() {
     need_lab!();
     let lab = Lab::up(5);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(&plan, CORE_PLAN).unwrap();
-    let inv = lab.inventory(dir.path(), "");
+    let (_dir, plan, inv) = lab.job(CORE_PLAN, "");
     let d = plumb(&lab, "diff", &plan, &inv, &[]);
     assert_eq!(d.code, 2, "{}{}", d.stdout, d.stderr);
     let a = plumb(&lab, "apply", &plan, &inv, &[]);
@@ -207,10 +204,7 @@ resources:
 fn host_keys_unknown_refused_accepted_with_the_flag_changed_always_refused() {
     need_lab!();
     let lab = Lab::up(1);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(&plan, "resources:\n  - id: d\n    directory: {path: /srv/keys}\n").unwrap();
-    let inv = lab.inventory(dir.path(), "");
+    let (dir, plan, inv) = lab.job("resources:\n  - id: d\n    directory: {path: /srv/keys}\n", "");
     // A client config whose known_hosts is empty: the node is unknown.
     let empty = dir.path().join("known_hosts");
     std::fs::write(&empty, "").unwrap();
@@ -275,14 +269,10 @@ fn a_host_with_max_sessions_two_converges_fifty_resources() {
 fn become_works_with_passwordless_sudo_and_says_so_without() {
     need_lab!();
     let lab = Lab::up(1);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let (dir, plan, deploy) = lab.job(
         "resources:\n  - id: f\n    become: true\n    file: {path: /root/by-deploy, content: \"x\\n\", owner: root}\n",
-    )
-    .unwrap();
-    let deploy = lab.inventory(dir.path(), "    user: deploy\n");
+        "    user: deploy\n",
+    );
     let a = plumb(&lab, "apply", &plan, &deploy, &[]);
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert_eq!(plumb(&lab, "diff", &plan, &deploy, &[]).code, 0);

@@ -179,6 +179,18 @@ impl Lab {
         p
     }
 
+    /// A job for the lab: a fresh folder holding `plan.yaml` (`plan`) and an
+    /// `inventory.yaml` of every node with the host lines `extra` (see
+    /// [`Lab::inventory`]). The folder lives as long as the returned
+    /// `TempDir`.
+    pub fn job(&self, plan: impl AsRef<[u8]>, extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("plan.yaml");
+        std::fs::write(&path, plan).expect("write plan");
+        let inventory = self.inventory(dir.path(), extra);
+        (dir, path, inventory)
+    }
+
     /// Client config for `ssh -F`: key, known_hosts, `StrictHostKeyChecking yes`,
     /// `BatchMode yes`, `User root`, and `Host nodeK` aliases.
     pub fn ssh_config(&self) -> PathBuf {
