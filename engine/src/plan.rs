@@ -648,6 +648,19 @@ fn parse_resource(item: &Node, registry: &Registry, diags: &mut Vec<Diag>) -> Op
         sensitive,
     } = envelope.unwrap_or_default();
     let id = id.map(|i| i.0);
+    if let (Some(StringList(list)), Some(e)) = (&hosts, item.get("hosts")) {
+        if list.is_empty() {
+            diags.push(
+                Diag::new(
+                    "plumb::plan::no_hosts",
+                    "`hosts` selects no host: the resource would run nowhere",
+                    e.key_span,
+                    "empty",
+                )
+                .with_help("name hosts or groups of the inventory, or remove `hosts:` to run on the plan's hosts"),
+            );
+        }
+    }
     if let (Some(m), Some(first)) = (modules.first(), beside.first()) {
         diags.push(params_beside(m, first, &beside[1..]));
     }
