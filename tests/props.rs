@@ -501,7 +501,7 @@ mod props {
     // ------------------------------------------------------------ probe readers
 
     /// Every module's example, compiled for the local host.
-    fn examples() -> Vec<(String, Box<dyn plumb_engine::module::Resource>)> {
+    fn examples() -> Vec<(String, std::sync::Arc<dyn plumb_engine::module::Resource>)> {
         let registry = plumb_modules::registry();
         let dir = tempfile::tempdir().unwrap();
         let mut out = Vec::new();

@@ -6,6 +6,7 @@
 //! Everything here runs on the workstation, before any connection: a plan
 //! that compiles for every host is one the executor can run.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub struct HostResource {
     /// It is a check (`assert`), not a change.
     pub check: bool,
     /// The typed resource (`None` when skipped by `when`).
-    pub resource: Option<Box<dyn Resource>>,
+    pub resource: Option<Arc<dyn Resource>>,
     /// Why it is skipped before anything runs (`when` was false).
     pub skip: Option<String>,
     /// Resources that must converge first (indices into the host's list), and why.
@@ -192,8 +193,9 @@ pub fn compile(
     }
     let mut hosts = Vec::new();
     let mut per_host = Vec::new();
+    let env = Env::new(registry, sources);
     for host in &selected {
-        match compile_for(&plan, host, &narrowed, registry, sources, opts, None) {
+        match compile_for(&plan, host, &narrowed, &env, opts, None) {
             Ok(hp) => {
                 hosts.push(hp);
                 per_host.push(Vec::new());
@@ -303,15 +305,46 @@ pub fn compile_with_facts(
             );
         }
     }
-    compile_for(plan, host, &narrowed, registry, sources, opts, Some(facts)).map_err(dedup)
+    compile_for(plan, host, &narrowed, &Env::new(registry, sources), opts, Some(facts)).map_err(dedup)
+}
+
+/// What every host's compiling shares.
+struct Env<'a> {
+    registry: &'a Registry,
+    sources: &'a Sources,
+    /// Resources compiled once for every host, by the place of their
+    /// list item (ids may clash in a plan with errors): those whose
+    /// parameters hold no template and whose module read no variable.
+    shared: RefCell<HashMap<crate::source::Span, Arc<dyn Resource>>>,
+}
+
+impl<'a> Env<'a> {
+    fn new(registry: &'a Registry, sources: &'a Sources) -> Self {
+        Env {
+            registry,
+            sources,
+            shared: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+/// Whether a string of `node` (a key included) is a template.
+fn templated(node: &yaml::Node) -> bool {
+    match &node.value {
+        yaml::Value::Str(s) => crate::template::is_template(s),
+        yaml::Value::Seq(items) => items.iter().any(templated),
+        yaml::Value::Map(entries) => entries
+            .iter()
+            .any(|e| crate::template::is_template(&e.key) || templated(&e.value)),
+        _ => false,
+    }
 }
 
 fn compile_for(
     plan: &RawPlan,
     host: &Host,
     narrowed: &BTreeMap<&str, BTreeSet<String>>,
-    registry: &Registry,
-    sources: &Sources,
+    env: &Env<'_>,
     opts: &CompileOptions,
     facts: Option<&serde_json::Value>,
 ) -> Result<HostPlan, Vec<Diag>> {
@@ -326,7 +359,7 @@ fn compile_for(
         .iter()
         .filter(|r| narrowed.get(r.id.value.as_str()).is_none_or(|s| s.contains(&host.name)))
         .collect();
-    compile_host(plan, host, &on_host, &vars, registry, sources, facts.is_some())
+    compile_host(plan, host, &on_host, &vars, env, facts.is_some())
 }
 
 /// Whether a resource reads facts anywhere (parameters or `when`).
@@ -406,7 +439,7 @@ fn compile_resource(
     templates: &Templates,
     vars: &Vars,
     sources: &Sources,
-) -> Result<Box<dyn crate::module::Resource>, Vec<Diag>> {
+) -> Result<Arc<dyn Resource>, Vec<Diag>> {
     let params = templates.render_node(&raw.params, vars, sources)?;
     if let Some(span) = nul_byte(&params, true) {
         return Err(vec![Diag::new(
@@ -437,10 +470,10 @@ fn compile_host(
     host: &Host,
     raws: &[&RawResource],
     vars: &Vars,
-    registry: &Registry,
-    sources: &Sources,
+    env: &Env<'_>,
     have_facts: bool,
 ) -> Result<HostPlan, Vec<Diag>> {
+    let (registry, sources) = (env.registry, env.sources);
     let templates = &Templates::new();
     let mut diags = Vec::new();
     let mut resources = Vec::new();
@@ -500,8 +533,24 @@ fn compile_host(
                 }
             }
         }
-        match compile_resource(plan, raw, module, templates, vars, sources) {
-            Ok(r) => hr.resource = Some(r),
+        // Parameters without a template read the same on every host: their
+        // resource is compiled once (unless its module read the variables).
+        let shareable = !templated(&raw.params);
+        let cached = if shareable {
+            env.shared.borrow().get(&raw.span).cloned()
+        } else {
+            None
+        };
+        match cached.map_or_else(|| compile_resource(plan, raw, module, templates, vars, sources), Ok) {
+            Ok(r) => {
+                if shareable && !r.host_specific() {
+                    env.shared
+                        .borrow_mut()
+                        .entry(raw.span)
+                        .or_insert_with(|| Arc::clone(&r));
+                }
+                hr.resource = Some(r);
+            }
             Err(d) => diags.extend(d),
         }
         resources.push(hr);

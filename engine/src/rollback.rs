@@ -699,7 +699,7 @@ pub struct Options {
 
 /// Makes a resource that removes packages (the `package` module lives
 /// with the other modules; the command line hands its constructor in).
-pub type PackageRemoval<'a> = &'a dyn Fn(Vec<String>) -> Box<dyn crate::module::Resource>;
+pub type PackageRemoval<'a> = &'a dyn Fn(Vec<String>) -> std::sync::Arc<dyn crate::module::Resource>;
 
 /// Build the rollback of `record` on `hosts` (the inventory's, by name):
 /// `seen` holds, per host, the state of [`items`] read on the host now.

@@ -61,7 +61,7 @@ pub struct Params {
 /// A `package` resource that removes `names` (what `plumb rollback
 /// --remove-packages` adds for the packages a run installed).
 #[must_use]
-pub fn removal(names: Vec<String>) -> Box<dyn plumb_engine::module::Resource> {
+pub fn removal(names: Vec<String>) -> std::sync::Arc<dyn plumb_engine::module::Resource> {
     plumb_engine::module::resource_of::<Package>(Params {
         name: Names(names),
         state: Presence::Absent,

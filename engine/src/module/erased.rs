@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use super::{
     sha256_hex, Account, Changes, Claims, CompileCx, Module, ModuleDoc, PathQuery, Prediction, ProbeOutput, Step,
@@ -101,10 +102,17 @@ pub trait Resource: Send + Sync {
     fn downtime(&self, s: &Observed, plan: &Planned) -> Vec<crate::report::Downtime>;
     /// See [`Module::criterion`].
     fn criterion(&self) -> Option<String>;
+    /// Whether compiling it read the host's variables (a template file, an
+    /// assertion's context): then each host compiles its own. Otherwise a
+    /// resource whose parameters hold no template is compiled once and
+    /// shared by every host.
+    fn host_specific(&self) -> bool;
 }
 
 struct Typed<M: Module> {
     params: M::Params,
+    /// Its compiling read the host's variables (see [`Resource::host_specific`]).
+    host_specific: bool,
     _m: PhantomData<fn() -> M>,
 }
 
@@ -202,14 +210,18 @@ impl<M: Module> Resource for Typed<M> {
     fn criterion(&self) -> Option<String> {
         M::criterion(&self.params)
     }
+    fn host_specific(&self) -> bool {
+        self.host_specific
+    }
 }
 
 /// A resource of module `M` from parameters made in code, not read from a
 /// plan (the engine's own plans: a rollback).
 #[must_use]
-pub fn resource_of<M: Module>(params: M::Params) -> Box<dyn Resource> {
-    Box::new(Typed::<M> {
+pub fn resource_of<M: Module>(params: M::Params) -> Arc<dyn Resource> {
+    Arc::new(Typed::<M> {
         params,
+        host_specific: false,
         _m: PhantomData,
     })
 }
@@ -231,7 +243,7 @@ pub trait ModuleEntry: Send + Sync {
     ///
     /// # Errors
     /// Every problem found, located.
-    fn compile(&self, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>>;
+    fn compile(&self, cx: CompileCx<'_>) -> Result<Arc<dyn Resource>, Vec<Diag>>;
 }
 
 struct Entry<M>(PhantomData<fn() -> M>);
@@ -252,7 +264,7 @@ impl<M: Module> ModuleEntry for Entry<M> {
     fn is_check(&self) -> bool {
         M::CHECK
     }
-    fn compile(&self, cx: CompileCx<'_>) -> Result<Box<dyn Resource>, Vec<Diag>> {
+    fn compile(&self, cx: CompileCx<'_>) -> Result<Arc<dyn Resource>, Vec<Diag>> {
         let (params, anchor) = (cx.params, cx.anchor);
         // When some parameters are wrong, the others are still checked by
         // `prepare` (a relative path is reported beside a bad mode); only
@@ -285,8 +297,9 @@ impl<M: Module> ModuleEntry for Entry<M> {
         if !diags.is_empty() {
             return Err(diags);
         }
-        Ok(Box::new(Typed::<M> {
+        Ok(Arc::new(Typed::<M> {
             params: p,
+            host_specific: cx.host_specific.get(),
             _m: PhantomData,
         }))
     }

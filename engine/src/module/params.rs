@@ -36,6 +36,9 @@ pub struct CompileCx<'a> {
     pub(crate) diags: RefCell<Vec<Diag>>,
     pub(crate) sensitive: bool,
     pub(crate) vars: &'a crate::template::Vars,
+    /// Set when the host's variables are read (the result is then not
+    /// shared between hosts).
+    pub(crate) host_specific: std::cell::Cell<bool>,
 }
 
 impl<'a> CompileCx<'a> {
@@ -61,6 +64,7 @@ impl<'a> CompileCx<'a> {
             diags: RefCell::new(Vec::new()),
             sensitive,
             vars,
+            host_specific: std::cell::Cell::new(false),
         }
     }
 }
@@ -76,6 +80,7 @@ impl CompileCx<'_> {
     /// The host's variables (with `facts` once they are known).
     #[must_use]
     pub fn vars(&self) -> &crate::template::Vars {
+        self.host_specific.set(true);
         self.vars
     }
 
@@ -183,6 +188,7 @@ impl CompileCx<'_> {
     /// Render a local minijinja template file (parameter `path` names it)
     /// with the host's variables; its errors point into the template file.
     pub fn render_local(&self, path: &str, rel: &str) -> Option<String> {
+        self.host_specific.set(true);
         let full = self.local_path(rel);
         let text = match std::fs::read_to_string(&full) {
             Ok(t) => t,
