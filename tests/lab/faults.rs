@@ -516,6 +516,39 @@ fn a_probe_that_prints_without_end_fails_in_bounded_memory() {
 
 use crate::support::storage;
 
+/// A filesystem on `{{ dev }}` and `/srv/app` migrated onto it, stopping
+/// `plumb-holder` meanwhile.
+const MIGRATION_PLAN: &str = r#"
+resources:
+  - id: app-fs
+    filesystem: {dev: "{{ dev }}", type: ext4}
+  - id: app-mount
+    mount:
+      path: /srv/app
+      src: "{{ dev }}"
+      fstype: ext4
+      migrate: {stop: [plumb-holder]}
+"#;
+
+/// A systemd lab node running `plumb-holder` over the data that `data`
+/// (shell) makes in `/srv/app`, with a loop device of `size` for it.
+fn holder_node(size: &str, data: &str) -> (Lab, tempfile::TempDir, storage::LoopDev) {
+    let lab = Lab::up_systemd(1);
+    let n = &lab.nodes[0];
+    assert_eq!(on(&lab, n, "systemctl is-system-running --wait || true"), "running\n");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = storage::LoopDev::new(dir.path(), "data", size);
+    on(
+        &lab,
+        n,
+        &format!(
+            "{data} && printf '[Service]\\nExecStart=/bin/sleep 100000\\n' > /etc/systemd/system/plumb-holder.service && \
+             systemctl daemon-reload && systemctl start plumb-holder"
+        ),
+    );
+    (lab, dir, disk)
+}
+
 /// The new volume fills up in the middle of a data migration (mount +
 /// migrate): the resource fails (exit 1) saying so, nothing is mounted at
 /// the path, the old data is there and untouched, the stopped service runs
@@ -528,38 +561,16 @@ fn a_migration_that_fills_the_new_volume_removes_its_partial_copy_and_the_next_r
     if !storage::available() {
         return;
     }
-    let lab = Lab::up_systemd(1);
-    let n = &lab.nodes[0];
-    assert_eq!(on(&lab, n, "systemctl is-system-running --wait || true"), "running\n");
-    let dir = tempfile::tempdir().unwrap();
-    let disk = storage::LoopDev::new(dir.path(), "small", "16M");
-    on(
-        &lab,
-        n,
+    let (lab, dir, disk) = holder_node(
+        "16M",
         "mkdir -p /srv/app/conf && echo keep > /srv/app/conf/a && echo also > /srv/app/b && \
-         head -c 25000000 /dev/urandom > /srv/app/big && \
-         printf '[Service]\\nExecStart=/bin/sleep 100000\\n' > /etc/systemd/system/plumb-holder.service && \
-         systemctl daemon-reload && systemctl start plumb-holder",
+         head -c 25000000 /dev/urandom > /srv/app/big",
     );
+    let n = &lab.nodes[0];
     let sums = "cd /srv/app && find . -type f | sort | xargs sha256sum";
     let before = on(&lab, n, sums);
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        r#"
-resources:
-  - id: app-fs
-    filesystem: {dev: "{{ dev }}", type: ext4}
-  - id: app-mount
-    mount:
-      path: /srv/app
-      src: "{{ dev }}"
-      fstype: ext4
-      migrate: {stop: [plumb-holder]}
-"#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+    let (plan, inv) = (dir.path().join("plan.yaml"), lab.inventory(dir.path(), ""));
+    std::fs::write(&plan, MIGRATION_PLAN).unwrap();
     let run = |cmd: &str| {
         Plumb::over_ssh(cmd, &plan, &inv, &lab.ssh_config(), "json")
             .vars(&[format!("dev={}", disk.dev)])
@@ -615,37 +626,15 @@ fn a_connection_cut_mid_migration_names_the_step_and_the_next_run_finishes() {
     if !storage::available() {
         return;
     }
-    let lab = Lab::up_systemd(1);
-    let n = &lab.nodes[0];
-    assert_eq!(on(&lab, n, "systemctl is-system-running --wait || true"), "running\n");
-    let dir = tempfile::tempdir().unwrap();
-    let disk = storage::LoopDev::new(dir.path(), "data", "256M");
-    on(
-        &lab,
-        n,
-        "mkdir -p /srv/app && for i in 1 2 3 4 5 6; do head -c 20000000 /dev/urandom > /srv/app/f$i; done && \
-         printf '[Service]\\nExecStart=/bin/sleep 100000\\n' > /etc/systemd/system/plumb-holder.service && \
-         systemctl daemon-reload && systemctl start plumb-holder",
+    let (lab, dir, disk) = holder_node(
+        "256M",
+        "mkdir -p /srv/app && for i in 1 2 3 4 5 6; do head -c 20000000 /dev/urandom > /srv/app/f$i; done",
     );
+    let n = &lab.nodes[0];
     let sums = "cd /srv/app && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum";
     let before = on(&lab, n, sums);
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        r#"
-resources:
-  - id: app-fs
-    filesystem: {dev: "{{ dev }}", type: ext4}
-  - id: app-mount
-    mount:
-      path: /srv/app
-      src: "{{ dev }}"
-      fstype: ext4
-      migrate: {stop: [plumb-holder]}
-"#,
-    )
-    .unwrap();
-    let inv = lab.inventory(dir.path(), "");
+    let (plan, inv) = (dir.path().join("plan.yaml"), lab.inventory(dir.path(), ""));
+    std::fs::write(&plan, MIGRATION_PLAN).unwrap();
     let vars = [format!("dev={}", disk.dev)];
     let child = Plumb::over_ssh("apply", &plan, &inv, &lab.ssh_config(), "json")
         .vars(&vars)
