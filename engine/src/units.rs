@@ -53,6 +53,12 @@ pub fn rate(bytes: u64, d: Duration) -> Option<String> {
     (ms >= 1000).then(|| format!("{}/s", human(bytes.saturating_mul(1000) / ms)))
 }
 
+/// `n` and the noun for it: `1 entry`, `3 entries`.
+#[must_use]
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use plumb_engine::module::{
     Presence, ProbeOutput, Risk, Step,
 };
 use plumb_engine::shell::Sh;
+use plumb_engine::units::count;
 use serde::{Deserialize, Serialize};
 
 use crate::stat::{accounts, done, fields, metadata_changes, metadata_script, observed, Kind, PathInfo};
@@ -174,8 +175,12 @@ impl Module for Directory {
             _ => {}
         }
         if p.state == Presence::Absent && entries > 0 && !p.recursive {
-            return Err(Failure::from(format!("`{}` is not empty ({entries} entries)", p.path))
-                .with_hint("set `recursive: true` to remove it with its contents"));
+            return Err(Failure::from(format!(
+                "`{}` is not empty ({})",
+                p.path,
+                count(entries, "entry", "entries")
+            ))
+            .with_hint("set `recursive: true` to remove it with its contents"));
         }
         Ok(State { info, entries })
     }
@@ -215,7 +220,11 @@ impl Module for Directory {
             DirPlan::Remove => {
                 let risk = if s.entries > 0 { Risk::Destructive } else { Risk::Safe };
                 let from = if s.entries > 0 {
-                    format!("{} with {} entries", s.info.kind.describe(), s.entries)
+                    format!(
+                        "{} with {}",
+                        s.info.kind.describe(),
+                        count(s.entries, "entry", "entries")
+                    )
                 } else {
                     s.info.kind.describe().to_string()
                 };

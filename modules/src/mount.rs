@@ -12,6 +12,7 @@ use plumb_engine::module::{
 };
 use plumb_engine::report::{Downtime, DowntimeKind};
 use plumb_engine::shell::Sh;
+use plumb_engine::units::count;
 use serde::{Deserialize, Serialize};
 
 use crate::fstab::{entries_for, normalize, rewrite, FstabEntry};
@@ -606,7 +607,7 @@ fn migrate_change(p: &Params, s: &State) -> Change {
         .map_or_else(|| "the data".into(), |b| format!("{} ({b} bytes)", human(b)));
     let from = match s.foreign() {
         Some(f) => format!("{size} in `{}` (mounted from {})", p.path, f.source),
-        None => format!("{size} in `{}` ({} entries)", p.path, s.path_entries),
+        None => format!("{size} in `{}` ({})", p.path, count(s.path_entries, "entry", "entries")),
     };
     let kept = match (s.foreign(), p.migrate.as_ref().is_some_and(|m| m.keep_old)) {
         (Some(f), _) => format!("old data stays on {}, unmounted", f.source),
@@ -964,10 +965,12 @@ impl Module for Mount {
         }
         if s.foreign().is_none() && s.holds_data() && p.migrate.is_none() {
             return Err(Failure::from(format!(
-                "`{}` holds {} entries that mounting over it would hide: add `migrate:` to move them onto `{}`, \
-                 or empty it first",
+                "`{}` holds {} that mounting over it would hide",
                 p.path,
-                s.path_entries,
+                count(s.path_entries, "entry", "entries")
+            ))
+            .with_hint(format!(
+                "add `migrate:` to move them onto `{}`, or empty it first",
                 p.src()
             )));
         }

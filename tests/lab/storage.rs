@@ -449,7 +449,7 @@ fn a_mount_point_holding_data_is_not_mounted_over_without_migrate() {
     expect(&o, 1, "refused");
     let err = resource(&o, "data-mount")["error"].to_string();
     assert!(
-        err.contains("holds 1 entries that mounting over it would hide") && err.contains("migrate"),
+        err.contains("holds 1 entry that mounting over it would hide") && err.contains("migrate"),
         "{err}"
     );
     assert_eq!(rig.mounted("srv data"), None);

@@ -200,7 +200,7 @@ fn directory_absent_needs_recursive_for_contents() {
         "{failure}"
     );
     assert!(
-        failure["what"].as_str().unwrap().ends_with("is not empty (1 entries)"),
+        failure["what"].as_str().unwrap().ends_with("is not empty (1 entry)"),
         "{failure}"
     );
     assert!(s.root().join("d/sub/f").exists());
