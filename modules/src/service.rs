@@ -340,35 +340,7 @@ impl Module for Service {
     }
 
     fn changes(_p: &Params, s: &State, plan: &ServicePlan) -> Changes {
-        let mut c = Changes::none();
-        if plan.daemon_reload {
-            c.push(Change::new(
-                "daemon-reload",
-                None,
-                Some("the unit file changed on disk".into()),
-            ));
-        }
-        if let Some(e) = plan.enable {
-            c.push(Change::new(
-                "enabled",
-                Some(if s.enabled.is_empty() {
-                    "unknown".into()
-                } else {
-                    s.enabled.clone()
-                }),
-                Some(if e { "enabled" } else { "disabled" }.into()),
-            ));
-        }
-        match plan.state {
-            Some(Running::Running) => {
-                c.push(Change::new("state", Some(s.active.clone()), Some("running".into())).risk(Risk::Restart));
-            }
-            Some(Running::Stopped) => {
-                c.push(Change::new("state", Some(s.active.clone()), Some("stopped".into())).risk(Risk::Disruptive));
-            }
-            None => {}
-        }
-        c
+        describe(s, plan, "")
     }
 
     fn apply(p: &Params, _s: &State, plan: &ServicePlan) -> Vec<Step> {
@@ -398,16 +370,13 @@ impl Module for Service {
 
     fn verify(p: &Params, after: &State) -> Changes {
         let plan = Self::plan(p, after);
-        let mut c = Self::changes(p, after, &plan);
         // A unit that died right after `start` returned: say why.
-        if plan.state == Some(Running::Running) {
-            for ch in c.items.iter_mut().filter(|ch| ch.field == "state") {
-                if let Some(from) = &mut ch.from {
-                    from.push_str(&after.journal_note());
-                }
-            }
-        }
-        c
+        let note = if plan.state == Some(Running::Running) {
+            after.journal_note()
+        } else {
+            String::new()
+        };
+        describe(after, &plan, &note)
     }
 
     fn refresh(p: &Params, s: &State, plan: &ServicePlan) -> Vec<Step> {
@@ -431,6 +400,42 @@ impl Module for Service {
     fn refreshes_unit(p: &Params) -> Option<String> {
         Some(p.unit.clone())
     }
+}
+
+/// What `plan` changes, for people; `note` follows the unit's state where a
+/// start is planned (verification adds why a started unit died).
+fn describe(s: &State, plan: &ServicePlan, note: &str) -> Changes {
+    let mut c = Changes::none();
+    if plan.daemon_reload {
+        c.push(Change::new(
+            "daemon-reload",
+            None,
+            Some("the unit file changed on disk".into()),
+        ));
+    }
+    if let Some(e) = plan.enable {
+        c.push(Change::new(
+            "enabled",
+            Some(if s.enabled.is_empty() {
+                "unknown".into()
+            } else {
+                s.enabled.clone()
+            }),
+            Some(if e { "enabled" } else { "disabled" }.into()),
+        ));
+    }
+    match plan.state {
+        Some(Running::Running) => {
+            c.push(
+                Change::new("state", Some(format!("{}{note}", s.active)), Some("running".into())).risk(Risk::Restart),
+            );
+        }
+        Some(Running::Stopped) => {
+            c.push(Change::new("state", Some(s.active.clone()), Some("stopped".into())).risk(Risk::Disruptive));
+        }
+        None => {}
+    }
+    c
 }
 
 #[cfg(test)]
