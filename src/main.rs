@@ -90,9 +90,9 @@ struct Common {
     /// An OpenSSH client config to use instead of ~/.ssh/config (`ssh -F`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
-    /// `apply`: the runs whose backups and records each host keeps (older
-    /// ones are removed; the newest run, which a rollback needs next, always
-    /// stays).
+    /// `apply`: the runs whose backups and records each host keeps, of
+    /// those that changed it (older ones are removed; the newest run, which
+    /// a rollback needs next, always stays).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     keep_backups: u64,
     /// Seconds to wait for a host to answer.

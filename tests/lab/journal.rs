@@ -499,6 +499,37 @@ fn hosts_keep_the_backups_and_records_of_the_last_runs_only() {
         assert!(backups.contains(kept.as_str()), "{kept} kept: {backups}");
         assert!(records.contains(kept.as_str()), "{kept} kept: {records}");
     }
+    // Applies that find the host converged (a drift check re-run as an
+    // apply) leave it no record and prune nothing: the last changes stay
+    // undoable however often the plan is re-applied.
+    for _ in 0..3 {
+        let again = s.plumb(
+            "ws",
+            &[
+                "apply",
+                plan.to_str().unwrap(),
+                "--yes",
+                "--format",
+                "json",
+                "--keep-backups",
+                "2",
+                "--var",
+                "n=4",
+            ],
+        );
+        common::expect(&again, 0, "apply with nothing to do");
+        let id = again.json()["run_id"].as_str().unwrap().to_string();
+        assert!(
+            !s.sh(0, "ls /var/lib/plumb/runs").contains(id.as_str()),
+            "no host record of {id}"
+        );
+        assert!(
+            s.records("ws").iter().any(|(_, r)| r["run_id"] == id.as_str()),
+            "the workstation records {id}"
+        );
+    }
+    assert_eq!(s.sh(0, "ls /var/lib/plumb/backups"), backups);
+    assert_eq!(s.sh(0, "ls /var/lib/plumb/runs"), records);
     // The newest run can still be rolled back.
     let d = s.plumb("ws", &["rollback", &runs[3]]);
     common::expect(&d, 2, "rollback of the newest run");
