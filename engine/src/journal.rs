@@ -1038,6 +1038,16 @@ mod tests {
 mod stat_tests {
     use super::*;
 
+    /// [`stat_script`] run here by `sh`, read.
+    fn run_stat_script(items: &[(String, Option<String>)]) -> Vec<Option<Stat>> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stat_script(items).as_str())
+            .output()
+            .unwrap();
+        parse_stats(&out.stdout, items.len())
+    }
+
     /// The record's batched read says of every kind of path what the
     /// resource-sized script says: a file, its backup, a folder, a symlink,
     /// a file whose name holds a newline and a blank, a setuid mode, and
@@ -1045,10 +1055,7 @@ mod stat_tests {
     #[tokio::test]
     async fn the_batched_read_of_a_run_agrees_with_the_stat_script() {
         use std::os::unix::fs::PermissionsExt as _;
-        let root = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let root = crate::testing::running_as_root();
         if !root {
             eprintln!("skipped: stat_paths reads as root");
             return;
@@ -1069,12 +1076,7 @@ mod stat_tests {
             (s(&odd), None),
             (s(&d.path().join("none")), Some(s(&d.path().join("nob")))),
         ];
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(stat_script(&items).as_str())
-            .output()
-            .unwrap();
-        let one_by_one = parse_stats(&out.stdout, items.len());
+        let one_by_one = run_stat_script(&items);
         let batched = stat_paths(&crate::transport::local::Local, &items).await.unwrap();
         assert_eq!(batched, one_by_one);
         let odd_state = batched[3].clone().unwrap().state.unwrap();
@@ -1102,22 +1104,12 @@ mod stat_tests {
             (s(d.path()), None),
             (s(&d.path().join("none")), Some(s(&d.path().join("nob")))),
         ];
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(stat_script(&items).as_str())
-            .output()
-            .unwrap();
-        let st = parse_stats(&out.stdout, 3);
+        let st = run_stat_script(&items);
         let file = st[0].clone().unwrap();
         assert_eq!(file.state.as_ref().unwrap().kind, "file");
         assert_eq!(file.state.unwrap().sha256.unwrap(), crate::module::sha256_hex(b"x\n"));
         assert_eq!(file.backup_sha256.unwrap(), crate::module::sha256_hex(b"x\n"));
-        assert_eq!(
-            st[1].clone().unwrap().state.unwrap().kind,
-            "directory",
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_eq!(st[1].clone().unwrap().state.unwrap().kind, "directory");
         assert_eq!(
             st[2].clone().unwrap(),
             Stat {

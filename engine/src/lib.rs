@@ -26,3 +26,16 @@ pub mod transport;
 pub mod units;
 pub mod write;
 pub mod yaml;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Whether the tests run as root (some need to own files as another
+    /// user or read as root; CI runs them as root).
+    pub(crate) fn running_as_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    }
+}

@@ -205,10 +205,7 @@ mod tests {
         let f = dir.path().join("s.sh");
         std::fs::write(&f, full.as_str()).unwrap();
         let out = std::process::Command::new("sh").arg(&f).output().unwrap();
-        let root = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let root = crate::testing::running_as_root();
         if root {
             assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8_lossy(&out.stdout), "20000\n");
@@ -305,10 +302,7 @@ mod tests {
     /// also between the probe and the write.
     #[test]
     fn a_write_through_a_symlink_owned_by_another_user_is_refused() {
-        let root_user = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let root_user = crate::testing::running_as_root();
         if !root_user {
             eprintln!("skipped: needs root to own a symlink as another user");
             return;

@@ -470,25 +470,25 @@ fn hosts_keep_the_backups_and_records_of_the_last_runs_only() {
     let s = Site::new(1);
     s.sh(0, "echo 0 > /etc/plumb-kept");
     let plan = s.plan("resources:\n  - id: f\n    file: {path: /etc/plumb-kept, content: \"{{ n }}\\n\"}\n");
-    let mut runs = Vec::new();
-    for n in 1..=4 {
-        let a = s.plumb(
-            "ws",
-            &[
-                "apply",
-                plan.to_str().unwrap(),
-                "--yes",
-                "--format",
-                "json",
-                "--keep-backups",
-                "2",
-                "--var",
-                &format!("n={n}"),
-            ],
-        );
+    // Apply the plan with `n`, keeping 2 runs: its run id.
+    let apply = |n: u32| {
+        let vars = format!("n={n}");
+        let args = [
+            "apply",
+            plan.to_str().unwrap(),
+            "--yes",
+            "--format",
+            "json",
+            "--keep-backups",
+            "2",
+            "--var",
+            &vars,
+        ];
+        let a = s.plumb("ws", &args);
         common::expect(&a, 0, "apply");
-        runs.push(a.json()["run_id"].as_str().unwrap().to_string());
-    }
+        a.json()["run_id"].as_str().unwrap().to_string()
+    };
+    let runs: Vec<String> = (1..=4).map(apply).collect();
     let backups = s.sh(0, "ls /var/lib/plumb/backups");
     let records = s.sh(0, "ls /var/lib/plumb/runs");
     for old in &runs[..2] {
@@ -503,22 +503,7 @@ fn hosts_keep_the_backups_and_records_of_the_last_runs_only() {
     // apply) leave it no record and prune nothing: the last changes stay
     // undoable however often the plan is re-applied.
     for _ in 0..3 {
-        let again = s.plumb(
-            "ws",
-            &[
-                "apply",
-                plan.to_str().unwrap(),
-                "--yes",
-                "--format",
-                "json",
-                "--keep-backups",
-                "2",
-                "--var",
-                "n=4",
-            ],
-        );
-        common::expect(&again, 0, "apply with nothing to do");
-        let id = again.json()["run_id"].as_str().unwrap().to_string();
+        let id = apply(4);
         assert!(
             !s.sh(0, "ls /var/lib/plumb/runs").contains(id.as_str()),
             "no host record of {id}"
