@@ -699,6 +699,13 @@ fn shared_identities(resources: &[HostResource], raws: &[&RawResource], sources:
     for (i, r) in resources.iter().enumerate() {
         let Some(res) = &r.resource else { continue };
         for claim in res.claims().manages {
+            // The module contract: a managed path is inspected (the run
+            // record reads "created" and "before" from its observation).
+            debug_assert!(
+                !matches!(&claim, Claim::Path(p) if !res.inspect().iter().any(|q| &q.path == p)),
+                "module `{}` manages {claim:?} without inspecting it",
+                r.module
+            );
             let (what, value) = match claim {
                 Claim::Path(p) => ("path", p),
                 Claim::Key(ns, v) => (ns, v),

@@ -590,17 +590,20 @@ impl RunRecord {
                         }
                     }
                 }
-                let created = r
-                    .changes
-                    .iter()
-                    .any(|c| c.field == "state" && c.from.as_deref() == Some("absent"));
-                let before: BTreeMap<String, String> = r
-                    .changes
-                    .iter()
-                    .filter(|c| ["mode", "owner", "group"].contains(&c.field.as_str()))
-                    .filter_map(|c| Some((c.field.clone(), c.from.clone()?)))
-                    .collect();
                 for p in paths {
+                    // What the probe saw there before the run: nothing (the
+                    // run created it), or its metadata (kept where the run
+                    // changed it, once what it left is read).
+                    let seen = r.paths_before.get(&p);
+                    let created = matches!(seen, Some(Ok(None)));
+                    let before = match seen {
+                        Some(Ok(Some(st))) => BTreeMap::from([
+                            ("mode".to_string(), format!("{:04o}", st.mode)),
+                            ("owner".to_string(), st.owner.clone()),
+                            ("group".to_string(), st.group.clone()),
+                        ]),
+                        _ => BTreeMap::new(),
+                    };
                     let backup = backups
                         .iter()
                         .find(|b| backup_target(b, &self.run_id).as_deref() == Some(p.as_str()))
@@ -614,7 +617,7 @@ impl RunRecord {
                         path: p,
                         sensitive: r.sensitive,
                         created: created && backup.is_none(),
-                        before: before.clone(),
+                        before,
                         backup,
                         after: None,
                     });
@@ -779,7 +782,24 @@ async fn read_paths(t: &dyn Transport, mut rec: HostRecord, key: &Keyed) -> Host
         }
         Err(e) => rec.error = Some(format!("cannot read what the run left: {e}")),
     }
+    // The metadata before, only where the run changed it: a path the run
+    // removed, or could not be read after, has none to set back.
+    for p in &mut rec.paths {
+        let after = p.after.as_ref();
+        p.before
+            .retain(|field, was| after.is_some_and(|a| changed(a, field, was)));
+    }
     rec
+}
+
+/// Whether `field` of what a run left differs from its value before.
+fn changed(after: &PathState, field: &str, was: &str) -> bool {
+    match field {
+        "mode" => u32::from_str_radix(&after.mode, 8).ok() != u32::from_str_radix(was, 8).ok(),
+        "owner" => after.owner != was,
+        "group" => after.group != was,
+        _ => true,
+    }
 }
 
 /// What is at each `(path, backup)` on the host now, as root (one remote

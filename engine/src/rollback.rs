@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{EdgeKind, HostPlan, HostResource};
 use crate::inventory::Host;
 use crate::journal::{parse_stats, stat_script, Keyed, PathRecord, PathState, RunRecord, Stat};
-use crate::module::{
-    resource_of, Change, Changes, Claim, Claims, Failure, Module, ModuleDoc, ProbeOutput, Risk, Script, Step,
-};
+use crate::module::{resource_of, Change, Changes, Claim, Claims, Failure, Module, ModuleDoc, ProbeOutput, Risk, Step};
+use crate::paths::PathQuery;
 use crate::plan::Become;
 use crate::report::{Downtime, DowntimeKind, Status};
 use crate::shell::Sh;
@@ -146,6 +145,13 @@ impl Module for Undo {
 
     fn claims(p: &UndoParams) -> Claims {
         Claims::managing(Claim::Path(p.path.clone()))
+    }
+
+    /// The path it manages, observed by the engine too: the rollback's own
+    /// record takes from it what was there before (so that a rollback can
+    /// be rolled back).
+    fn inspect(p: &UndoParams) -> Vec<PathQuery> {
+        vec![PathQuery::stat(p.path.clone())]
     }
 
     fn probe(p: &UndoParams) -> Sh {
@@ -329,7 +335,7 @@ impl Module for Undo {
             Action::Remove { .. } => format!("remove {}", p.path),
             Action::Meta { .. } => format!("set the metadata of {} back", p.path),
         };
-        vec![Step::Run(Script { label, sh, stdin: None })]
+        vec![Step::run(label, sh)]
     }
 }
 
@@ -452,11 +458,7 @@ impl Module for SwitchBack {
             .val(p.units.join(" "));
         sh.line(&crate::module::downtime_fn());
         sh.line(&Sh::raw_start(SWITCH_BACK));
-        vec![Step::Run(Script {
-            label: format!("switch {} back to {}", p.path, p.old),
-            sh,
-            stdin: None,
-        })]
+        vec![Step::run(format!("switch {} back to {}", p.path, p.old), sh)]
     }
 }
 
@@ -555,11 +557,10 @@ impl Module for Restart {
     }
 
     fn refresh(p: &RestartParams, _s: &RestartState, _c: &Changes) -> Vec<Step> {
-        vec![Step::Run(Script {
-            label: format!("restart {}", p.unit),
-            sh: Sh::raw_start("systemctl restart --").arg(&p.unit),
-            stdin: None,
-        })]
+        vec![Step::run(
+            format!("restart {}", p.unit),
+            Sh::raw_start("systemctl restart --").arg(&p.unit),
+        )]
     }
 }
 

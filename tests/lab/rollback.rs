@@ -95,6 +95,8 @@ resources:
     file: {path: /etc/plumb-demo.token, content: "{{ token }}\n", mode: "0600"}
     sensitive: true
     notify: [demo]
+  - id: perm
+    file: {path: /etc/plumb-demo.perm, content: "p\n", mode: "{{ mode }}"}
   - id: confd
     directory: {path: "{{ dir }}"}
   - id: drop
@@ -104,7 +106,12 @@ resources:
     requires: [unit]
 "#;
 
-const PATHS: &[&str] = &["/etc/plumb-demo.conf", "/etc/plumb-demo.token", "/etc/plumb-demo.d"];
+const PATHS: &[&str] = &[
+    "/etc/plumb-demo.conf",
+    "/etc/plumb-demo.token",
+    "/etc/plumb-demo.d",
+    "/etc/plumb-demo.perm",
+];
 
 fn starts(s: &Site) -> usize {
     s.sh("cat /var/log/plumb-demo.starts 2>/dev/null | wc -l")
@@ -166,6 +173,9 @@ fn a_rollback_restores_every_file_restarts_the_notified_service_once_and_can_its
         "token (rollback)",
         "drop (rollback)",
         "confd (rollback)",
+        // Only its mode changed (no content written, no backup): the mode
+        // is set back from what the probe saw before the run.
+        "perm (rollback)",
         "restart plumb-demo",
     ] {
         assert!(d.stdout.contains(want), "`{want}` in:\n{}", d.stdout);

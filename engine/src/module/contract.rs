@@ -118,7 +118,11 @@ pub trait Module: Send + Sync + 'static {
     /// Paths whose type, metadata, sha256 or content `parse` needs. The
     /// engine observes the paths of all of a host's resources together (one
     /// `stat` and one `sha256sum` for all of them, see [`crate::paths`]) and
-    /// hands the answers to `parse` in [`ProbeOutput::path`].
+    /// hands the answers to `parse` in [`ProbeOutput::path`]. A module
+    /// that manages a path ([`Claim::Path`](crate::module::Claim::Path) in
+    /// its `manages`) inspects it: the run record takes from that
+    /// observation whether the run created the path and its metadata
+    /// before, which a rollback sets back.
     fn inspect(_p: &Self::Params) -> Vec<PathQuery> {
         Vec::new()
     }

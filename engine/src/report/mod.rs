@@ -7,9 +7,12 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::module::{Change, Changes, Risk};
+use crate::paths::PathObservation;
 
 /// `diff` or `apply`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +122,11 @@ pub struct ResourceReport {
     /// compares at apply time (never printed).
     #[serde(skip)]
     pub fingerprint: Option<String>,
+    /// What the probe saw at each path the resource inspects, before this
+    /// run changed anything there: what the run record takes as "created"
+    /// and "before" (never printed).
+    #[serde(skip)]
+    pub paths_before: BTreeMap<String, PathObservation>,
 }
 
 /// A systemd unit that a resource's steps stop and start again.

@@ -193,6 +193,8 @@ struct Slot {
     starts: Vec<String>,
     /// The units its steps take down: expected, then measured.
     downtime: Vec<crate::report::Downtime>,
+    /// What the probes saw at its inspected paths before its steps ran.
+    paths_before: std::collections::BTreeMap<String, crate::paths::PathObservation>,
 }
 
 /// One host's run: its plan, its connection, and its count of remote
@@ -355,6 +357,7 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
     });
     ResourceReport {
         fingerprint,
+        paths_before: std::mem::take(&mut s.paths_before),
         id: r.id.clone(),
         module: r.module.to_string(),
         status,

@@ -196,12 +196,16 @@ pub(super) fn record(hp: &HostPlan, slots: &mut [Slot], probed: Probed, round: u
         let Some(res) = hp.resources[i].resource.as_deref() else {
             continue;
         };
-        let observed = out.and_then(|o| res.observe(&o).map(|obs| (obs, o.missing)));
+        let observed = out.and_then(|o| res.observe(&o).map(|obs| (obs, o)));
         match observed {
-            Ok((obs, missing)) => {
+            Ok((obs, o)) => {
                 slots[i].observed = Some(obs);
-                slots[i].missing = missing;
+                slots[i].missing = o.missing;
                 slots[i].seen = round;
+                // Until its steps run: what the run record calls "before".
+                if slots[i].changed_in.is_none() {
+                    slots[i].paths_before = o.paths;
+                }
             }
             Err(e) => slots[i].outcome = Some(Outcome::Failed(e.during("probe"))),
         }
