@@ -592,6 +592,10 @@ fn why_not(module: &str, notes: &[String]) -> Option<(String, String)> {
             "the logical volume's size".into(),
             "a logical volume is not shrunk back: shrinking it (and its filesystem) can lose data".into(),
         ),
+        "lvm.vg" => (
+            "the volume group".into(),
+            "a volume group created or extended stays, with its disks: `plumb rollback` does not remove it or take a disk back (`vgreduce`, `vgremove`, `pvremove` by hand, once nothing uses it)".into(),
+        ),
         "filesystem" => (
             "the filesystem".into(),
             "a filesystem made by mkfs or grown stays: what mkfs erased cannot be brought back, and a filesystem is not shrunk".into(),
@@ -990,4 +994,37 @@ pub fn undo_line(module: &str, changes: &[crate::report::ChangeReport], notes: &
         return "`plumb rollback RUN` restores the old file from the backup this run keeps under /var/lib/plumb/backups/RUN/ (verified by sha256)".into();
     }
     "`plumb rollback RUN` sets the values shown back".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ChangeReport;
+
+    fn change(field: &str, from: Option<&str>, to: &str) -> ChangeReport {
+        ChangeReport {
+            field: field.into(),
+            from: from.map(str::to_string),
+            to: Some(to.into()),
+            risk: Risk::Safe,
+        }
+    }
+
+    /// The review's undo line never promises what `plumb rollback` does
+    /// not do: a volume group it made stays (the Phase-1 review said
+    /// "sets the values shown back" for `fast-vg`).
+    #[test]
+    fn an_undo_line_says_what_rollback_cannot_undo() {
+        let vg = undo_line("lvm.vg", &[change("vg", None, "vg_fast on /dev/vdb")], &[]);
+        assert!(
+            vg.starts_with("cannot be undone: a volume group created or extended stays"),
+            "{vg}"
+        );
+        let lv = undo_line("lvm.lv", &[change("size", Some("1 GiB"), "2 GiB")], &[]);
+        assert!(lv.starts_with("cannot be undone"), "{lv}");
+        let created = undo_line("file", &[change("state", Some("absent"), "file")], &[]);
+        assert!(created.contains("removes it"), "{created}");
+        let mode = undo_line("file", &[change("mode", Some("0644"), "0600")], &[]);
+        assert!(mode.contains("sets the values shown back"), "{mode}");
+    }
 }
