@@ -129,7 +129,13 @@ fn meta_changes(c: &mut Changes, now: &PathState, want: &BTreeMap<String, String
             have == w
         };
         if !same {
-            c.push(Change::new(field, Some(have.clone()), Some(w.clone())));
+            // A mode as the host's `stat` writes it, as `have` is (the
+            // record may hold `0644`): `mode: 600 → 644`.
+            let w = match octal(w) {
+                Some(m) if field == "mode" => format!("{m:o}"),
+                _ => w.clone(),
+            };
+            c.push(Change::new(field, Some(have.clone()), Some(w)));
         }
     }
 }
@@ -1026,5 +1032,35 @@ mod tests {
         assert!(created.contains("removes it"), "{created}");
         let mode = undo_line("file", &[change("mode", Some("0644"), "0600")], &[]);
         assert!(mode.contains("sets the values shown back"), "{mode}");
+    }
+
+    /// Setting a mode back reads as the host writes modes, whatever the
+    /// record holds.
+    #[test]
+    fn a_mode_set_back_reads_like_the_mode_it_replaces() {
+        let now = PathState {
+            kind: "file".into(),
+            sha256: None,
+            mode: "600".into(),
+            owner: "root".into(),
+            group: "root".into(),
+        };
+        let mut c = Changes::none();
+        meta_changes(
+            &mut c,
+            &now,
+            &BTreeMap::from([("mode".to_string(), "0644".to_string())]),
+        );
+        assert_eq!(
+            (c.items[0].from.as_deref(), c.items[0].to.as_deref()),
+            (Some("600"), Some("644"))
+        );
+        let mut same = Changes::none();
+        meta_changes(
+            &mut same,
+            &now,
+            &BTreeMap::from([("mode".to_string(), "0600".to_string())]),
+        );
+        assert!(same.items.is_empty());
     }
 }
