@@ -577,11 +577,7 @@ impl RunRecord {
                 if !touched {
                     continue;
                 }
-                let backups: Vec<&str> = r
-                    .notes
-                    .iter()
-                    .filter_map(|n| n.strip_prefix("backup of the old file: "))
-                    .collect();
+                let backups: Vec<&str> = r.backups.iter().map(String::as_str).collect();
                 let mut paths: Vec<String> = fp.map(|f| f.paths.clone()).unwrap_or_default();
                 for b in &backups {
                     if let Some(t) = backup_target(b, &self.run_id) {

@@ -127,6 +127,10 @@ pub struct ResourceReport {
     /// and "before" (never printed).
     #[serde(skip)]
     pub paths_before: BTreeMap<String, PathObservation>,
+    /// The backups its steps kept, by path on the host (the notes say
+    /// them to people; the run record reads them here).
+    #[serde(skip)]
+    pub backups: Vec<String>,
 }
 
 /// A systemd unit that a resource's steps stop and start again.

@@ -175,6 +175,7 @@ async fn apply_one(run: &HostRun<'_>, slots: &mut [Slot], i: usize, round: u32) 
         match result {
             Ok(done) => {
                 slots[i].notes.extend(done.notes);
+                slots[i].backups.extend(done.backups);
                 slots[i].done.extend(done.done);
             }
             Err(StepError::Failed(f, done)) => {
@@ -248,11 +249,10 @@ async fn run_step(
         return Ok(if sensitive && matches!(step, Step::Run(_)) {
             // Only where plumb kept a backup (a path, no secret): a rollback
             // of this run needs it.
+            let backups = backups(&o);
             StepDone {
-                notes: backup_notes(&o)
-                    .into_iter()
-                    .filter(|n| n.starts_with("backup of the old file: "))
-                    .collect(),
+                notes: backups.iter().map(|p| backup_note(p)).collect(),
+                backups,
                 done: vec![label],
             }
         } else {
@@ -372,13 +372,26 @@ fn backup_notes(o: &Output) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             if let Some(p) = l.strip_prefix("plumb-backup=") {
-                Some(format!("backup of the old file: {p}"))
+                Some(backup_note(p))
             } else if let Some(c) = l.strip_prefix("plumb-copied=") {
                 copied_note(c)
             } else {
                 l.strip_prefix("plumb-note=").map(str::to_string)
             }
         })
+        .collect()
+}
+
+/// The report's words for a backup at `path`.
+fn backup_note(path: &str) -> String {
+    format!("backup of the old file: {path}")
+}
+
+/// The `plumb-backup=PATH` lines of a step: the backups it kept.
+fn backups(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("plumb-backup=").map(str::to_string))
         .collect()
 }
 
@@ -426,6 +439,8 @@ fn copied_note(line: &str) -> Option<String> {
 /// What a step that succeeded printed for the report.
 struct StepDone {
     notes: Vec<String>,
+    /// The backups it kept (`plumb-backup=` lines).
+    backups: Vec<String>,
     /// What it completed: its `plumb-done=` lines, or else its label.
     done: Vec<String>,
 }
@@ -438,6 +453,7 @@ impl StepDone {
         }
         Self {
             notes: backup_notes(o),
+            backups: backups(o),
             done,
         }
     }

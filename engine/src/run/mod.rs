@@ -193,6 +193,8 @@ struct Slot {
     starts: Vec<String>,
     /// The units its steps take down: expected, then measured.
     downtime: Vec<crate::report::Downtime>,
+    /// The backups its steps kept.
+    backups: Vec<String>,
     /// What the probes saw at its inspected paths before its steps ran.
     paths_before: std::collections::BTreeMap<String, crate::paths::PathObservation>,
 }
@@ -358,6 +360,7 @@ fn resource_report(hp: &HostPlan, i: usize, s: &mut Slot) -> ResourceReport {
     ResourceReport {
         fingerprint,
         paths_before: std::mem::take(&mut s.paths_before),
+        backups: std::mem::take(&mut s.backups),
         id: r.id.clone(),
         module: r.module.to_string(),
         status,
