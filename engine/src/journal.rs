@@ -212,6 +212,21 @@ pub struct PathState {
     pub group: String,
 }
 
+impl PathState {
+    /// Whether its `field` (`mode`, `owner` or `group`) is not `value`; a
+    /// mode compared as a number (`644` is `0644`).
+    #[must_use]
+    pub fn differs(&self, field: &str, value: &str) -> bool {
+        let octal = |m: &str| u32::from_str_radix(m, 8).ok();
+        match field {
+            "mode" => octal(&self.mode) != octal(value),
+            "owner" => self.owner != value,
+            "group" => self.group != value,
+            _ => true,
+        }
+    }
+}
+
 /// A service and the resources whose change restarts it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceRecord {
@@ -783,19 +798,9 @@ async fn read_paths(t: &dyn Transport, mut rec: HostRecord, key: &Keyed) -> Host
     for p in &mut rec.paths {
         let after = p.after.as_ref();
         p.before
-            .retain(|field, was| after.is_some_and(|a| changed(a, field, was)));
+            .retain(|field, was| after.is_some_and(|a| a.differs(field, was)));
     }
     rec
-}
-
-/// Whether `field` of what a run left differs from its value before.
-fn changed(after: &PathState, field: &str, was: &str) -> bool {
-    match field {
-        "mode" => u32::from_str_radix(&after.mode, 8).ok() != u32::from_str_radix(was, 8).ok(),
-        "owner" => after.owner != was,
-        "group" => after.group != was,
-        _ => true,
-    }
 }
 
 /// What is at each `(path, backup)` on the host now, as root (one remote
@@ -819,7 +824,7 @@ pub async fn stat_paths(t: &dyn Transport, items: &[(String, Option<String>)]) -
             batch.add(&[PathQuery::hashed(b.as_str())]);
         }
     }
-    let nonce = format!("{:016x}", rand::random::<u64>());
+    let nonce = crate::run::probe::nonce();
     let script = with_become(&batch.script(&nonce), &Become::Root, false);
     let o = t.run(script.as_str(), None).await.map_err(|e| e.to_string())?;
     if o.status != 0 {

@@ -123,12 +123,7 @@ fn octal(m: &str) -> Option<u32> {
 fn meta_changes(c: &mut Changes, now: &PathState, want: &BTreeMap<String, String>) {
     for (field, have) in [("mode", &now.mode), ("owner", &now.owner), ("group", &now.group)] {
         let Some(w) = want.get(field) else { continue };
-        let same = if field == "mode" {
-            octal(have) == octal(w)
-        } else {
-            have == w
-        };
-        if !same {
+        if now.differs(field, w) {
             // A mode as the host's `stat` writes it, as `have` is (the
             // record may hold `0644`): `mode: 600 → 644`.
             let w = match octal(w) {

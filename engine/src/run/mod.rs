@@ -316,7 +316,7 @@ async fn run_host(hp: &HostPlan, connector: &dyn Connector, opts: &RunOptions) -
         t: t.clone(),
         opts,
         count: AtomicU32::new(0),
-        nonce: format!("{:016x}", rand::random::<u64>()),
+        nonce: probe::nonce(),
     };
     let mut slots: Vec<Slot> = hp.resources.iter().map(|_| Slot::default()).collect();
     let lost = converge(&run, &mut slots, opts).await;

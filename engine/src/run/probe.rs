@@ -27,6 +27,12 @@ use super::outcome::Failure;
 /// was observed of its paths, or why it could not be observed.
 pub(super) type Probed = BTreeMap<usize, Result<ProbeOutput, Failure>>;
 
+/// A fresh nonce for the markers of one batch: nothing a probe prints can
+/// forge a marker it does not know.
+pub(crate) fn nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// Shell that prints the marker of section `name`.
 pub(crate) fn marker(nonce: &str, name: &str) -> Sh {
     Sh::raw_start("printf '\\n%s\\n'").arg(format!("@@{nonce}:{name}"))
